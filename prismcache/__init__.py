@@ -1,0 +1,1 @@
+"""prismcache: a category-aware semantic cache for LLM serving."""

@@ -1,0 +1,84 @@
+"""The document store seam: where entries live, the source of truth for the cache.
+
+The vector index is held in process memory and can always be rebuilt from the store
+(:meth:`DocumentStore.scan`). The store is read on a hit only; a miss never touches it except
+to admit the new entry. Implementations translate their driver's errors into
+:class:`~prismcache.errors.StoreError` subclasses in one place.
+
+Backends are chosen by URL through :func:`prismcache.stores.open_store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+from prismcache.entry import Entry, EntryRef, UsageCount
+
+__all__ = ["DocumentStore"]
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Contract of every document store (memory, SQLite, Redis).
+
+    All methods are thread-safe. Errors are raised as ``StoreError`` subclasses only.
+    """
+
+    def put(self, entry: Entry) -> None:
+        """Insert ``entry``, replacing any entry with the same id. Entries keep their vector."""
+        ...
+
+    def get(self, entry_id: int) -> Entry | None:
+        """Return the entry with ``entry_id`` (vector included), or ``None`` when absent.
+
+        Expired entries may still be returned; callers check :meth:`Entry.expired`.
+        """
+        ...
+
+    def touch(self, entry_id: int, *, now: float, priority: float) -> None:
+        """Record a hit: ``hits += 1``, ``last_access = now``, ``priority = priority``.
+
+        A missing id is ignored.
+        """
+        ...
+
+    def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
+        """Delete the given ids; return refs of those that existed."""
+        ...
+
+    def find(
+        self,
+        *,
+        tenant: str | None = None,
+        category: str | None = None,
+        model: str | None = None,
+    ) -> list[EntryRef]:
+        """Return refs of all entries matching every given filter (``None`` matches all)."""
+        ...
+
+    def evict_over(
+        self, category: str, *, max_entries: int | None, max_bytes: int | None
+    ) -> list[EntryRef]:
+        """Delete lowest-priority entries of ``category`` until it holds at most
+        ``max_entries`` entries and ``max_bytes`` bytes (``None``: no limit); return their refs.
+
+        Ties in priority are broken by the older ``last_access`` first.
+        """
+        ...
+
+    def expire(self, now: float) -> list[EntryRef]:
+        """Delete every entry with ``expires <= now``; return their refs."""
+        ...
+
+    def scan(self) -> Iterator[Entry]:
+        """Yield every stored entry, vectors included (for rebuilding the index)."""
+        ...
+
+    def usage(self) -> dict[str, UsageCount]:
+        """Entries and bytes per category currently stored."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. Further calls may raise ``StoreUnavailable``."""
+        ...
