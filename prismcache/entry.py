@@ -89,6 +89,7 @@ class Entry:
             category=self.category,
             exact_key=self.exact_key,
             size=self.size,
+            priority=self.priority,
         )
 
 
@@ -101,6 +102,7 @@ class EntryRef:
     category: str
     exact_key: str
     size: int = 0
+    priority: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
