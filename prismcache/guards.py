@@ -1,0 +1,186 @@
+"""Lexical guards: checks a semantic match must pass besides the similarity threshold.
+
+Sentence embeddings score some pairs as near-duplicates although their answers differ
+(GPTCache#694: a reversed question scored 0.83-0.9997). No threshold separates them from true
+paraphrases, so after the threshold each candidate is compared with the query by cheap,
+deterministic features of the two texts. A guard that fires turns a would-be hit into a miss:
+a wrong cached answer is worse than a miss, so the guards err towards rejecting.
+
+========== =====================================================================================
+guard      rejects when
+========== =====================================================================================
+numbers    the numbers differ: digits, number words, ordinals, months and weekdays
+           ("flights on May 3" / "May 5"; GSM8K problems that differ in one value)
+negation   one text is negated and the other is not, by the parity of negation cues
+           ("cancel my subscription" / "don't cancel my subscription")
+entities   capitalised names, acronyms, identifiers or quoted strings differ, or the same pair
+           is linked in the opposite direction ("London to Paris" / "Paris to London")
+antonyms   one text uses a word whose opposite the other uses ("sort ascending" / "descending";
+           "basic plan" / "premium plan")
+========== =====================================================================================
+
+>>> check("cancel my subscription", "don't cancel my subscription", ("negation",))
+'negation'
+>>> check("how do I reset my password", "how can I reset my password", ("numbers", "negation"))
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["Features", "check", "features"]
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`]{2,60})[\"“”'`]")
+_IDENTIFIER = re.compile(r"\b\w*(?:_\w+|[a-z][A-Z]\w*|\.\w+\()\w*")
+_DIRECTED = re.compile(r"\b(?:from\s+)?([a-z][a-z]+)\s+(?:to|into|->|vs\.?|versus|than)\s+([a-z][a-z]+)")
+
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty "
+    "ninety hundred thousand million billion trillion half quarter third dozen double triple "
+    "first second fourth fifth sixth seventh eighth ninth tenth once twice "
+    "january february march april may june july august september october november december "
+    "monday tuesday wednesday thursday friday saturday sunday".split()
+)
+_NEGATIONS = frozenset(
+    "not no never none nothing nobody nowhere neither nor without cannot unable "
+    "cant dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt hasnt "
+    "havent hadnt".split()
+)
+_PRONOUNS = frozenset("i i'm i've i'd i'll ok okay".split())
+_DIRECTION_STOP = frozenset("how what way want need going have able used due is are".split())
+_ANTONYM_PAIRS = (
+    ("ascending", "descending"), ("asc", "desc"), ("increase", "decrease"),
+    ("increasing", "decreasing"), ("buy", "sell"), ("buying", "selling"), ("before", "after"),
+    ("min", "max"), ("minimum", "maximum"), ("enable", "disable"), ("add", "remove"),
+    ("upload", "download"), ("import", "export"), ("encrypt", "decrypt"), ("encode", "decode"),
+    ("left", "right"), ("first", "last"), ("open", "close"), ("lock", "unlock"),
+    ("start", "stop"), ("on", "off"), ("up", "down"), ("credit", "debit"),
+    ("deposit", "withdraw"), ("deposit", "withdrawal"), ("send", "receive"), ("sent", "received"),
+    ("basic", "premium"), ("largest", "smallest"), ("biggest", "smallest"),
+    ("highest", "lowest"), ("more", "less"), ("above", "below"), ("north", "south"),
+    ("east", "west"), ("upper", "lower"), ("uppercase", "lowercase"), ("true", "false"),
+    ("push", "pull"), ("read", "write"), ("input", "output"), ("inner", "outer"),
+    ("horizontal", "vertical"), ("row", "column"), ("rows", "columns"), ("oldest", "newest"),
+    ("earliest", "latest"), ("past", "future"), ("win", "lose"), ("hot", "cold"),
+    ("male", "female"), ("plus", "minus"), ("add", "subtract"), ("multiply", "divide"),
+    ("celsius", "fahrenheit"), ("am", "pm"), ("import", "export"), ("join", "leave"),
+    ("install", "uninstall"), ("subscribe", "unsubscribe"), ("include", "exclude"),
+    ("inside", "outside"), ("internal", "external"), ("public", "private"),
+    ("sync", "async"), ("synchronous", "asynchronous"), ("client", "server"),
+    ("encode", "decode"), ("compress", "decompress"), ("serialize", "deserialize"),
+    ("cheapest", "most"), ("fastest", "slowest"), ("long", "short"), ("longest", "shortest"),
+)
+_OPPOSITE: dict[str, frozenset[str]] = {}
+for _a, _b in _ANTONYM_PAIRS:
+    _OPPOSITE[_a] = _OPPOSITE.get(_a, frozenset()) | {_b}
+    _OPPOSITE[_b] = _OPPOSITE.get(_b, frozenset()) | {_a}
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the guards compare, extracted once per text."""
+
+    words: frozenset[str]
+    numbers: tuple[tuple[str, int], ...]
+    negated: bool
+    entities: frozenset[str]
+    directed: frozenset[tuple[str, str]]
+
+
+@lru_cache(maxsize=8192)
+def features(text: str) -> Features:
+    """Extract the guard features of ``text`` (memoised: stored queries recur)."""
+    tokens = _WORD.findall(text)
+    lower = [t.lower().replace("’", "'") for t in tokens]
+    words = frozenset(lower)
+
+    numbers = Counter(n.replace(",", "") for n in _NUMBER.findall(text))
+    numbers.update(w for w in lower if w in _NUMBER_WORDS)
+    # "may" is a month only next to a number ("May 3"), otherwise a modal verb.
+    if "may" in numbers and not _NUMBER.search(text):
+        del numbers["may"]
+    # "second" as a unit of time or "first" as an ordinal both count; "one" as a pronoun is
+    # rare enough in questions to accept the occasional extra miss.
+
+    negations = sum(
+        1 for w in lower if w in _NEGATIONS or w.endswith("n't") or w.endswith("n’t")
+    )
+
+    entities: set[str] = set()
+    for i, token in enumerate(tokens):
+        if lower[i] in _PRONOUNS:
+            continue
+        starts_sentence = i == 0 or text[: text.find(token)].rstrip()[-1:] in ".?!:"
+        if token.isupper() and len(token) > 1 and not token.isdigit():
+            entities.add(token.lower())
+        elif token[:1].isupper() and not starts_sentence and token.lower() not in _NUMBER_WORDS:
+            entities.add(token.lower())
+    entities.update(m.lower() for m in _QUOTED.findall(text))
+    entities.update(m.lower() for m in _IDENTIFIER.findall(text) if len(m) > 2)
+
+    directed = frozenset(
+        (a, b)
+        for a, b in _DIRECTED.findall(text.lower())
+        if a not in _DIRECTION_STOP and b not in _DIRECTION_STOP and a != b
+    )
+    return Features(
+        words=words,
+        numbers=tuple(sorted(numbers.items())),
+        negated=negations % 2 == 1,
+        entities=frozenset(entities),
+        directed=directed,
+    )
+
+
+def _numbers(q: Features, c: Features) -> bool:
+    return q.numbers != c.numbers
+
+
+def _negation(q: Features, c: Features) -> bool:
+    return q.negated != c.negated
+
+
+def _entities(q: Features, c: Features) -> bool:
+    if q.entities != c.entities and (q.entities or c.entities):
+        # Capitalisation is unreliable in typed queries; compare case-insensitively and only
+        # reject when a name appears in one text and not anywhere in the other.
+        only_q = {e for e in q.entities - c.entities if not set(e.split()) <= c.words}
+        only_c = {e for e in c.entities - q.entities if not set(e.split()) <= q.words}
+        if only_q or only_c:
+            return True
+    return any((b, a) in c.directed and (a, b) not in c.directed for a, b in q.directed)
+
+
+def _antonyms(q: Features, c: Features) -> bool:
+    for word in q.words ^ c.words:
+        opposites = _OPPOSITE.get(word)
+        if opposites is None:
+            continue
+        other = c.words if word in q.words else q.words
+        mine = q.words if word in q.words else c.words
+        if any(o in other and o not in mine for o in opposites):
+            return True
+    return False
+
+
+_GUARDS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
+           "antonyms": _antonyms}
+
+
+def check(query: str, candidate: str, guards: Sequence[str]) -> str | None:
+    """Return the name of the first guard in ``guards`` that rejects serving the answer stored
+    for ``candidate`` to ``query``, or ``None`` when every guard passes."""
+    if query == candidate:
+        return None
+    q, c = features(query), features(candidate)
+    for name in guards:
+        if _GUARDS[name](q, c):
+            return name
+    return None
