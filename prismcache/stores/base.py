@@ -22,11 +22,17 @@ __all__ = ["DocumentStore"]
 class DocumentStore(Protocol):
     """Contract of every document store (memory, SQLite, Redis).
 
-    All methods are thread-safe. Errors are raised as ``StoreError`` subclasses only.
+    All methods are thread-safe. Errors are raised as ``StoreError`` subclasses only. Entry ids
+    may be given as any integer type, numpy integers included (index labels are). The contract
+    is tested by ``tests/store_contract.py``.
     """
 
     def put(self, entry: Entry) -> None:
-        """Insert ``entry``, replacing any entry with the same id. Entries keep their vector."""
+        """Insert ``entry``, replacing any entry with the same id. Entries keep their vector.
+
+        The store sets ``size`` (see :mod:`prismcache.stores.codec`); the caller's value is
+        ignored. A request, response or chunk JSON cannot represent raises ``StoreError``.
+        """
         ...
 
     def get(self, entry_id: int) -> Entry | None:
@@ -44,7 +50,7 @@ class DocumentStore(Protocol):
         ...
 
     def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
-        """Delete the given ids; return refs of those that existed."""
+        """Delete the given ids; return refs of those that existed, each once."""
         ...
 
     def find(
@@ -63,7 +69,8 @@ class DocumentStore(Protocol):
         """Delete lowest-priority entries of ``category`` until it holds at most
         ``max_entries`` entries and ``max_bytes`` bytes (``None``: no limit); return their refs.
 
-        Ties in priority are broken by the older ``last_access`` first.
+        Ties in priority are broken by the older ``last_access`` first, then the lower id.
+        Refs come in eviction order.
         """
         ...
 
@@ -72,7 +79,11 @@ class DocumentStore(Protocol):
         ...
 
     def scan(self) -> Iterator[Entry]:
-        """Yield every stored entry, vectors included (for rebuilding the index)."""
+        """Yield every stored entry, vectors included (for rebuilding the index).
+
+        Entries present for the whole scan are yielded exactly once; entries added or deleted
+        during it may or may not be.
+        """
         ...
 
     def usage(self) -> dict[str, UsageCount]:
@@ -80,5 +91,6 @@ class DocumentStore(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections and files. Further calls may raise ``StoreUnavailable``."""
+        """Release connections and files; idempotent. Further calls may raise
+        ``StoreUnavailable``."""
         ...
