@@ -64,6 +64,8 @@ def make_entry(entry_id: int, rng: np.random.Generator) -> Entry:
 
 def summary(name: str, seconds: list[float]) -> str:
     us = sorted(s * 1e6 for s in seconds)
+    if len(us) < 2:
+        return f"{name:<34} n={len(us):>6}  (too few samples for percentiles)"
     q = statistics.quantiles(us, n=100, method="inclusive")
     return (
         f"{name:<34} n={len(us):>6}  p50={q[49]:8.1f}  p90={q[89]:8.1f}  "
@@ -102,8 +104,8 @@ def bench_store(path: Path, entries: int, ops: int) -> None:
           f"{store.usage()['faq'].bytes / store.usage()['faq'].entries:.0f} B + {DIM * 4} B vector")
     print(summary("put (during fill, 0..N)", fill))
     print(summary(f"put (new id, at {entries})", [fill_one(entries + 1 + i) for i in range(ops)]))
-    print(summary(f"put (replace, at {entries})", [fill_one(i) for i in
-                                                   random.Random(1).sample(range(1, entries), ops)]))
+    replaced = random.Random(1).sample(range(1, entries), ops)
+    print(summary(f"put (replace, at {entries})", [fill_one(i) for i in replaced]))
 
     ids = random.Random(2).choices(range(1, entries + 1), k=ops)
     it = iter(ids)

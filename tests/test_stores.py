@@ -48,8 +48,10 @@ class TestSQLiteStore(StoreContract):
             store.touch(1, now=50.0, priority=2.0)
         with SQLiteStore(path) as store:
             assert store.usage() == usage_of(entries)
-            assert_same_entry(store.get(1), make_entry(1, category="b", expires=1.0, hits=1,
-                                                      last_access=50.0, priority=2.0))
+            touched = make_entry(
+                1, category="b", expires=1.0, hits=1, last_access=50.0, priority=2.0
+            )
+            assert_same_entry(store.get(1), touched)
             assert_same_entry(store.get(5), entries[4])
             assert [r.id for r in store.expire(2.0)] == [1, 2]
         with SQLiteStore(path) as store:
