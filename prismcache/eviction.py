@@ -5,10 +5,14 @@ A policy is only an ordering: the store evicts the lowest ``priority`` first (ti
 stored and when it is hit.
 
 * ``lru``: priority = time of the last access.
-* ``lfu``: priority = number of hits (ties fall back to LRU order).
+* ``lfu``: priority = L + accesses (LFU with dynamic ageing, Arlitt et al. 2000; the store
+  counts as the first access; ties fall back to LRU order). A newcomer starts at L + 1, just
+  above the last evicted entry, instead of below every entry ever hit once.
 * ``gdsf`` (Greedy-Dual-Size-Frequency, Cherkasova 1998): priority = L + hits' x value / size,
-  where value is the upstream cost one hit saves and L, the category's "inflation", rises to
-  the priority of each evicted entry, so entries that stop being hit age out.
+  where value is the upstream cost one hit saves.
+
+For ``lfu`` and ``gdsf``, L (the category's "inflation") rises to the priority of each evicted
+entry, so entries that stop being hit age out instead of living on their old counts.
 
 >>> from prismcache.entry import Entry
 >>> e = Entry(id=1, tenant="t", partition="p", category="c", model="m", exact_key="k",
@@ -44,12 +48,12 @@ class LRU(EvictionPolicy):
 
 
 class LFU(EvictionPolicy):
-    """Least frequently used first."""
+    """Least frequently used first, with ageing."""
 
     name = "lfu"
 
     def priority(self, entry: Entry, *, now: float, inflation: float) -> float:
-        return float(entry.hits)
+        return inflation + entry.hits + 1
 
 
 class GDSF(EvictionPolicy):

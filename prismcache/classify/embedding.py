@@ -76,8 +76,8 @@ class EmbeddingClassifier:
         labels: Sequence[str],
         *,
         kind: str = "logistic",
-        l2: float = 1e-3,
-        epochs: int = 300,
+        l2: float = 1e-4,
+        epochs: int = 500,
         learning_rate: float = 0.05,
         seed: int = 0,
     ) -> EmbeddingClassifier:

@@ -1,0 +1,99 @@
+"""What the cache answers: dataclasses, never dicts or strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["CategoryStats", "Hit", "LookupResult", "Miss", "Stored"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hit:
+    """A stored response that may be served for the request.
+
+    Attributes:
+        entry_id: the serving entry.
+        similarity: cosine similarity of the query to the entry's query (1.0 for exact hits).
+        category: the request's category.
+        response: the stored OpenAI response body.
+        chunks: the recorded stream chunks, when the response was stored from a stream.
+        age: seconds since the entry was stored.
+        tier: ``"exact"`` (verbatim repeat) or ``"semantic"``.
+    """
+
+    entry_id: int
+    similarity: float
+    category: str
+    response: dict[str, Any]
+    chunks: list[dict[str, Any]] | None = None
+    age: float = 0.0
+    tier: Literal["exact", "semantic"] = "semantic"
+
+    @property
+    def hit(self) -> bool:
+        """Always ``True``: lets callers write ``if result.hit``."""
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Miss:
+    """No stored response may be served.
+
+    Attributes:
+        reason: why — ``"empty"``, ``"below-threshold"``, ``"guard:<name>"``, ``"disabled"``,
+            ``"bypass:<why>"``, ``"error:<type>"`` (the cache failed open), ...
+        category: the request's category, when it got that far.
+        similarity: the best similarity seen, when a search ran.
+        cacheable: whether the response may be stored afterwards.
+    """
+
+    reason: str
+    category: str | None = None
+    similarity: float | None = None
+    cacheable: bool = True
+
+    @property
+    def hit(self) -> bool:
+        """Always ``False``."""
+        return False
+
+
+LookupResult = Hit | Miss
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    """The outcome of :meth:`SemanticCache.store`: ``entry_id`` is ``None`` when the response
+    was not admitted, and ``reason`` says why."""
+
+    entry_id: int | None
+    category: str | None = None
+    reason: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        """Whether the response was admitted."""
+        return self.entry_id is not None
+
+
+@dataclass(slots=True, kw_only=True)
+class CategoryStats:
+    """Counters of one category since the cache was opened, plus what the store holds."""
+
+    entries: int = 0
+    bytes: int = 0
+    lookups: int = 0
+    hits: int = 0
+    exact_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    errors: int = 0
+    guard_rejections: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / lookups (0.0 before any lookup)."""
+        return self.hits / self.lookups if self.lookups else 0.0
