@@ -205,6 +205,9 @@ class CacheConfig:
             threshold and the guards is served).
         index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index.
         snapshot: directory for index snapshots (faster start-up), or ``None``.
+        server: the ``server:`` section, validated by :mod:`prismcache.server` (the proxy).
+        sections: other top-level sections owned by optional parts (e.g. ``economics``),
+            passed through unvalidated here and validated by the part that reads them.
     """
 
     store: str = "sqlite:///prismcache.db"
@@ -219,6 +222,8 @@ class CacheConfig:
     neighbours: int = 4
     index: Mapping[str, Any] = field(default_factory=dict)
     snapshot: str | None = None
+    server: Mapping[str, Any] = field(default_factory=dict)
+    sections: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.capacity_entries <= 0:
@@ -239,7 +244,9 @@ class CacheConfig:
 
 
 _TOP_KEYS = {"store", "embedder", "capacity", "default_category", "defaults", "categories",
-             "rules", "classifier", "limits", "neighbours", "index", "snapshot"}
+             "rules", "classifier", "limits", "neighbours", "index", "snapshot", "server"}
+# Sections validated by optional parts of prismcache, kept as given.
+_PART_KEYS = {"economics", "adaptive", "replay", "sync"}
 
 
 def _builtin_defaults() -> dict[str, Any]:
@@ -300,7 +307,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(user, Mapping):
         raise ConfigError("the config must be a YAML mapping at the top level")
-    _known("config", user, _TOP_KEYS)
+    _known("config", user, _TOP_KEYS | _PART_KEYS)
     raw = _merge(_builtin_defaults(), user)
     if "rules" in user:  # a user's rule list replaces the shipped one rather than merging
         raw["rules"] = user["rules"]
@@ -337,6 +344,8 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
             neighbours=int(raw.get("neighbours", CacheConfig.neighbours)),
             index=dict(index),
             snapshot=raw.get("snapshot"),
+            server=dict(raw.get("server") or {}),
+            sections={key: raw[key] for key in _PART_KEYS if key in raw},
         )
     except ValueError as exc:  # ConfigError is a ValueError too
         raise ConfigError(str(exc)) from None
