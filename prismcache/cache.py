@@ -20,13 +20,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prismcache import guards
-from prismcache.classify import CategoryRouter, Classification, EmbeddingClassifier, load_examples
+from prismcache.classify import (
+    CategoryRouter,
+    Classification,
+    EmbeddingClassifier,
+    examples_digest,
+    load_examples,
+)
 from prismcache.config import CacheConfig, load_config
 from prismcache.embedders import Embedder, open_embedder
 from prismcache.entry import Entry, EntryRef, new_entry_id
@@ -451,6 +458,14 @@ class SemanticCache:
         if spec.examples is None:
             return None
         pairs = load_examples(spec.examples)
+        if spec.examples == "builtin":
+            # Shipped pre-trained for the bundled embedder: start-up embeds nothing.
+            shipped = resources.files("prismcache").joinpath(f"data/classifier-{spec.kind}.npz")
+            with resources.as_file(shipped) as path:
+                model = EmbeddingClassifier.load(path, embedder_id=self._embedder.id,
+                                                 digest=examples_digest(pairs))
+            if model is not None:
+                return model
         texts = [text for text, _ in pairs]
         vectors = np.concatenate([self._embedder.embed(texts[i:i + 64])
                                   for i in range(0, len(texts), 64)])

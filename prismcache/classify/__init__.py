@@ -5,7 +5,7 @@ it can (explicit or rule), so the embedding is computed only when the classifier
 and then it is the query's own embedding, reused for the similarity search.
 """
 
-from prismcache.classify.embedding import EmbeddingClassifier, load_examples
+from prismcache.classify.embedding import EmbeddingClassifier, examples_digest, load_examples
 from prismcache.classify.router import CategoryRouter, Classification
 from prismcache.classify.rules import RuleClassifier
 
@@ -14,5 +14,6 @@ __all__ = [
     "Classification",
     "EmbeddingClassifier",
     "RuleClassifier",
+    "examples_digest",
     "load_examples",
 ]

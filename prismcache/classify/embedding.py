@@ -10,6 +10,7 @@ to predict in microseconds from the embedding the cache computes anyway:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -19,7 +20,7 @@ import numpy as np
 
 from prismcache.errors import ConfigError
 
-__all__ = ["EmbeddingClassifier", "load_examples"]
+__all__ = ["EmbeddingClassifier", "examples_digest", "load_examples"]
 
 _CENTROID_TEMPERATURE = 20.0
 
@@ -52,6 +53,14 @@ def load_examples(source: str | Path) -> list[tuple[str, str]]:
     if not pairs:
         raise ConfigError(f"{origin}: no examples")
     return pairs
+
+
+def examples_digest(pairs: Sequence[tuple[str, str]]) -> str:
+    """A digest of labelled examples: a saved classifier is reused only for the same ones."""
+    h = hashlib.sha256()
+    for text, category in pairs:
+        h.update(f"{category}\x00{text}\x00".encode())
+    return h.hexdigest()
 
 
 class EmbeddingClassifier:
@@ -103,6 +112,25 @@ class EmbeddingClassifier:
             raise ConfigError(f"unknown classifier kind {kind!r}")
         return cls(categories, *_softmax_regression(x, y, len(categories), l2, epochs,
                                                     learning_rate, seed), kind)
+
+    def save(self, path: str | Path, *, embedder_id: str, digest: str) -> None:
+        """Write the model to an ``.npz`` file, tagged with the embedder and examples it fits."""
+        np.savez(path, weights=self._weights, bias=self._bias,
+                 categories=np.array(self.categories), kind=np.array(self.kind),
+                 embedder=np.array(embedder_id), digest=np.array(digest))
+
+    @classmethod
+    def load(cls, path: str | Path, *, embedder_id: str, digest: str) -> EmbeddingClassifier | None:
+        """Read a model written by :meth:`save`; ``None`` when it is missing or was fitted for
+        another embedder or other examples (the caller then trains afresh)."""
+        try:
+            with np.load(path) as data:
+                if str(data["embedder"]) != embedder_id or str(data["digest"]) != digest:
+                    return None
+                return cls([str(c) for c in data["categories"]], data["weights"], data["bias"],
+                           str(data["kind"]))
+        except (OSError, KeyError, ValueError):
+            return None
 
     def predict_many(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Categories and their probabilities for each row of ``vectors``."""
