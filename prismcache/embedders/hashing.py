@@ -14,6 +14,7 @@ vector in every process, on every machine, forever (the name ``hash-v1`` promise
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 from collections.abc import Sequence
 from typing import Self
@@ -50,9 +51,9 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 64) -> None:
         """Raises ``ValueError`` unless ``dim`` is a positive integer."""
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
+        self.dim = int(dim)
 
     @classmethod
     def from_spec(cls, spec: str) -> Self:
