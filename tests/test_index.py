@@ -6,7 +6,6 @@ from __future__ import annotations
 import doctest
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +115,16 @@ class TestContract:
         index.remove(np.arange(1, 11))
         assert len(index) == 0
         assert index.search(vectors[0], k=3) == []
+
+    def test_search_after_removing_most(self, kind: str, rng: np.random.Generator) -> None:
+        index = build(kind, promote_at=100)
+        vectors = clustered(rng, 1000, DIM, centres=10)
+        index.add(np.arange(1, 1001), vectors)
+        index.remove(np.arange(1, 991))
+        assert len(index) == 10
+        for v in vectors[::50]:
+            found = [i for i, _ in index.search(v, k=10)]
+            assert found and set(found) <= set(range(991, 1001))
 
     def test_re_adding_replaces_the_vector(self, kind: str, rng: np.random.Generator) -> None:
         index = build(kind)
