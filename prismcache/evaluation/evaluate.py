@@ -1,0 +1,146 @@
+"""``prismcache eval``: how well the cache's decision separates labelled pairs.
+
+A pair is served when the cache would serve the candidate's stored answer to the query: same
+conversation context, the category enabled, and either the same normalised text (exact tier) or
+a cosine similarity at or above the threshold with every guard of the category passing
+(:func:`prismcache.guards.check`). Metrics are reported with and without the guards.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prismcache import guards
+from prismcache.config import CacheConfig
+from prismcache.evaluation import metrics
+from prismcache.evaluation.records import Pair, last_user_turn
+from prismcache.evaluation.vectors import EmbeddingTable
+from prismcache.request import normalise
+
+__all__ = ["ScoredPairs", "evaluate", "score_pairs"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPairs:
+    """Per-pair arrays, aligned with the input pairs.
+
+    ``scores`` is the cosine similarity, ``+inf`` when the exact tier serves the pair and
+    ``-inf`` when nothing can (different context, disabled category, exact-only policy);
+    ``guard`` is the first guard that rejects the pair (``None`` when all pass).
+    """
+
+    categories: list[str]
+    kinds: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    guard: list[str | None]
+
+    @property
+    def guards_pass(self) -> np.ndarray:
+        """Boolean array: no guard rejects the pair."""
+        return np.array([g is None for g in self.guard], dtype=bool)
+
+
+def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTable) -> ScoredPairs:
+    """Embed (through ``table``) and score every pair under ``config``'s policies."""
+    split = [(last_user_turn(p.query), last_user_turn(p.candidate)) for p in pairs]
+    table.ensure([text for (q, _), (c, _) in split for text in (q, c)])
+    scores = np.empty(len(pairs))
+    rejected: list[str | None] = []
+    limit = config.limits.max_semantic_chars
+    for i, (pair, ((q, q_ctx), (c, c_ctx))) in enumerate(zip(pairs, split, strict=True)):
+        policy = config.policy(pair.category)
+        rejected.append(guards.check(q, c, policy.guards))
+        if q_ctx != c_ctx or not policy.enabled:
+            scores[i] = -np.inf
+        elif normalise(q) == normalise(c):
+            scores[i] = np.inf
+        elif policy.exact_only or len(q) > limit or len(c) > limit:
+            scores[i] = -np.inf
+        else:
+            scores[i] = float(np.dot(table.vector(q).astype(np.float64),
+                                     table.vector(c).astype(np.float64)))
+    return ScoredPairs(categories=[p.category for p in pairs],
+                       kinds=[p.kind or "unlabelled" for p in pairs],
+                       labels=np.array([p.same for p in pairs], dtype=bool),
+                       scores=scores, guard=rejected)
+
+
+def _at(scores: np.ndarray, eligible: np.ndarray, labels: np.ndarray,
+        thresholds: np.ndarray) -> dict[str, Any]:
+    served = eligible & (scores >= thresholds)
+    tp = int((served & labels).sum())
+    row = metrics._row(0.0, tp, int(served.sum()) - tp, int(labels.sum()), len(labels))
+    del row["threshold"]
+    return row
+
+
+def _group(s: ScoredPairs, idx: np.ndarray, thresholds: np.ndarray, target: float,
+           kinds: list[str]) -> dict[str, Any]:
+    scores, labels = s.scores[idx], s.labels[idx]
+    passes, everything = s.guards_pass[idx], np.ones(len(idx), dtype=bool)
+    current = thresholds[idx]
+    guarded_scores = np.where(passes, scores, -np.inf)
+    by_guard: dict[str, Counter[str]] = defaultdict(Counter)
+    above = scores >= current
+    for j in np.flatnonzero(above & ~passes):
+        name = s.guard[idx[j]]
+        by_guard[str(name)]["same" if labels[j] else "different"] += 1
+    kind_rows: dict[str, dict[str, Any]] = {}
+    for kind in sorted(set(kinds)):
+        mask = np.array([k == kind for k in kinds])
+        served = mask & above & passes
+        kind_rows[kind] = {"pairs": int(mask.sum()), "same": int((mask & labels).sum()),
+                           "served": int(served.sum()),
+                           "served_rate": float(served.sum() / mask.sum())}
+    choices = {}
+    for name, eligible in (("guarded", passes), ("unguarded", everything)):
+        choice = metrics.best_threshold(scores, eligible, labels, target, bound="point")
+        choices[name] = None if choice is None else {
+            "threshold": choice.threshold, "precision": choice.precision,
+            "recall": choice.recall}
+    return {
+        "pairs": len(idx), "positives": int(labels.sum()), "negatives": int((~labels).sum()),
+        "roc_auc": metrics.roc_auc(np.where(np.isfinite(scores), scores,
+                                            np.sign(scores) * 2), labels),
+        "roc_auc_guarded": metrics.roc_auc(np.where(np.isfinite(guarded_scores),
+                                                    guarded_scores,
+                                                    np.sign(guarded_scores) * 2), labels),
+        "at_target": {"target_precision": target, **choices},
+        "at_configured": {"guarded": _at(scores, passes, labels, current),
+                          "unguarded": _at(scores, everything, labels, current)},
+        "guard_rejections_above_threshold": {k: dict(v) for k, v in sorted(by_guard.items())},
+        "kinds": kind_rows,
+        "sweep": metrics.sweep(scores, passes, labels),
+        "sweep_unguarded": metrics.sweep(scores, everything, labels),
+    }
+
+
+def evaluate(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTable, *,
+             target_precision: float = 0.95) -> dict[str, Any]:
+    """Metrics overall and per category: ``{"overall": {...}, "categories": {name: {...}},
+    "embedder": id, "target_precision": p}``. Each group holds ``pairs``, ``positives``,
+    ``negatives``, ``roc_auc`` (cosine alone), ``roc_auc_guarded``, ``at_target`` (lowest
+    threshold whose measured precision meets the target, with and without guards),
+    ``at_configured`` (each pair at its category's configured threshold, with and without
+    guards), ``guard_rejections_above_threshold``, ``kinds`` and the ``sweep`` rows
+    (``sweep_unguarded`` without guards). Raises ``ValueError`` on an empty input."""
+    if not pairs:
+        raise ValueError("no pairs to evaluate")
+    scored = score_pairs(pairs, config, table)
+    thresholds = np.array([config.policy(c).threshold for c in scored.categories])
+    everything = np.arange(len(pairs))
+    categories = {}
+    for name in sorted(set(scored.categories)):
+        idx = np.array([i for i, c in enumerate(scored.categories) if c == name])
+        group = _group(scored, idx, thresholds, target_precision,
+                       [scored.kinds[i] for i in idx])
+        categories[name] = {"configured_threshold": config.policy(name).threshold, **group}
+    return {"embedder": table.embedder.id, "target_precision": target_precision,
+            "overall": _group(scored, everything, thresholds, target_precision, scored.kinds),
+            "categories": categories}
