@@ -14,6 +14,7 @@ Each library runs in its own subprocess, so its RSS growth is its own.
 
     .venv/bin/python bench/index_compare.py                      # 100k, all libraries
     .venv/bin/python bench/index_compare.py --n 1000000 --libs hnswlib --ef 64,128,256
+    .venv/bin/python bench/index_compare.py --crossover 256,1024,2048,4096,16384 --ef 64
 """
 
 from __future__ import annotations
@@ -234,6 +235,35 @@ def worker(lib: str, where: Path, threads: int, efs: list[int]) -> dict[str, obj
     return result
 
 
+def crossover(where: Path, sizes: list[int], ef: int) -> None:
+    """Single-query latency of ExactIndex vs HnswIndex as a partition grows (k=4)."""
+    from prismcache.index import ExactIndex, HnswIndex
+
+    data = np.load(where / "data.npy", mmap_mode="r")
+    queries = np.load(where / "queries.npy")[:500]
+    print(f"{'vectors':>8} {'exact p50 ms':>12} {'exact p99':>9} {'hnsw p50 ms':>11} "
+          f"{'hnsw p99':>8} {'hnsw build s':>12}")
+    for size in sizes:
+        vectors = np.ascontiguousarray(data[:size])
+        ids = np.arange(1, size + 1, dtype=np.int64)
+        exact = ExactIndex(vectors.shape[1])
+        exact.add(ids, vectors)
+        start = time.perf_counter()
+        graph = HnswIndex(vectors.shape[1], m=M, ef_construction=EF_CONSTRUCTION, ef_search=ef)
+        graph.add(ids, vectors)
+        build_s = time.perf_counter() - start
+        row = []
+        for index in (exact, graph):
+            times = np.empty(len(queries))
+            for i, q in enumerate(queries):
+                t0 = time.perf_counter_ns()
+                index.search(q, 4)
+                times[i] = (time.perf_counter_ns() - t0) / 1e6
+            row += [np.percentile(times, 50), np.percentile(times, 99)]
+        print(f"{size:>8} {row[0]:>12.3f} {row[1]:>9.3f} {row[2]:>11.3f} {row[3]:>8.3f} "
+              f"{build_s:>12.2f}", flush=True)
+
+
 # --- driver -----------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -266,6 +296,9 @@ def main() -> None:
     parser.add_argument("--libs", default=",".join(LIBS))
     parser.add_argument("--synthetic", action="store_true",
                         help="clustered random vectors instead of MiniLM embeddings")
+    parser.add_argument("--crossover", metavar="SIZES",
+                        help="instead: exact vs HNSW latency at these partition sizes, e.g. "
+                             "256,2048,8192 (the tiered index's promote_at)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--where", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,6 +308,10 @@ def main() -> None:
         return
 
     where = make_workload(args)
+    if args.crossover:
+        print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f}; ef={efs[0]}")
+        crossover(where, [int(x) for x in args.crossover.split(",")], efs[0])
+        return
     print(f"machine: {machine()}\n{versions()}\n"
           f"n={args.n} dim=384 M={M} ef_construction={EF_CONSTRUCTION} "
           f"build threads={args.threads}, queries={args.queries} one at a time, 1 thread, "
