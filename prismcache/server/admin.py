@@ -1,0 +1,141 @@
+"""The admin API: ``GET /admin/stats``, ``POST /admin/invalidate``, ``POST /admin/feedback``.
+
+Every admin call needs ``Authorization: Bearer <admin token>`` (the token is read from the
+environment variable ``server.admin_token_env`` names). Without a configured token the admin
+API does not exist: 404. A missing or wrong token: 401.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from prismcache.errors import StoreError
+from prismcache.server.state import ProxyState, state_of
+from prismcache.server.wire import (
+    BodyTooLarge,
+    error_response,
+    format_entry_id,
+    json_response,
+    parse_entry_id,
+    read_body,
+)
+
+__all__ = ["admin_routes"]
+
+log = logging.getLogger("prismcache.server")
+_FILTERS = ("tenant", "category", "model", "entry", "all")
+
+
+def _denied(state: ProxyState, request: Request) -> Response | None:
+    if not state.auth.admin_enabled:
+        return error_response(404, "the admin API is disabled: set server.admin_token_env",
+                              code="admin_disabled")
+    if not state.auth.is_admin(request.headers):
+        return error_response(401, "admin endpoints need Authorization: Bearer <admin token>",
+                              type="authentication_error", code="invalid_admin_token")
+    return None
+
+
+async def _json_object(state: ProxyState, request: Request) -> dict[str, Any] | Response:
+    try:
+        data = json.loads((await read_body(request, state.settings.max_body_bytes)) or b"{}")
+    except (BodyTooLarge, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error_response(400, f"the body must be a JSON object: {exc}")
+    if not isinstance(data, dict):
+        return error_response(400, "the body must be a JSON object")
+    return data
+
+
+async def stats(request: Request) -> Response:
+    """Per-category cache counters and the proxy's own state."""
+    state = state_of(request)
+    if (denied := _denied(state, request)) is not None:
+        return denied
+    categories = await state.in_thread(state.cache.stats)
+    return json_response({
+        "categories": {name: {**asdict(s), "hit_rate": s.hit_rate}
+                       for name, s in categories.items()},
+        "proxy": {"inflight": state.metrics.inflight, "flights": len(state.coalescer),
+                  "coalesced": state.coalescer.followers,
+                  "tenants": list(state.auth.tenant_names),
+                  "mode": "pass-through" if state.settings.pass_through else "configured"},
+    })
+
+
+async def invalidate(request: Request) -> Response:
+    """Delete entries by ``tenant``/``category``/``model`` (all given must match), one
+    ``entry`` (hex id), or everything with ``{"all": true}``. Answers ``{"deleted": n}``."""
+    state = state_of(request)
+    if (denied := _denied(state, request)) is not None:
+        return denied
+    data = await _json_object(state, request)
+    if isinstance(data, Response):
+        return data
+    unknown = set(data) - set(_FILTERS)
+    if unknown:
+        return error_response(400, f"unknown filters {sorted(unknown)}; known: {list(_FILTERS)}")
+    filters: dict[str, Any] = {}
+    for name in ("tenant", "category", "model"):
+        if data.get(name) is not None:
+            if not isinstance(data[name], str) or not data[name]:
+                return error_response(400, f"{name} must be a non-empty string", param=name)
+            filters[name] = data[name]
+    if data.get("entry") is not None:
+        try:
+            filters["entry_id"] = parse_entry_id(data["entry"])
+        except ValueError as exc:
+            return error_response(400, str(exc), param="entry")
+    if not filters and data.get("all") is not True:
+        return error_response(400, "name a tenant, category, model or entry, "
+                                   "or send {\"all\": true} to delete everything")
+    try:
+        deleted = await state.in_thread(lambda: state.cache.invalidate(**filters))
+    except StoreError as exc:
+        log.warning("prismcache: invalidate failed: %s", exc)
+        return error_response(503, f"the store failed: {type(exc).__name__}", type="server_error")
+    log.info("prismcache: admin invalidated %d entries (%s)", deleted, sorted(filters) or "all")
+    return json_response({"deleted": deleted})
+
+
+async def feedback(request: Request) -> Response:
+    """Report a wrong hit: ``{"entry": "<X-Prism-Entry>", "reason": "..."}`` removes the
+    entry and counts a false-hit report for its tenant and category."""
+    state = state_of(request)
+    if (denied := _denied(state, request)) is not None:
+        return denied
+    data = await _json_object(state, request)
+    if isinstance(data, Response):
+        return data
+    try:
+        entry_id = parse_entry_id(data.get("entry"))
+    except ValueError as exc:
+        return error_response(400, str(exc), param="entry")
+    store = state.cache.document_store
+    try:
+        entry = await state.in_thread(store.get, entry_id)
+        if entry is None:
+            return error_response(404, f"no entry {format_entry_id(entry_id)}",
+                                  param="entry", code="entry_not_found")
+        await state.in_thread(lambda: state.cache.invalidate(entry_id=entry_id))
+    except StoreError as exc:
+        log.warning("prismcache: feedback failed: %s", exc)
+        return error_response(503, f"the store failed: {type(exc).__name__}", type="server_error")
+    state.metrics.false_hits.inc(entry.tenant, entry.category)
+    log.info("prismcache: false hit reported on entry %s (%s)", format_entry_id(entry_id),
+             entry.category)
+    return json_response({"removed": True, "entry": format_entry_id(entry_id),
+                          "tenant": entry.tenant, "category": entry.category})
+
+
+def admin_routes() -> list[Route]:
+    """The admin API's routes."""
+    return [Route("/admin/stats", stats, methods=["GET"]),
+            Route("/admin/invalidate", invalidate, methods=["POST"]),
+            Route("/admin/feedback", feedback, methods=["POST"])]

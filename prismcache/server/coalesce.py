@@ -1,0 +1,153 @@
+"""Request coalescing: identical in-flight requests share one upstream call.
+
+The first request for a key starts a :class:`Flight`, a task of its own that calls the
+upstream and publishes what it gets: first a :class:`Head` (status and headers) or the
+:class:`~prismcache.errors.UpstreamError` that prevented one, then the body in pieces (one for
+a JSON answer, one per event for a stream). Every request for the same key, the first included,
+subscribes and reads the same head and pieces from the start, so a follower that joins
+mid-stream still gets the whole stream.
+
+A flight runs apart from its first client, so one client hanging up does not break the
+answer for the others; when the *last* subscriber leaves before the end, the flight is
+cancelled: the upstream call is aborted and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+from prismcache.errors import UpstreamError
+
+__all__ = ["Coalescer", "Flight", "Head"]
+
+log = logging.getLogger("prismcache.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The status line of a flight's answer."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    streaming: bool = False
+
+
+class Flight:
+    """One upstream call and everything it has published so far."""
+
+    def __init__(self) -> None:
+        self.head: Head | None = None
+        self.error: UpstreamError | None = None
+        self.done = False
+        self.subscribers = 0
+        self.upstream_seconds = 0.0  # set by the runner: time spent waiting on the upstream
+        self.task: asyncio.Task[None] | None = None
+        self._pieces: list[bytes] = []
+        self._head_ready = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    # -- publishing (the runner) -------------------------------------------------------------
+
+    def set_head(self, head: Head) -> None:
+        """Publish the status line; readers of :meth:`wait_head` wake up."""
+        self.head = head
+        self._head_ready.set()
+
+    def publish(self, piece: bytes) -> None:
+        """Append one body piece."""
+        self._pieces.append(piece)
+        self._wake()
+
+    def fail(self, error: UpstreamError) -> None:
+        """No head could be had: every subscriber answers with ``error``."""
+        if self.head is None:
+            self.error = error
+            self._head_ready.set()
+
+    def finish(self) -> None:
+        """No more pieces will come."""
+        self.done = True
+        self._head_ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    # -- reading (the subscribers) -----------------------------------------------------------
+
+    async def wait_head(self) -> Head | UpstreamError:
+        """The head, or the error that prevented it."""
+        await self._head_ready.wait()
+        if self.head is not None:
+            return self.head
+        return self.error or UpstreamError("the upstream call was abandoned", status=502)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """Every body piece from the first, waiting for more until the flight is done."""
+        i = 0
+        while True:
+            if i < len(self._pieces):
+                yield self._pieces[i]
+                i += 1
+            elif self.done:
+                return
+            else:
+                await self._changed.wait()
+
+    async def body(self) -> bytes:
+        """The whole body, once the flight is done."""
+        return b"".join([piece async for piece in self.pieces()])
+
+
+Runner = Callable[[Flight], Awaitable[None]]
+
+
+class Coalescer:
+    """In-flight requests by key. Used from the event loop only (no locking needed)."""
+
+    def __init__(self) -> None:
+        self._flights: dict[Hashable, Flight] = {}
+        self.followers = 0  # requests that joined someone else's flight
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def join(self, key: Hashable | None, runner: Runner) -> tuple[Flight, bool]:
+        """Subscribe to the flight for ``key``, starting it with ``runner`` if there is none
+        (``key=None``: never shared). Returns the flight and whether this call started it.
+        Every ``join`` must be paired with a :meth:`leave`."""
+        flight = self._flights.get(key) if key is not None else None
+        if flight is not None:
+            flight.subscribers += 1
+            self.followers += 1
+            return flight, False
+        flight = Flight()
+        flight.subscribers = 1
+        if key is not None:
+            self._flights[key] = flight
+        flight.task = asyncio.create_task(self._run(key, flight, runner))
+        return flight, True
+
+    def leave(self, flight: Flight) -> None:
+        """Unsubscribe; the last subscriber to leave an unfinished flight cancels it."""
+        flight.subscribers -= 1
+        if flight.subscribers <= 0 and not flight.done and flight.task is not None:
+            flight.task.cancel()
+
+    async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:
+        try:
+            await runner(flight)
+        except UpstreamError as exc:
+            flight.fail(exc)
+        except Exception:  # a bug in the proxy: answer 500, never leave subscribers hanging
+            log.exception("prismcache: upstream call failed unexpectedly")
+            flight.fail(UpstreamError("the proxy failed to forward the request", status=500))
+        finally:
+            if key is not None and self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.finish()

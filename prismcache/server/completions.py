@@ -1,0 +1,298 @@
+"""The cached endpoints: ``POST /v1/chat/completions`` and ``POST /v1/completions``.
+
+One request's way: authenticate -> read and validate the body (400 on anything the cache
+cannot key) -> look up (unless ``Cache-Control: no-cache`` or the request bypasses the
+cache) -> on a hit, answer from the entry (JSON, or a replayed stream) -> on a miss, join or
+start the flight for this request (:mod:`prismcache.server.coalesce`), which calls the
+upstream, stores a complete answer, and feeds every identical waiting request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from prismcache.errors import RequestError, UpstreamError
+from prismcache.request import RequestKey, key_request, parse_body
+from prismcache.responses import completion_tokens
+from prismcache.results import Hit, Miss
+from prismcache.server.auth import Caller
+from prismcache.server.coalesce import Flight, Head
+from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
+from prismcache.server.state import ProxyState, state_of
+from prismcache.server.upstream import iter_lines, pass_back_headers, pass_on_headers, read_all
+from prismcache.server.wire import (
+    HEADER_CATEGORY,
+    BodyTooLarge,
+    CacheControl,
+    error_body,
+    error_response,
+    json_response,
+    prism_headers,
+    read_body,
+)
+
+__all__ = ["completions"]
+
+log = logging.getLogger("prismcache.server")
+_FIELD = {"chat": "messages", "completions": "prompt"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One validated request, as the flight that answers it needs it."""
+
+    endpoint: str  # "chat" | "completions"
+    path: str  # upstream path, e.g. "/chat/completions"
+    raw: bytes
+    body: Mapping[str, Any]
+    key: RequestKey
+    caller: Caller
+    category: str | None  # explicit (X-Prism-Category)
+    label: str  # the category metrics are labelled with
+    stream: bool
+    store: bool
+    pass_on: dict[str, str]
+
+
+async def completions(request: Request) -> Response:
+    """Serve one chat-completions or completions request from the cache or the upstream."""
+    started = time.perf_counter()
+    state = state_of(request)
+    endpoint = "chat" if request.url.path.endswith("/chat/completions") else "completions"
+    call = await _validate(state, request, endpoint)
+    if isinstance(call, Response):
+        return call
+    result: Hit | Miss | None = None
+    if call.key.bypass:
+        result = Miss(reason=f"bypass:{call.key.bypass}", cacheable=False)
+    elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
+        result = await _lookup(state, call)
+        if isinstance(result, Hit):
+            return _serve_hit(state, call, result, started)
+    cacheable = result is None or result.cacheable
+    outcome = "miss" if cacheable else "bypass"
+    label = call.category or (result.category if result else None) or "unknown"
+    state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
+    call = replace(call, store=call.store and cacheable, label=label)
+    return await _serve_flight(state, call, prism_headers(result, state=outcome), started)
+
+
+async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call | Response:
+    metrics = state.metrics
+    caller = state.auth.caller(request.headers)
+    if caller is None:
+        metrics.rejected.inc(endpoint, "unauthorized")
+        return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+    try:
+        raw = await read_body(request, state.settings.max_body_bytes)
+        body = parse_body(raw)
+        field = _FIELD[endpoint]
+        if field not in body:
+            raise RequestError(f"'{field}' is a required property")
+        stream = body.get("stream", False)
+        if stream is not None and not isinstance(stream, bool):
+            raise RequestError("'stream' must be a boolean")
+        key = key_request(body, tenant=caller.tenant, limits=state.cache.config.limits)
+    except (BodyTooLarge, RequestError) as exc:
+        metrics.rejected.inc(endpoint, "bad_request")
+        code = "request_too_large" if isinstance(exc, BodyTooLarge) else None
+        return error_response(400, str(exc), code=code)
+    category = request.headers.get(HEADER_CATEGORY) or None
+    if category is not None and category not in state.cache.config.categories:
+        metrics.rejected.inc(endpoint, "bad_request")
+        return error_response(400, f"unknown category {category!r} in X-Prism-Category; "
+                                   f"known: {sorted(state.cache.config.categories)}",
+                              param="X-Prism-Category")
+    no_store = CacheControl.parse(request.headers.get("cache-control")).no_store
+    return _Call(endpoint=endpoint, path=request.url.path.removeprefix("/v1"), raw=raw,
+                 body=body, key=key, caller=caller, category=category, label=category or "unknown",
+                 stream=bool(stream),
+                 store=not no_store and not key.bypass, pass_on=pass_on_headers(request.headers))
+
+
+async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
+    lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
+                     category=call.category)
+    result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
+    if isinstance(result, Miss) and result.reason.startswith("error:"):
+        state.metrics.cache_errors.inc("lookup")
+        log.warning("prismcache: lookup failed open (%s); serving from upstream", result.reason)
+    return result
+
+
+def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Response:
+    response = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
+    headers = prism_headers(hit, state="hit")
+    if call.stream:
+        options = call.body.get("stream_options")
+        usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        out = Response(b"".join(replay(response, hit.chunks, include_usage=usage)),
+                       headers=headers, media_type="text/event-stream")
+    else:
+        out = json_response(response, headers=headers)
+    metrics, tenant = state.metrics, call.caller.tenant
+    tokens = completion_tokens(response)
+    metrics.requests.inc(call.endpoint, tenant, hit.category, "hit")
+    metrics.tokens_saved.inc(tenant, hit.category, by=tokens)
+    price = state.cache.config.policy(hit.category).price_per_1k_tokens
+    metrics.usd_saved.inc(tenant, hit.category, by=tokens / 1000 * price)
+    metrics.hit_seconds.observe(time.perf_counter() - started, tenant, hit.category)
+    return out
+
+
+async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
+                        started: float) -> Response:
+    coalescer = state.coalescer
+    key = None
+    if state.settings.coalesce and not call.key.bypass:
+        key = (call.endpoint, call.key.exact_key, call.stream, call.store)
+    flight, leader = coalescer.join(key, partial(_forward, state, call))
+    if not leader:
+        state.metrics.coalesced.inc(call.endpoint)
+    state.metrics.inflight += 1
+    done = False
+    try:
+        head = await flight.wait_head()
+        if isinstance(head, UpstreamError):
+            status = head.status or 502
+            return error_response(status, str(head), type="upstream_error",
+                                  code="upstream_timeout" if status == 504 else "upstream_error",
+                                  headers=headers)
+        headers = {**head.headers, **headers}
+        if head.streaming:
+            done = True  # the stream's generator leaves the flight when it ends
+            return StreamingResponse(
+                _relay(state, flight, leader, started, call), status_code=head.status,
+                headers=headers, media_type="text/event-stream")
+        body = await flight.body()
+        if leader:
+            _overhead(state, flight, started, call)
+        return Response(body, status_code=head.status, headers=headers,
+                        media_type=head.content_type)
+    finally:
+        if not done:
+            state.metrics.inflight -= 1
+            coalescer.leave(flight)
+
+
+async def _relay(state: ProxyState, flight: Flight, leader: bool, started: float,
+                 call: _Call) -> AsyncIterator[bytes]:
+    try:
+        async for piece in flight.pieces():
+            yield piece
+        if leader:
+            _overhead(state, flight, started, call)
+    finally:  # also on a client hanging up: the flight is cancelled if nobody else reads it
+        state.metrics.inflight -= 1
+        state.coalescer.leave(flight)
+
+
+def _overhead(state: ProxyState, flight: Flight, started: float, call: _Call) -> None:
+    spent = time.perf_counter() - started - flight.upstream_seconds
+    state.metrics.miss_overhead_seconds.observe(max(0.0, spent), call.caller.tenant, call.label)
+
+
+async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
+    """The flight's runner: call the upstream, publish the answer, store it if complete."""
+    upstream, metrics = state.upstream, state.metrics
+    auth = call.caller.upstream_authorization
+    t0 = time.perf_counter()
+    try:
+        if not call.stream:
+            reply = await upstream.request("POST", call.path, body=call.raw,
+                                           authorization=auth, headers=call.pass_on)
+            flight.upstream_seconds = time.perf_counter() - t0
+            _observe_upstream(state, call, flight, reply.status)
+            if reply.status == 200 and call.store:
+                try:
+                    answer = json.loads(reply.body)
+                except ValueError:
+                    answer = None
+                await _store(state, call, answer, None, flight.upstream_seconds)
+            flight.set_head(Head(reply.status, reply.headers, reply.content_type))
+            flight.publish(reply.body)
+            return
+        async with upstream.stream(call.path, body=call.raw, authorization=auth,
+                                   headers=call.pass_on) as response:
+            if response.status_code != 200:
+                body = await read_all(response, call.path)
+                flight.upstream_seconds = time.perf_counter() - t0
+                _observe_upstream(state, call, flight, response.status_code)
+                flight.set_head(Head(response.status_code, pass_back_headers(response.headers),
+                                     response.headers.get("content-type", "application/json")))
+                flight.publish(body)
+                return
+            flight.set_head(Head(200, {}, "text/event-stream", streaming=True))
+            await _relay_stream(state, call, flight, response, t0)
+    except UpstreamError as exc:
+        flight.upstream_seconds = time.perf_counter() - t0
+        metrics.upstream_errors.inc(call.endpoint, str(exc.status or 502))
+        raise
+
+
+async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response: Any,
+                        t0: float) -> None:
+    chunks: list[dict[str, Any]] = []
+    complete, valid = False, True
+    try:
+        async for data in iter_events(iter_lines(response, call.path)):
+            if data.strip() == "[DONE]":
+                complete = True
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                chunk = None
+            if isinstance(chunk, dict) and "error" not in chunk:
+                chunks.append(chunk)
+            else:
+                valid = False
+            flight.publish(encode_event(data))
+    except UpstreamError as exc:  # the stream broke off: tell the client, store nothing
+        flight.upstream_seconds = time.perf_counter() - t0
+        state.metrics.upstream_errors.inc(call.endpoint, str(exc.status or 502))
+        flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
+        return
+    flight.upstream_seconds = time.perf_counter() - t0
+    _observe_upstream(state, call, flight, 200)
+    if complete and valid and call.store:
+        answer = assemble(chunks)
+        await _store(state, call, answer, chunks, flight.upstream_seconds)
+    if complete:  # held back until the answer is stored: [DONE] means "cached" too
+        flight.publish(DONE)
+
+
+def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: int) -> None:
+    state.metrics.upstream_seconds.observe(flight.upstream_seconds, call.caller.tenant,
+                                           call.label)
+    if status >= 400:
+        state.metrics.upstream_errors.inc(call.endpoint, str(status))
+
+
+async def _store(state: ProxyState, call: _Call, answer: Any,
+                 chunks: list[dict[str, Any]] | None, latency: float) -> None:
+    metrics = state.metrics
+    if not isinstance(answer, dict):
+        metrics.stores.inc(call.label, "refused")
+        return
+    stored = await state.in_thread(
+        state.cache.store, call.body, answer, tenant=call.caller.tenant, category=call.category,
+        chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)
+    reason = stored.reason or ""
+    outcome = "stored" if stored.stored else "error" if reason.startswith("error:") else "refused"
+    metrics.stores.inc(stored.category or call.label, outcome)
+    if outcome == "error":
+        metrics.cache_errors.inc("store")
+        log.warning("prismcache: store failed open (%s); the answer was served, not cached",
+                    reason)
+    elif outcome == "refused":
+        log.debug("prismcache: answer not cached: %s", reason)
