@@ -478,14 +478,14 @@ class SemanticCache:
             try:
                 tiers, taken_at = Tiers.load(Path(self.config.snapshot),
                                              embedder_id=embedder_id, spec=self._index_spec)
-                tiers.add(e for e in self._store.scan() if e.created >= taken_at)
+                tiers.add(self._store.scan(since=taken_at, documents=False))
                 return tiers
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("prismcache: snapshot %s unusable (%s); rebuilding from the store",
                             self.config.snapshot, exc)
         tiers = Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec)
         self._store.expire(now)
-        tiers.add(self._store.scan())
+        tiers.add(self._store.scan(documents=False))
         return tiers
 
     def _count(self, category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:

@@ -71,9 +71,9 @@ class FlakyStore:
         self._check()
         return self.inner.expire(now)
 
-    def scan(self) -> Iterator[Entry]:
+    def scan(self, *, since: float | None = None, documents: bool = True) -> Iterator[Entry]:
         self._check()
-        return self.inner.scan()
+        return self.inner.scan(since=since, documents=documents)
 
     def usage(self) -> dict[str, UsageCount]:
         self._check()

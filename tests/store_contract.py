@@ -370,6 +370,24 @@ class StoreContract:
             assert_same_entry(got, entries[got.id])
         assert seen == Counter(entries.keys())
 
+    def test_scan_since_yields_only_entries_created_since(self, store: DocumentStore) -> None:
+        for i in range(1, 11):
+            store.put(make_entry(i, created=1000.0 + i))
+        assert sorted(e.id for e in store.scan(since=1005.0)) == [5, 6, 7, 8, 9, 10]
+        assert sorted(e.id for e in store.scan(since=2000.0)) == []
+
+    def test_scan_without_documents_keeps_everything_but_the_json(
+        self, store: DocumentStore
+    ) -> None:
+        original = make_entry(3, chunks=[{"delta": "x"}])
+        store.put(original)
+        (got,) = store.scan(documents=False)
+        assert (got.request, got.response, got.chunks) == ({}, {}, None)
+        assert got.vector is not None and np.array_equal(got.vector, original.vector)
+        for name in ("id", "tenant", "partition", "category", "model", "exact_key", "query",
+                     "embedder", "created", "expires", "hits", "cost", "priority"):
+            assert getattr(got, name) == getattr(original, name), name
+
     # -- usage ------------------------------------------------------------------------------
 
     def test_usage_after_every_kind_of_mutation(self, store: DocumentStore) -> None:

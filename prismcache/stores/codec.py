@@ -145,9 +145,12 @@ def encode(entry: Entry) -> Record:
     )
 
 
-def decode(record: Record) -> Entry:
-    """The :class:`Entry` that :func:`encode` turned into ``record``."""
+def decode(record: Record, *, documents: bool = True) -> Entry:
+    """The :class:`Entry` that :func:`encode` turned into ``record``; with
+    ``documents=False``, request and response are ``{}`` and chunks ``None`` (not decoded)."""
     what = f"entry {record.id}"
+    if not documents:
+        return decode(record._replace(request=b"{}", response=b"{}", chunks=None))
     return Entry(
         id=record.id,
         tenant=record.tenant,

@@ -139,12 +139,13 @@ class MemoryStore:
             ]
             return [ref_of(record) for record in map(self._remove, due) if record is not None]
 
-    def scan(self) -> Iterator[Entry]:
-        """Yield every entry stored when the scan began (a snapshot), vectors included."""
+    def scan(self, *, since: float | None = None, documents: bool = True) -> Iterator[Entry]:
+        """Yield every entry stored when the scan began (a snapshot), vectors included;
+        ``since`` and ``documents`` as in the protocol."""
         with self._lock:
             self._check_open()
-            snapshot = list(self._records.values())
-        return map(decode, snapshot)
+            snapshot = [r for r in self._records.values() if since is None or r.created >= since]
+        return (decode(record, documents=documents) for record in snapshot)
 
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category; categories with no entries are absent."""
