@@ -423,6 +423,11 @@ class SemanticCache:
         return (f"SemanticCache(store={redact_url(self.config.store)!r}, "
                 f"embedder={self._embedder.id!r}, entries={len(self._tiers)})")
 
+    def categorise_vector(self, vector: np.ndarray) -> str:
+        """The category the embedding classifier (or the default) gives a query vector —
+        what a lookup uses when neither metadata nor rules decide."""
+        return self._router.by_vector(vector).category
+
     @property
     def embedder(self) -> Embedder:
         """The embedder the cache's vectors are made with."""

@@ -27,6 +27,7 @@ from prismcache.index import IndexSpec, VectorIndex, load_index, make_index
 __all__ = ["Tiers"]
 
 _SNAPSHOT_VERSION = 1
+_CHUNK = 8192  # entries per batch when adding many (rebuilds)
 
 
 def _exact_int(exact_key: str) -> int:
@@ -74,19 +75,29 @@ class Tiers:
     def add(self, entries: Iterable[Entry]) -> None:
         """Add entries to the exact tier and, when they carry a vector, to their index.
 
-        Raises :class:`EmbedderMismatch` for a vector made by another embedder.
+        Consumes ``entries`` in chunks, so a rebuild streams from the store. Raises
+        :class:`EmbedderMismatch` for a vector made by another embedder.
         """
+        chunk: list[Entry] = []
+        for entry in entries:
+            chunk.append(entry)
+            if len(chunk) == _CHUNK:
+                self._add_chunk(chunk)
+                chunk = []
+        self._add_chunk(chunk)
+
+    def _add_chunk(self, entries: list[Entry]) -> None:
         groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
         for entry in entries:
-            self._exact[_exact_int(entry.exact_key)] = entry.id
-            if entry.vector is None:
-                continue
-            if entry.embedder != self.embedder_id:
+            if entry.vector is not None and entry.embedder != self.embedder_id:
                 raise EmbedderMismatch(
                     f"entry {entry.id} was embedded by {entry.embedder!r}, but this cache embeds "
                     f"with {self.embedder_id!r}; open it with the same embedder, or use another "
                     "store (or invalidate the old entries)"
                 )
+            self._exact[_exact_int(entry.exact_key)] = entry.id
+            if entry.vector is None:
+                continue
             ids, vectors = groups.setdefault((entry.partition, entry.category), ([], []))
             ids.append(entry.id)
             vectors.append(entry.vector)
