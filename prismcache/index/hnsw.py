@@ -116,15 +116,15 @@ class HnswIndex:
             if self._index.element_count:
                 for i, label in enumerate(id_arr.tolist()):
                     known[i] = self._revive(label)
+            fresh_ids, fresh_vec = id_arr, vec  # no copy in the common all-new case
             if known.any():
                 self._index.add_items(vec[known], id_arr[known])
-            fresh = ~known
-            n_fresh = int(fresh.sum())
-            if n_fresh:
+                fresh_ids, fresh_vec = id_arr[~known], vec[~known]
+            if fresh_ids.size:
                 # Fresh ids fill removed slots first, so only the rest need new room.
-                self._reserve(max(self._index.element_count, self._live + n_fresh))
-                self._index.add_items(vec[fresh], id_arr[fresh], replace_deleted=True)
-                self._live += n_fresh
+                self._reserve(max(self._index.element_count, self._live + fresh_ids.size))
+                self._index.add_items(fresh_vec, fresh_ids, replace_deleted=True)
+                self._live += fresh_ids.size
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove ``ids``; unknown and already-removed ids are ignored."""
