@@ -34,7 +34,7 @@ from prismcache.classify import (
     examples_digest,
     load_examples,
 )
-from prismcache.config import CacheConfig, load_config
+from prismcache.config import CacheConfig, CategoryPolicy, load_config
 from prismcache.embedders import Embedder, open_embedder
 from prismcache.entry import Entry, EntryRef, new_entry_id
 from prismcache.errors import EmbeddingError, IndexError_, StoreError
@@ -52,6 +52,10 @@ __all__ = ["SemanticCache"]
 log = logging.getLogger("prismcache")
 
 _FAIL_OPEN = (StoreError, EmbeddingError, IndexError_)
+#: ``(category, policy, model) -> policy``: adjusts a category's policy at decision time
+PolicyHook = Callable[[str, CategoryPolicy, str], CategoryPolicy]
+#: ``(entry, category stats) -> reason or None``: refuses an entry before it is stored
+AdmissionHook = Callable[[Entry, CategoryStats], str | None]
 _MEMO_SIZE = 1024
 _SWEEP_EVERY = 30.0  # seconds between sweeps of expired entries, piggybacked on stores
 Body = Mapping[str, Any] | bytes | str
@@ -101,6 +105,10 @@ class SemanticCache:
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
         self._next_sweep = 0.0
+        #: optional decision-time policy adjuster (load-adaptive control, economics)
+        self.policy_hook: PolicyHook | None = None
+        #: optional cost-aware admission (``economics.admission`` in the config)
+        self.admission: AdmissionHook | None = _admission(config)
         self._tiers = self._load_tiers()
 
     @classmethod
@@ -158,7 +166,7 @@ class SemanticCache:
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
             name = classification.category
-            policy = self.config.policy(name)
+            policy = self.policy_for(name, key.model)
             self._count(name, "lookups")
             if not policy.enabled:
                 return self._miss(name, "disabled", cacheable=False)
@@ -179,9 +187,10 @@ class SemanticCache:
             self._tiers.drop([EntryRef(id=entry_id, partition=key.partition, category="",
                                        exact_key=key.exact_key)])
             return None
-        if entry.exact_key != key.exact_key or not self.config.policy(entry.category).enabled:
+        policy = self.policy_for(entry.category, key.model)
+        if entry.exact_key != key.exact_key or not policy.enabled:
             return None
-        if entry.expired(now):
+        if _expired(entry, policy, now):
             self._expire_one(entry)
             return None
         self._count(entry.category, "lookups")
@@ -190,7 +199,7 @@ class SemanticCache:
     def _semantic_lookup(
         self, key: RequestKey, category: str, vector: np.ndarray, now: float
     ) -> LookupResult:
-        policy = self.config.policy(category)
+        policy = self.policy_for(category, key.model)
         candidates = self._tiers.search(key.partition, category, vector, self.config.neighbours)
         if not candidates:
             return self._miss(category, "empty")
@@ -203,7 +212,7 @@ class SemanticCache:
             if entry is None:  # deleted elsewhere: the vector is stale
                 self._tiers.drop_vector(key.partition, category, entry_id)
                 continue
-            if entry.expired(now):
+            if _expired(entry, policy, now):
                 self._expire_one(entry)
                 continue
             rejected = guards.check(key.query, entry.query, policy.guards)
@@ -217,7 +226,7 @@ class SemanticCache:
         return self._miss(category, reason, similarity=best)
 
     def _serve(self, entry: Entry, similarity: float, tier: str, now: float) -> Hit:
-        policy = self.config.policy(entry.category)
+        policy = self.policy_for(entry.category, entry.model)
         entry.hits += 1
         priority = eviction_policy(policy.eviction).priority(
             entry, now=now, inflation=self._inflation.get(entry.category, 0.0))
@@ -274,6 +283,11 @@ class SemanticCache:
                 if entry is None:
                     return Stored(entry_id=None, category=classification.category,
                                   reason="category disabled")
+                refused = None if self.admission is None else self.admission(
+                    entry, self._stat_copy(entry.category))
+                if refused is not None:
+                    return Stored(entry_id=None, category=entry.category,
+                                  reason=f"admission:{refused}")
                 self._admit(entry, key)
             return Stored(entry_id=entry.id, category=entry.category)
         except _FAIL_OPEN as exc:
@@ -289,7 +303,7 @@ class SemanticCache:
         if classification is None:
             vector = self._embed(key.query)
             classification = self._router.by_vector(vector)
-        policy = self.config.policy(classification.category)
+        policy = self.policy_for(classification.category, key.model)
         if not policy.enabled:
             return classification, None
         semantic = key.semantic and not policy.exact_only
@@ -323,7 +337,7 @@ class SemanticCache:
         self._store.put(entry)
         self._tiers.add([entry])
         self._count(entry.category, "stores")
-        policy = self.config.policy(entry.category)
+        policy = self.policy_for(entry.category, entry.model)
         cap_bytes = self.config.capacity_bytes
         evicted = self._store.evict_over(
             entry.category,
@@ -377,6 +391,13 @@ class SemanticCache:
                 )
             self._tiers.drop(refs)
         return len(refs)
+
+    def policy_for(self, category: str, model: str = "") -> CategoryPolicy:
+        """The policy a decision about ``category`` (for a request to ``model``) uses now: the
+        configured one, passed through :attr:`policy_hook` when one is set."""
+        policy = self.config.policy(category)
+        hook = self.policy_hook
+        return policy if hook is None else hook(category, policy, model)
 
     def stats(self) -> dict[str, CategoryStats]:
         """Per-category counters since opening, with the entries and bytes the store holds."""
@@ -500,6 +521,10 @@ class SemanticCache:
             if extra is not None:
                 setattr(stat, extra, getattr(stat, extra) + n)
 
+    def _stat_copy(self, category: str) -> CategoryStats:
+        with self._stats_lock:
+            return replace(self._stat(category), guard_rejections={})
+
     def _stat(self, category: str) -> CategoryStats:
         stat = self._stats.get(category)
         if stat is None:
@@ -516,3 +541,18 @@ class SemanticCache:
 
 def _decoded(body: bytes | str) -> dict[str, Any]:
     return dict(parse_body(body))
+
+
+def _expired(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    # The decision-time TTL (possibly adjusted) may end an entry before its stored expiry.
+    ttl = policy.ttl
+    return entry.expired(now) or (ttl is not None and now >= entry.created + ttl.total_seconds())
+
+
+def _admission(config: CacheConfig) -> AdmissionHook | None:
+    section = config.sections.get("economics")
+    if not isinstance(section, Mapping) or not section.get("admission"):
+        return None
+    from prismcache.economics import Admission  # only configs that ask for it pay the import
+
+    return Admission.from_config(config)
