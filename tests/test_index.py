@@ -44,6 +44,8 @@ def clustered(rng: np.random.Generator, n: int, dim: int, centres: int,
 
 
 def build(kind: str, dim: int = DIM, **kw: int) -> VectorIndex:
+    # A low promote_at makes the contract tests with 100+ vectors run a tiered index's HNSW tier.
+    kw.setdefault("promote_at", 50)
     return make_index(dim, IndexSpec(kind=kind, **kw))  # type: ignore[arg-type]
 
 
@@ -136,6 +138,22 @@ class TestContract:
         assert index.search(fresh[1], k=1) == [(10, pytest.approx(1.0, abs=1e-5))]
         assert all(i != 10 for i, _ in index.search(vectors[9], k=5)
                    if _ > 0.999)
+
+    def test_re_adding_a_live_id_beside_removed_slots(self, kind: str,
+                                                      rng: np.random.Generator) -> None:
+        # hnswlib trap: replace_deleted=True for an existing id fills a vacant slot and leaves
+        # the old slot live under the same label, so the old vector would still be returned.
+        index = build(kind)
+        vectors = clustered(rng, 200, DIM, centres=10)
+        index.add(np.arange(1, 201), vectors)
+        index.remove(np.arange(101, 151))  # vacant slots
+        fresh = unit(rng.normal(size=(1, DIM)))
+        index.add(np.array([7]), fresh)
+        assert len(index) == 150
+        assert index.search(fresh[0], k=1)[0][0] == 7
+        assert not any(i == 7 for i, _ in index.search(vectors[6], k=10))
+        index.remove(np.array([7]))
+        assert all(i != 7 for q in (fresh[0], vectors[6]) for i, _ in index.search(q, k=10))
 
     def test_re_adding_a_removed_id_restores_it(self, kind: str,
                                                 rng: np.random.Generator) -> None:
