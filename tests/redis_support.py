@@ -1,0 +1,123 @@
+"""A real ``redis-server`` on a free loopback port, for the Redis store, sync and cluster tests.
+
+``redis_server`` is session-scoped: one server for the whole run, started on first use,
+stopped at the end (its process group killed). Tests that use it get a flushed database from
+``redis_url``. Skips (with the reason printed) only when ``redis-server`` cannot be found or
+does not start; a server that starts and then misbehaves is a failure.
+
+Test modules import what they use: ``from redis_support import redis_server, redis_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process without persistence, restartable on the same port."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server; return once it answers PING (else raise ``RuntimeError``)."""
+        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
+                                   + (self.directory / "redis.log").read_text()[-500:])
+            if self.ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING in time")
+
+    def ping(self) -> bool:
+        """True when the server answers ``PING`` with ``+PONG``."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *words: str) -> bytes:
+        """Send one inline command and return the raw first reply (for FLUSHALL, DEBUG)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(4096)
+
+    def stop(self) -> None:
+        """Kill the server's process group and wait for it; idempotent."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; skips if it cannot be found or started."""
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+    if binary is None:
+        reason = "redis-server not found on PATH or at /usr/bin/redis-server"
+        print(f"\nSKIP Redis tests: {reason}")
+        pytest.skip(reason)
+    directory = Path(tempfile.mkdtemp(prefix="prism-redis-"))
+    server = RedisServer(binary, directory)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        reason = f"redis-server could not run: {exc}"
+        print(f"\nSKIP Redis tests: {reason}")
+        pytest.skip(reason)
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a running, empty Redis (restarted if a previous test stopped it)."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    assert redis_server.command("FLUSHALL").startswith(b"+OK")
+    return redis_server.url
