@@ -45,6 +45,7 @@ from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
 from prismcache.stores.codec import encode_json
+from prismcache.sync import Follower
 from prismcache.tiers import Tiers
 
 __all__ = ["SemanticCache"]
@@ -109,7 +110,12 @@ class SemanticCache:
         self.policy_hook: PolicyHook | None = None
         #: optional cost-aware admission (``economics.admission`` in the config)
         self.admission: AdmissionHook | None = _admission(config)
+        # A shared store's change feed keeps the tiers current; its cursor is taken first.
+        self._follower = Follower.of(store)
         self._tiers = self._load_tiers()
+        if self._follower is not None:
+            self._follower.start(lambda: self._tiers, lock=self._write_lock,
+                                 reload=lambda: setattr(self, "_tiers", self._load_tiers()))
 
     @classmethod
     def open(
@@ -428,6 +434,8 @@ class SemanticCache:
 
     def close(self) -> None:
         """Write the snapshot (if configured) and close the store."""
+        if self._follower is not None:
+            self._follower.stop()
         try:
             if self.config.snapshot:
                 self.save_snapshot()
