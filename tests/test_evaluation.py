@@ -272,3 +272,14 @@ def test_plots_are_written(tmp_path: Path, pair_table) -> None:
     assert plots.plot_break_even(replayed, tmp_path / "b.png").exists()
     points = [{"policy": "uniform", "label": "0.9", "hit_rate": 0.4, "false_hit_rate": 0.02}]
     assert plots.plot_policies(points, tmp_path / "p.png").exists()
+
+
+def test_embedding_table_round_trips_through_disk(tmp_path: Path) -> None:
+    from prismcache.embedders import HashEmbedder
+    texts = [f"text {i}" for i in range(2000)]  # some digests end in NUL bytes
+    first = EmbeddingTable(HashEmbedder(dim=8), tmp_path)
+    assert first.ensure(texts[:1500]) == 1500
+    assert first.ensure(texts) == 500  # appends, checkpoints, saves
+    again = EmbeddingTable(HashEmbedder(dim=8), tmp_path)
+    assert len(again) == 2000 and again.ensure(texts) == 0
+    np.testing.assert_allclose(again.matrix(texts), HashEmbedder(dim=8).embed(texts))

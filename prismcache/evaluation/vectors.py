@@ -30,8 +30,11 @@ _BATCH = 64
 _SAVE_EVERY = 16  # batches between checkpoints of the on-disk cache
 
 
+_DIGEST = 16
+
+
 def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=_DIGEST).digest()
 
 
 class EmbeddingTable:
@@ -48,6 +51,7 @@ class EmbeddingTable:
     def __init__(self, embedder: Embedder, cache_dir: str | Path | None = None) -> None:
         self.embedder = embedder
         self._rows: dict[bytes, int] = {}
+        self._keys: list[bytes] = []  # the digest of each vector row, in row order
         self._vectors = np.zeros((0, embedder.dim), dtype=np.float32)
         self._path: Path | None = None
         if cache_dir is not None:
@@ -64,16 +68,19 @@ class EmbeddingTable:
             return
         keys = np.load(keys_file)
         vectors = np.load(vecs_file)
-        if len(keys) != len(vectors) or vectors.shape[1:] != (self.embedder.dim,):
+        if (keys.ndim != 2 or keys.shape != (len(vectors), _DIGEST)
+                or vectors.shape[1:] != (self.embedder.dim,)):
             return  # a torn or foreign cache: rebuild it rather than trust it
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self._rows = {bytes(k): i for i, k in enumerate(keys)}
+        self._keys = [k.tobytes() for k in keys]
+        self._rows = {k: i for i, k in enumerate(self._keys)}
 
     def _save(self) -> None:
         if self._path is None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self._rows), dtype="S16")
+        # Raw digests as uint8 rows, one per vector row ("S16" would strip trailing NULs).
+        keys = np.frombuffer(b"".join(self._keys), dtype=np.uint8).reshape(-1, _DIGEST)
         for suffix, array in ((".keys.npy", keys), (".vecs.npy", self._vectors)):
             target = self._path.with_suffix(suffix)
             tmp = target.with_name(target.name + ".tmp.npy")
@@ -103,6 +110,7 @@ class EmbeddingTable:
             self._vectors = np.concatenate([self._vectors, vectors])
             for i, (key, _) in enumerate(chunk):
                 self._rows[key] = base + i
+                self._keys.append(key)
             done = start + len(chunk)
             if (start // _BATCH) % _SAVE_EVERY == _SAVE_EVERY - 1:
                 self._save()  # a long run that is interrupted keeps what it embedded
