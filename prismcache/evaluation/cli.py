@@ -63,7 +63,7 @@ def register_data(subparsers: Any) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", required=True, metavar="OUT.jsonl")
     pairs.add_argument("--sources", default="stsb,banking77,clinc150,gsm8k")
-    pairs.add_argument("--per-intent", type=int, default=10, help="queries sampled per intent")
+    pairs.add_argument("--per-intent", type=int, default=30, help="queries sampled per intent")
     trace.add_argument("--requests", type=int, default=20_000)
     trace.add_argument("--rate", type=float, default=10.0, help="requests per second")
     trace.add_argument("--zipf", action="append", metavar="CAT=S", help="Zipf exponent")
