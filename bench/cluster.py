@@ -1,0 +1,279 @@
+"""Benchmark several ``prismcache serve`` processes sharing one Redis, on this machine.
+
+Measures, against a local ``redis-server`` (no persistence) and the fake upstream
+(``tests/fake_upstream.py``), all on loopback:
+
+* hit throughput with 1, 2 and 3 proxy processes: the same exact-tier and semantic-tier hit
+  workloads as ``bench/proxy.py``, the client's connections spread round-robin over the
+  proxies, fixed total concurrency;
+* sync delay: a fresh query stored through proxy A (its response received), then proxy B
+  polled with ``Cache-Control: no-store`` until it serves it; the delay includes the polling
+  granularity (one request, about a millisecond);
+* miss overhead with the Redis store vs SQLite: each request once straight to the upstream and
+  once through one proxy with a fresh query (a miss that stores), alternating; paired
+  differences.
+
+The client, the proxies, Redis and the upstream share the machine's CPUs: read throughput as
+what this box does, not what the proxies would do each on their own cores.
+
+    .venv/bin/python bench/cluster.py [--quick] [--out bench/results/cluster.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from redis_support import RedisServer, free_port  # noqa: E402
+
+PYTHON = sys.executable
+CONFIG = {
+    "embedder": "hash:64", "classifier": {"examples": None}, "rules": [],
+    "default_category": "loose", "capacity": {"entries": 100_000},
+    "categories": {"loose": {"threshold": 0.5, "ttl": "1h", "quota": 1.0, "guards": []}},
+}
+FILLERS = ("please", "kindly", "now", "quickly", "again", "today", "here", "exactly", "simply",
+           "really", "actually", "properly", "safely", "easily", "fully", "first", "then")
+OUT: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    OUT.append(line)
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST JSON, read the whole answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> Conn:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def post(self, body: dict, extra: str = "") -> tuple[int, dict[str, str]]:
+        data = json.dumps(body).encode()
+        self.writer.write(
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            f"content-type: application/json\r\nauthorization: Bearer sk-bench\r\n{extra}"
+            f"content-length: {len(data)}\r\n\r\n".encode() + data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:]
+                                                       if ln)}
+        await self.reader.readexactly(int(headers["content-length"]))
+        return int(lines[0].split(" ")[1]), headers
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def chat(text: str) -> dict:
+    return {"model": "m1", "messages": [{"role": "user", "content": text}]}
+
+
+def gibberish(rng: random.Random) -> str:
+    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
+                    for _ in range(8))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(ms: list[float]) -> str:
+    return (f"p50 {statistics.median(ms):7.2f} ms  p90 {pct(ms, 0.9):7.2f}  "
+            f"p99 {pct(ms, 0.99):7.2f}  max {max(ms):7.2f}  (n={len(ms)})")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextmanager
+def proxies(n: int, store: str, upstream: int, tmp: Path) -> Iterator[list[int]]:
+    config = tmp / "bench.yaml"
+    config.write_text(json.dumps(CONFIG))  # JSON is YAML
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = [free_port() for _ in range(n)]
+    try:
+        for port in ports:
+            procs.append(subprocess.Popen(
+                [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(config), "--store",
+                 store, "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream}/v1"],
+                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        for port, proc in zip(ports, procs, strict=True):
+            wait_port(port, proc)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+async def hits(ports: list[int], bodies: list[dict], concurrency: int) -> tuple[float, list[float], int]:
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+    hit_count = 0
+
+    async def worker(port: int) -> None:
+        nonlocal hit_count
+        conn = await Conn(port).open()
+        while not queue.empty():
+            body = queue.get_nowait()
+            t = time.perf_counter()
+            status, headers = await conn.post(body)
+            latencies.append((time.perf_counter() - t) * 1000)
+            hit_count += status == 200 and headers.get("x-prism-cache") == "hit"
+        await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
+    return len(bodies) / (time.perf_counter() - t0), latencies, hit_count
+
+
+async def throughput(ports: list[int], args: argparse.Namespace) -> None:
+    base = "how do i reset my password"
+    first = await Conn(ports[0]).open()
+    await first.post(chat(base))
+    await first.close()
+    for port in ports:  # every proxy must have the entry before measuring
+        conn = await Conn(port).open()
+        while (await conn.post(chat(base), "cache-control: no-store\r\n"))[1].get(
+                "x-prism-cache") != "hit":
+            await asyncio.sleep(0.01)
+        await conn.close()
+    exact = [chat(base)] * args.hits
+    rng = random.Random(7)
+    semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
+                for i in range(args.hits)]
+    await hits(ports, exact[:300], args.concurrency)  # warm up
+    for label, bodies in (("exact-tier hits", exact), ("semantic hits", semantic)):
+        rate, lat, n_hit = await hits(ports, bodies, args.concurrency)
+        say(f"  {label:16s} c={args.concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
+            f"hit rate {n_hit / len(bodies):.2f}")
+
+
+async def sync_delay(ports: list[int], n: int) -> None:
+    a, b = await Conn(ports[0]).open(), await Conn(ports[1]).open()
+    rng = random.Random(3)
+    delays, polls = [], []
+    for _ in range(n):
+        body = chat(gibberish(rng))
+        await a.post(body)
+        t, count = time.perf_counter(), 0
+        while True:
+            count += 1
+            _, headers = await b.post(body, "cache-control: no-store\r\n")
+            if headers.get("x-prism-cache") == "hit":
+                break
+            if time.perf_counter() - t > 5:
+                raise RuntimeError("B never served A's entry")
+        delays.append((time.perf_counter() - t) * 1000)
+        polls.append(count)
+    await a.close()
+    await b.close()
+    say(f"  sync delay A->B  : {summary(delays)}  first poll already a hit in "
+        f"{sum(p == 1 for p in polls)}/{n}")
+
+
+async def misses(port: int, upstream: int, n: int, seed: int) -> list[float]:
+    direct, proxy = await Conn(upstream).open(), await Conn(port).open()
+    rng = random.Random(seed)
+    added = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await direct.post(chat(gibberish(rng)))
+        d = time.perf_counter() - t
+        t = time.perf_counter()
+        _, headers = await proxy.post(chat(gibberish(rng)))
+        if headers.get("x-prism-cache") == "miss":  # a rare chance hit is not a miss
+            added.append((time.perf_counter() - t - d) * 1000)
+    await direct.close()
+    await proxy.close()
+    return added
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--out", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    args.hits = 1000 if args.quick else 4000
+    args.concurrency = 12
+    n_sync, n_miss = (50, 200) if args.quick else (300, 1000)
+    say(f"# bench/cluster.py  {time.strftime('%Y-%m-%d')}  python {platform.python_version()}"
+        f"  {os.cpu_count()} CPUs (shared by client, proxies, redis-server and upstream)")
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True,
+                                   text=True).stdout.split()[2]
+    say(f"# redis-server {redis_version} on loopback (no persistence); embedder hash:64; "
+        "fake upstream with no latency")
+    say(f"# load average before the run: {os.getloadavg()[0]:.1f} (the CPUs are shared with "
+        "other jobs)")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = RedisServer("redis-server", tmp)
+        server.start()
+        upstream_port = free_port()
+        upstream = subprocess.Popen(
+            [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(upstream_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_port(upstream_port, upstream)
+            for n in (1, 2, 3):
+                server.command("FLUSHALL")
+                with proxies(n, server.url, upstream_port, tmp) as ports:
+                    say(f"\n== {n} proxy process{'es' if n > 1 else ''} over one Redis")
+                    asyncio.run(throughput(ports, args))
+                    if n == 2:
+                        asyncio.run(sync_delay(ports, n_sync))
+            say("\n== miss overhead, one proxy (added to a direct upstream call; paired)")
+            for label, store in (("redis", server.url), ("sqlite", f"sqlite:///{tmp}/m.db")):
+                server.command("FLUSHALL")
+                with proxies(1, store, upstream_port, tmp) as ports:
+                    asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
+                    added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
+                    say(f"  {label:6s} store: {summary(added)}")
+        finally:
+            upstream.terminate()
+            upstream.wait(timeout=30)
+            server.stop()
+    if args.out:
+        args.out.write_text("\n".join(OUT) + "\n")
+
+
+if __name__ == "__main__":
+    main()
