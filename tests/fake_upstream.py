@@ -2,8 +2,11 @@
 
 It answers chat completions (streaming and not), completions, embeddings and models, counts
 its calls, and can be told to be slow, to fail with a status, to cut a stream off, to stop at
-``finish_reason: length`` or to call a tool. Every answer names the call that made it
-(``"reply #3 to: <query>"``), so a test can tell a cached answer from a fresh one.
+``finish_reason: length`` or to call a tool, and to saturate: beyond ``max_inflight``
+generations in flight it answers 429 (or queues them, serving ``max_inflight`` at a time).
+Every answer names the call that made it (``"reply #3 to: <query>"``), so a test can tell a
+cached answer from a fresh one; a request's ``metadata.answer_key`` is echoed at the end of the
+answer (``"... [key=<answer_key>]"``) so a benchmark can check that a hit was correct.
 
 Run it alone (the benchmarks do)::
 
@@ -44,6 +47,9 @@ class Behaviour:
         tool_call: answer with a tool call instead of text.
         cut_after: drop the connection after this many content chunks of a stream.
         chunk_delay: seconds between stream chunks.
+        max_inflight: generations served at once (``None``: unlimited); the rest get
+            ``overflow``: ``"429"`` (an immediate rate-limit error) or ``"queue"`` (wait).
+        overflow: what happens beyond ``max_inflight``.
     """
 
     latency: float = 0.0
@@ -52,6 +58,8 @@ class Behaviour:
     tool_call: bool = False
     cut_after: int | None = None
     chunk_delay: float = 0.0
+    max_inflight: int | None = None
+    overflow: str = "429"
 
 
 class FakeUpstream:
@@ -63,6 +71,9 @@ class FakeUpstream:
         self.authorizations: list[str | None] = []
         self.streams_finished = 0
         self.streams_aborted = 0
+        self.inflight = 0
+        self.rejected = 0  # 429s sent because of max_inflight
+        self._slots: asyncio.Semaphore | None = None
         self._serial = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self._generate, methods=["POST"]),
@@ -77,6 +88,8 @@ class FakeUpstream:
         self.calls.clear()
         self.authorizations.clear()
         self.streams_finished = self.streams_aborted = 0
+        self.rejected = 0
+        self._slots = None
 
     @property
     def generations(self) -> int:
@@ -84,6 +97,24 @@ class FakeUpstream:
         return self.calls["chat"] + self.calls["completions"]
 
     async def _generate(self, request: Request) -> Response:
+        b = self.behaviour
+        if b.max_inflight is None:
+            return await self._generation(request)
+        if b.overflow == "429" and self.inflight >= b.max_inflight:
+            self.rejected += 1
+            return JSONResponse({"error": {"message": "too many requests in flight",
+                                           "type": "rate_limit_error", "param": None,
+                                           "code": "rate_limit_exceeded"}}, status_code=429)
+        if self._slots is None:  # created on the server's own event loop
+            self._slots = asyncio.Semaphore(b.max_inflight)
+        self.inflight += 1
+        try:
+            async with self._slots:
+                return await self._generation(request)
+        finally:
+            self.inflight -= 1
+
+    async def _generation(self, request: Request) -> Response:
         chat = request.url.path.endswith("/chat/completions")
         self.calls["chat" if chat else "completions"] += 1
         self.authorizations.append(request.headers.get("authorization"))
@@ -101,6 +132,9 @@ class FakeUpstream:
         else:
             query = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
         text = f"reply #{serial} to: {query}"
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("answer_key"):
+            text += f" [key={metadata['answer_key']}]"
         head = {"id": f"cmpl-{serial}", "created": int(time.time()), "model": body["model"]}
         if body.get("stream"):
             return StreamingResponse(self._stream(head, chat, text, b),
@@ -211,9 +245,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--max-inflight", type=int, default=None)
+    parser.add_argument("--overflow", choices=("429", "queue"), default="429")
     args = parser.parse_args()
     fake = FakeUpstream()
     fake.behaviour.latency = args.latency
+    fake.behaviour.max_inflight = args.max_inflight
+    fake.behaviour.overflow = args.overflow
     uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False)
 
