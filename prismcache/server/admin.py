@@ -134,8 +134,23 @@ async def feedback(request: Request) -> Response:
                           "tenant": entry.tenant, "category": entry.category})
 
 
+async def economics(request: Request) -> Response:
+    """Per-category economics over the configured window: hit rate, break-even, net saving
+    (seconds and USD per request and per hour), flagged/disabled, shadow counts."""
+    state = state_of(request)
+    if (denied := _denied(state, request)) is not None:
+        return denied
+    tracker = state.economics
+    body = tracker.as_json() if tracker is not None else {"categories": []}
+    if state.adaptive is not None:
+        control = state.adaptive.controller
+        body["load"] = {m: control.level(m) for m in control.signals.models()}
+    return json_response(body)
+
+
 def admin_routes() -> list[Route]:
     """The admin API's routes."""
     return [Route("/admin/stats", stats, methods=["GET"]),
+            Route("/admin/economics", economics, methods=["GET"]),
             Route("/admin/invalidate", invalidate, methods=["POST"]),
             Route("/admin/feedback", feedback, methods=["POST"])]

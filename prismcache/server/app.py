@@ -12,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from prismcache.adaptive import AdaptivePolicy, AdaptiveSettings
 from prismcache.cache import SemanticCache
+from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
 from prismcache.errors import UpstreamError
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
@@ -52,6 +54,13 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
                         connect_timeout=settings.connect_timeout, transport=transport)
     state = ProxyState(cache=cache, settings=settings, auth=Auth(settings), upstream=upstream,
                        metrics=ProxyMetrics(), coalescer=Coalescer())
+    # Economics are always measured (GET /admin/economics); they disable a category only when
+    # the config says auto_disable. Load-adaptive control runs when `adaptive:` is configured.
+    state.economics = EconomicsTracker(EconomicsSettings.from_config(cache.config),
+                                       cache.config.categories)
+    adaptive = AdaptiveSettings.from_config(cache.config)
+    state.adaptive = None if adaptive is None else AdaptivePolicy.from_settings(adaptive)
+    cache.policy_hook = chain_hooks(cache.policy_hook, state.adaptive, state.economics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,5 +131,9 @@ async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the proxy's metrics and the cache's size."""
     state = state_of(request)
     stats = await state.in_thread(state.cache.stats)
-    return PlainTextResponse(state.metrics.render(stats),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    text = state.metrics.render(stats)
+    if state.adaptive is not None:
+        text += "\n".join(state.adaptive.metric_lines(state.cache.config.categories)) + "\n"
+    if state.economics is not None:
+        text += "\n".join(state.economics.metric_lines()) + "\n"
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -61,6 +61,7 @@ class _Call:
     stream: bool
     store: bool
     pass_on: dict[str, str]
+    shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
 
 
 async def completions(request: Request) -> Response:
@@ -82,7 +83,8 @@ async def completions(request: Request) -> Response:
     outcome = "miss" if cacheable else "bypass"
     label = call.category or (result.category if result else None) or "unknown"
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
-    call = replace(call, store=call.store and cacheable, label=label)
+    call = replace(call, store=call.store and cacheable, label=label,
+                   shadow=isinstance(result, Miss) and result.reason.startswith("shadow:"))
     return await _serve_flight(state, call, prism_headers(result, state=outcome), started)
 
 
@@ -120,8 +122,12 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
 
 
 async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
-    lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
-                     category=call.category)
+    if state.economics is not None:  # the proxy times hits and misses end to end itself
+        lookup = partial(state.economics.lookup, state.cache, call.body,
+                         tenant=call.caller.tenant, category=call.category, timed=False)
+    else:
+        lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
+                         category=call.category)
     result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
     if isinstance(result, Miss) and result.reason.startswith("error:"):
         state.metrics.cache_errors.inc("lookup")
@@ -146,6 +152,8 @@ def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Resp
     price = state.cache.config.policy(hit.category).price_per_1k_tokens
     metrics.usd_saved.inc(tenant, hit.category, by=tokens / 1000 * price)
     metrics.hit_seconds.observe(time.perf_counter() - started, tenant, hit.category)
+    if state.economics is not None:
+        state.economics.record_hit_time(hit.category, time.perf_counter() - started)
     return out
 
 
@@ -199,30 +207,37 @@ async def _relay(state: ProxyState, flight: Flight, leader: bool, started: float
 def _overhead(state: ProxyState, flight: Flight, started: float, call: _Call) -> None:
     spent = time.perf_counter() - started - flight.upstream_seconds
     state.metrics.miss_overhead_seconds.observe(max(0.0, spent), call.caller.tenant, call.label)
+    if state.economics is not None and call.label != "unknown":
+        state.economics.record_overhead(call.label, max(0.0, spent))
 
 
 async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
     """The flight's runner: call the upstream, publish the answer, store it if complete."""
     upstream, metrics = state.upstream, state.metrics
     auth = call.caller.upstream_authorization
+    load = _Load(state, call.key.model)
     t0 = time.perf_counter()
     try:
         if not call.stream:
             reply = await upstream.request("POST", call.path, body=call.raw,
                                            authorization=auth, headers=call.pass_on)
             flight.upstream_seconds = time.perf_counter() - t0
-            _observe_upstream(state, call, flight, reply.status)
-            if reply.status == 200 and call.store:
+            load.answered(reply.status, flight.upstream_seconds)
+            answer = None
+            if reply.status == 200:
                 try:
                     answer = json.loads(reply.body)
                 except ValueError:
                     answer = None
+            _observe_upstream(state, call, flight, reply.status, answer)
+            if reply.status == 200 and call.store:
                 await _store(state, call, answer, None, flight.upstream_seconds)
             flight.set_head(Head(reply.status, reply.headers, reply.content_type))
             flight.publish(reply.body)
             return
         async with upstream.stream(call.path, body=call.raw, authorization=auth,
                                    headers=call.pass_on) as response:
+            load.answered(response.status_code, time.perf_counter() - t0)  # ~ time to 1st token
             if response.status_code != 200:
                 body = await read_all(response, call.path)
                 flight.upstream_seconds = time.perf_counter() - t0
@@ -235,8 +250,29 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
             await _relay_stream(state, call, flight, response, t0)
     except UpstreamError as exc:
         flight.upstream_seconds = time.perf_counter() - t0
+        load.answered(exc.status or 502, flight.upstream_seconds)
         metrics.upstream_errors.inc(call.endpoint, str(exc.status or 502))
         raise
+    finally:
+        load.answered(0, time.perf_counter() - t0)  # cancelled: leave in-flight, no sample
+
+
+class _Load:
+    """Reports one upstream call to the load controller exactly once."""
+
+    def __init__(self, state: ProxyState, model: str) -> None:
+        self._signals = state.adaptive.controller.signals if state.adaptive else None
+        self._model, self._open = model, self._signals is not None
+        if self._signals is not None:
+            self._signals.started(model)
+
+    def answered(self, status: int, seconds: float) -> None:
+        if self._open and self._signals is not None:
+            self._open = False
+            if status:
+                self._signals.finished(self._model, seconds, status)
+            else:
+                self._signals.cancelled(self._model)
 
 
 async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response: Any,
@@ -263,19 +299,26 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    _observe_upstream(state, call, flight, 200)
-    if complete and valid and call.store:
-        answer = assemble(chunks)
+    answer = assemble(chunks) if complete and valid else None
+    _observe_upstream(state, call, flight, 200, answer)
+    if answer is not None and call.store:
         await _store(state, call, answer, chunks, flight.upstream_seconds)
     if complete:  # held back until the answer is stored: [DONE] means "cached" too
         flight.publish(DONE)
 
 
-def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: int) -> None:
+def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: int,
+                      answer: Any = None) -> None:
     state.metrics.upstream_seconds.observe(flight.upstream_seconds, call.caller.tenant,
                                            call.label)
     if status >= 400:
         state.metrics.upstream_errors.inc(call.endpoint, str(status))
+    elif state.economics is not None and call.label != "unknown":
+        usd = None
+        if isinstance(answer, dict) and completion_tokens(answer):
+            price = state.cache.config.policy(call.label).price_per_1k_tokens
+            usd = completion_tokens(answer) / 1000 * price
+        state.economics.record_upstream(call.label, flight.upstream_seconds, usd)
 
 
 async def _store(state: ProxyState, call: _Call, answer: Any,
@@ -284,8 +327,11 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
     if not isinstance(answer, dict):
         metrics.stores.inc(call.label, "refused")
         return
+    store = state.cache.store
+    if call.shadow and state.economics is not None:  # the shadow cache keeps learning
+        store = partial(state.economics.shadowed, state.cache.store)
     stored = await state.in_thread(
-        state.cache.store, call.body, answer, tenant=call.caller.tenant, category=call.category,
+        store, call.body, answer, tenant=call.caller.tenant, category=call.category,
         chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)
     reason = stored.reason or ""
     outcome = "stored" if stored.stored else "error" if reason.startswith("error:") else "refused"

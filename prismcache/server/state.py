@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from prismcache.adaptive import AdaptivePolicy
 from prismcache.cache import SemanticCache
+from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.metrics import ProxyMetrics
@@ -31,6 +33,8 @@ class ProxyState:
     upstream: Upstream
     metrics: ProxyMetrics
     coalescer: Coalescer
+    economics: EconomicsTracker | None = None
+    adaptive: AdaptivePolicy | None = None
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""
