@@ -155,6 +155,11 @@ class LoadSignals:
             answers = self._answers.setdefault(model, deque())
             answers.append((self._clock(), seconds, status in OVERLOAD_STATUSES))
 
+    def cancelled(self, model: str) -> None:
+        """A call to ``model`` ended without an answer (the client left): no sample."""
+        with self._lock:
+            self._inflight[model] = max(0, self._inflight.get(model, 0) - 1)
+
     def models(self) -> list[str]:
         """Every model seen so far."""
         with self._lock:

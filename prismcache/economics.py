@@ -255,6 +255,19 @@ class EconomicsTracker:
         return {"window_s": self.settings.window, "min_requests": self.settings.min_requests,
                 "categories": [asdict(row) for row in self.table()]}
 
+    def metric_lines(self) -> list[str]:
+        """Prometheus gauges: break-even hit rate, and whether each category is disabled."""
+        rows = self.table()
+        lines = ["# HELP prismcache_break_even_hit_rate Hit rate a category needs to pay.",
+                 "# TYPE prismcache_break_even_hit_rate gauge"]
+        lines += [f'prismcache_break_even_hit_rate{{category="{r.category}"}} '
+                  f"{r.break_even_hit_rate:.6g}" for r in rows if r.break_even_hit_rate is not None]
+        lines += ["# HELP prismcache_category_disabled 1 while economics disable a category.",
+                  "# TYPE prismcache_category_disabled gauge"]
+        lines += [f'prismcache_category_disabled{{category="{r.category}"}} {int(r.disabled)}'
+                  for r in rows]
+        return lines
+
     # -- internals -----------------------------------------------------------------------------
 
     def _policy(self, category: str) -> CategoryPolicy:

@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeClock, chat, reply
 from hypothesis import given
 from hypothesis import strategies as st
+from proxy_support import ADMIN_TOKEN, make_proxy, upstream  # noqa: F401, F811 - fixtures
 
 from prismcache.adaptive import (
     AdaptivePolicy,
@@ -141,3 +142,46 @@ def test_the_cache_applies_the_adjusted_threshold_and_ttl_at_decision_time(make_
     run(hook.controller, clock, 30, "m1")
     assert hook.controller.level("m1") == 0.0
     assert not cache.lookup(chat("what are your opening hours"), category="strict").hit
+
+
+# -- through the proxy --------------------------------------------------------------------
+
+def test_proxy_tracks_load_exports_it_and_serves_the_economics_table(make_proxy,
+                                                                     upstream) -> None:
+    import asyncio
+
+    import httpx
+
+    proxy = make_proxy({"adaptive": {"inflight_high": 2, "error_rate_high": 0.1,
+                                     "defaults": {"max_threshold_drop": 0.05}}},
+                       {"admin_token_env": "PRISM_ADMIN"}, environ={"PRISM_ADMIN": ADMIN_TOKEN})
+    upstream.behaviour.latency = 0.2
+    upstream.behaviour.max_inflight = 2  # the third concurrent call is refused with a 429
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=proxy.root, timeout=10,
+                                     headers={"authorization": "Bearer sk-client-a"}) as http:
+            replies = await asyncio.gather(*(http.post("/v1/chat/completions", json={
+                "model": "m1", "messages": [{"role": "user", "content": f"question {i} " * 3}],
+                "metadata": {"answer_key": f"k{i}"}}) for i in range(6)))
+        return [r.status_code for r in replies]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(429) == upstream.rejected >= 1 and statuses.count(200) >= 2
+    with proxy.http() as http:
+        text = http.get("/metrics").text
+        assert 'prismcache_load_level{model="m1"}' in text
+        assert 'prismcache_effective_threshold{category="loose"}' in text
+        table = http.get("/admin/economics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert http.get("/admin/economics").status_code == 401
+    assert table.status_code == 200
+    body = table.json()
+    assert body["load"]["m1"] > 0  # 429s pushed the level up
+    loose = next(r for r in body["categories"] if r["category"] == "loose")
+    assert loose["requests"] == 6 and loose["upstream_s"] >= 0.2
+    ok = next(i for i, s in enumerate(statuses) if s == 200)
+    with proxy.http() as http:  # the answer key is echoed by the upstream, and so cached
+        again = http.post("/v1/chat/completions", json={
+            "model": "m1", "messages": [{"role": "user", "content": f"question {ok} " * 3}]})
+    assert again.headers["x-prism-cache"] == "hit"
+    assert again.json()["choices"][0]["message"]["content"].endswith(f"[key=k{ok}]")
