@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "prismcache.evaluation.cli:register_eval",
     "replay": "prismcache.evaluation.cli:register_replay",
     "calibrate": "prismcache.evaluation.cli:register_calibrate",
+    "report": "prismcache.report:register",
 }
 
 
