@@ -187,3 +187,21 @@ def test_translation(error: Exception, kind: type) -> None:
 
 def test_doctests() -> None:
     assert doctest.testmod(redis_store).failed == 0
+
+
+def test_built_from_a_client_as_with_sentinel(redis_url: str) -> None:  # noqa: F811
+    """The library path docs/deployment.md shows for Sentinel: a ready redis-py client, no
+    separate feed client (blocking reads then stay within the client's socket timeout)."""
+    client = redis_py.Redis.from_url(redis_url, socket_timeout=0.5)
+    store = RedisStore(client, prefix="lib:", shown="sentinel://test")
+    try:
+        cursor = store.latest_cursor()
+        started = time.monotonic()
+        assert store.read_changes(cursor, block_ms=5000).changes == []
+        assert time.monotonic() - started < 0.5  # clamped to half the socket timeout
+        store.put(make_entry(1))
+        (change,) = store.read_changes(cursor, block_ms=0).changes
+        assert change.op == "put" and change.ref.id == 1
+        assert repr(store) == "RedisStore('sentinel://test', prefix='lib:')"
+    finally:
+        store.close()

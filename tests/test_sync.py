@@ -177,3 +177,11 @@ def test_apply_changes_is_idempotent_and_ordered(
                                           * 8), embedder="another:64", vector=put.vector)
     apply_changes(tiers, [other])  # another embedder's vector is skipped, not raised
     assert tiers.vectors == 0
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import prismcache.sync
+
+    assert doctest.testmod(prismcache.sync).failed == 0
