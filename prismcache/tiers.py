@@ -101,8 +101,12 @@ class Tiers:
             ids, vectors = groups.setdefault((entry.partition, entry.category), ([], []))
             ids.append(entry.id)
             vectors.append(entry.vector)
-        for key, (ids, vectors) in groups.items():
-            self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+        # Adding under the lock makes "an index that became empty is dropped" (drop_vector)
+        # atomic with adds: otherwise a vector added to an index just dropped would be lost.
+        # Searches never take this lock.
+        with self._lock:
+            for key, (ids, vectors) in groups.items():
+                self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
 
     def drop(self, refs: Iterable[EntryRef]) -> None:
         """Forget entries the store no longer holds."""
@@ -115,14 +119,13 @@ class Tiers:
     def drop_vector(self, partition: str, category: str, entry_id: int) -> None:
         """Remove one vector (for a stale id met during a search)."""
         key = (partition, category)
-        index = self._indexes.get(key)
-        if index is None:
-            return
-        index.remove(np.asarray([entry_id], dtype=np.int64))
-        if len(index) == 0:
-            with self._lock:
-                if self._indexes.get(key) is index and len(index) == 0:
-                    del self._indexes[key]
+        with self._lock:
+            index = self._indexes.get(key)
+            if index is None:
+                return
+            index.remove(np.asarray([entry_id], dtype=np.int64))
+            if len(index) == 0:
+                del self._indexes[key]
 
     def clear(self) -> None:
         """Forget everything."""
@@ -131,12 +134,10 @@ class Tiers:
             self._indexes.clear()
 
     def _index(self, key: tuple[str, str]) -> VectorIndex:
+        """The index of ``key``, created if absent. Call with ``self._lock`` held."""
         index = self._indexes.get(key)
         if index is None:
-            with self._lock:
-                index = self._indexes.get(key)
-                if index is None:
-                    index = self._indexes[key] = make_index(self.dim, self._spec)
+            index = self._indexes[key] = make_index(self.dim, self._spec)
         return index
 
     # -- snapshots ---------------------------------------------------------------------------

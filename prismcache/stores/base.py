@@ -78,11 +78,14 @@ class DocumentStore(Protocol):
         """Delete every entry with ``expires <= now``; return their refs."""
         ...
 
-    def scan(self) -> Iterator[Entry]:
-        """Yield every stored entry, vectors included (for rebuilding the index).
+    def scan(self, *, since: float | None = None, documents: bool = True) -> Iterator[Entry]:
+        """Yield every stored entry (only those with ``created >= since`` when ``since`` is
+        given), vectors included, for rebuilding the index.
 
-        Entries present for the whole scan are yielded exactly once; entries added or deleted
-        during it may or may not be.
+        With ``documents=False`` the ``request``, ``response`` and ``chunks`` are left empty
+        (``{}``, ``{}``, ``None``) so a rebuild does not pay for decoding them. Entries present
+        for the whole scan are yielded exactly once; entries added or deleted during it may or
+        may not be.
         """
         ...
 
