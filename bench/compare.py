@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from prismcache.config import CacheConfig, load_config
 from prismcache.embedders import open_embedder
 from prismcache.evaluation import calibrate, read_pairs, read_trace, replay, write_policy

@@ -41,9 +41,23 @@ import numpy as np
 from prismcache.embedders.hashing import HashEmbedder
 from prismcache.evaluation.records import Pair
 
-__all__ = ["NEIGHBOURS", "SLOT_INTENTS", "WRAPPERS", "change_one_number", "clinc",
-           "banking77", "gsm8k", "half_of", "intent_pairs", "math_pairs", "nq_open",
-           "arena_hard", "stsb_pairs"]
+__all__ = [
+    "NEIGHBOURS",
+    "SAMPLE",
+    "SLOT_INTENTS",
+    "WRAPPERS",
+    "arena_hard",
+    "banking77",
+    "build_pairs",
+    "change_one_number",
+    "clinc",
+    "gsm8k",
+    "half_of",
+    "intent_pairs",
+    "math_pairs",
+    "nq_open",
+    "stsb_pairs",
+]
 
 #: neighbouring intents considered per intent (closest centroids within the domain)
 NEIGHBOURS = 3
@@ -68,7 +82,7 @@ weather alarm timer calculator definition measurement_conversion spelling make_c
 roll_dice share_location
 schedule_meeting pto_request meeting_schedule
 change_speed change_volume change_language change_accent change_user_name change_ai_name
-""".split())
+""".split())  # noqa: SIM905 - a word list reads better as text
 #: neutral wrappers that leave a math problem's answer unchanged
 WRAPPERS = ("{q}", "Solve this problem: {q}", "Can you help me with this math problem? {q}")
 

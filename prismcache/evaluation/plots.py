@@ -34,13 +34,15 @@ def plot_precision_recall(result: Mapping[str, Any], path: str | Path) -> Path:
     plt = _pyplot()
     groups = {"overall": result["overall"], **result["categories"]}
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, group in groups.items():
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, group) in enumerate(groups.items()):
         rows = [r for r in group["sweep"] if r["precision"] is not None
                 and r["recall"] is not None]
         if not rows or group["positives"] == 0:
             continue
         ax.plot([r["recall"] for r in rows], [r["precision"] for r in rows],
-                lw=2.5 if name == "overall" else 1.2, color="black" if name == "overall" else None,
+                lw=2.5 if name == "overall" else 1.2,
+                color="black" if name == "overall" else colours[i % len(colours)],
                 label=f"{name} (AUC {group['roc_auc']:.2f})" if group["roc_auc"] else name)
     ax.set_xlabel("recall (same pairs served)")
     ax.set_ylabel("precision (served pairs that are same)")

@@ -105,7 +105,7 @@ def _lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not JSON: {exc.msg}") from None
             if not isinstance(doc, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
+                raise ValueError(f"{path}:{number}: expected a JSON object")  # noqa: TRY004
             yield number, doc
 
 
@@ -121,7 +121,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: bad pair: {exc}") from None
         if not isinstance(pair.same, bool):
-            raise ValueError(f"{path}:{number}: 'same' must be true or false")
+            raise ValueError(f"{path}:{number}: 'same' must be true or false")  # noqa: TRY004
         pairs.append(pair)
     return pairs
 
