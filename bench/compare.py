@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prismcache.config import CacheConfig, load_config
+from prismcache.config import load_config
 from prismcache.embedders import open_embedder
 from prismcache.evaluation import calibrate, read_pairs, read_trace, replay, write_policy
 from prismcache.evaluation.metrics import percentile
@@ -87,8 +87,16 @@ def run_gptcache(trace: list[TraceLine], table: EmbeddingTable) -> dict[str, Any
                           "p99": percentile(lookups, 99) * 1000}}
 
 
-def calibrated_config(base: CacheConfig, thresholds: dict[str, float]) -> CacheConfig:
-    return load_config({"categories": {n: {"threshold": t} for n, t in thresholds.items()}})
+def plot(out: dict[str, Any], path: str) -> None:
+    """Hit rate vs false-hit rate, one series per policy, from a compare result."""
+    from prismcache.evaluation.plots import plot_policies
+    points = [{**u, "policy": "prismcache uniform threshold", "label": t}
+              for t, u in out["uniform"].items()]
+    points += [{**c, "policy": "prismcache calibrated (target precision)", "label": t}
+               for t, c in out["calibrated"].items()]
+    if out["gptcache"] and "hit_rate" in out["gptcache"]:
+        points.append({**out["gptcache"], "policy": "GPTCache defaults", "label": "0.8"})
+    plot_policies(points, path)
 
 
 def main() -> int:
@@ -100,7 +108,11 @@ def main() -> int:
     parser.add_argument("--plot", default="docs/img/policies.png")
     parser.add_argument("--policy-dir", default="bench/results")
     parser.add_argument("--no-gptcache", action="store_true")
+    parser.add_argument("--plot-only", action="store_true", help="redraw from --json")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(Path(args.json).read_text()), args.plot)
+        return 0
 
     base = load_config(None)
     table = EmbeddingTable(open_embedder(base.embedder), args.vector_cache)
@@ -159,14 +171,7 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
-    from prismcache.evaluation.plots import plot_policies
-    points = [{"policy": "prismcache uniform threshold", "label": t, **u}
-              for t, u in out["uniform"].items()]
-    points += [{"policy": "prismcache calibrated (target precision)", "label": t, **c}
-               for t, c in out["calibrated"].items()]
-    if out["gptcache"] and "hit_rate" in out["gptcache"]:
-        points.append({"policy": "GPTCache defaults", "label": "0.8", **out["gptcache"]})
-    plot_policies(points, args.plot)
+    plot(out, args.plot)
     print(f"wrote {args.json} and {args.plot}")
     return 0
 
