@@ -185,3 +185,21 @@ def test_proxy_tracks_load_exports_it_and_serves_the_economics_table(make_proxy,
             "model": "m1", "messages": [{"role": "user", "content": f"question {ok} " * 3}]})
     assert again.headers["x-prism-cache"] == "hit"
     assert again.json()["choices"][0]["message"]["content"].endswith(f"[key=k{ok}]")
+
+
+def test_report_reads_a_proxys_live_table(make_proxy, monkeypatch, capsys) -> None:
+    from prismcache.cli import main
+
+    proxy = make_proxy(None, {"admin_token_env": "PRISM_ADMIN"},
+                       environ={"PRISM_ADMIN": ADMIN_TOKEN})
+    with proxy.http() as http:
+        for _ in range(2):
+            http.post("/v1/chat/completions", json={"model": "m1", "messages": [
+                {"role": "user", "content": "how do I reset my password"}]})
+    monkeypatch.setenv("PRISM_ADMIN_TOKEN", ADMIN_TOKEN)
+    assert main(["report", "--url", proxy.root + "/admin/economics"]) == 0
+    loose = next(line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("loose"))
+    assert loose.split()[1:3] == ["2", "0.500"]
+    monkeypatch.setenv("PRISM_ADMIN_TOKEN", "wrong")
+    assert main(["report", "--url", proxy.root + "/admin/economics"]) == 1

@@ -190,3 +190,16 @@ def test_cost_aware_eviction_keeps_an_expensive_often_hit_entry(make_cache, cloc
 
 def vars_of(settings: EconomicsSettings) -> dict[str, object]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def test_report_shows_the_configured_assumptions(tmp_path, capsys) -> None:
+    from prismcache.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("economics: {categories: {general: {auto_disable: true}}}\n"
+                    "adaptive: {categories: {support: {max_threshold_drop: 0.05}}}\n")
+    assert main(["report", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    general = next(line for line in out.splitlines() if line.startswith("general"))
+    support = next(line for line in out.splitlines() if line.startswith("support"))
+    assert " yes " in general and "0.050" in support and "adaptive on" in out
