@@ -1,0 +1,369 @@
+"""Overload benchmark: a static versus a load-adaptive policy in front of a saturating upstream.
+
+The multi-category dev trace (``prismcache data trace``, written to bench/out/) is replayed
+open-loop through the proxy (``prismcache serve``, bundled MiniLM embedder, in-memory store)
+against tests/fake_upstream.py, which answers after ``--latency`` seconds and refuses with a 429
+every call beyond ``--max-inflight`` in flight: it saturates at ``max_inflight / latency``
+calls per second. The offered load ramps in stages past that rate. Each request carries its
+``answer_key`` in ``metadata``; the upstream echoes it into the answer, so a hit is correct
+when the served answer carries the request's key.
+
+Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
+client p50/p99 latency, hit rate and false-hit rate, overall and per stage. Loopback only; the
+run is bounded by the stage plan (2,775 requests and ~105 s per policy, two pairs).
+
+    .venv/bin/python bench/overload.py > bench/results/overload.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TRACE = ROOT / "bench" / "out" / "overload_trace.jsonl"
+TRAIN = ROOT / "bench" / "out" / "overload_trace_train.jsonl"  # where the bounds were chosen
+# (offered req/s, seconds): ramp past the upstream's 20 calls/s, then back down
+STAGES = ((10, 15), (20, 15), (30, 15), (45, 15), (60, 15), (10, 30))
+# The bounds were chosen from the drop sweep on the *train* split (``--sweep``): per category,
+# the largest drop whose extra hits cost few false hits; none where the first extra hits were
+# wrong (general, creative, volatile) or where nothing was gained (math).
+ADAPTIVE = {
+    "window": "10s", "inflight_high": 5, "latency_high": "1s", "error_rate_high": 0.05,
+    "up_at": 1.0, "down_at": 0.6, "rise_per_second": 0.25, "fall_per_second": 0.05,
+    "defaults": {"max_threshold_drop": 0.0, "max_ttl_factor": 2},
+    "categories": {"support": {"max_threshold_drop": 0.08},
+                   "conversation": {"max_threshold_drop": 0.10},
+                   "factual": {"max_threshold_drop": 0.04},
+                   "code": {"max_threshold_drop": 0.02},
+                   "volatile": {"max_ttl_factor": 1}},
+}
+DROPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def ensure_trace(requests: int) -> list[dict[str, Any]]:
+    if not TRACE.exists():
+        subprocess.run([PYTHON, "-m", "prismcache.cli", "data", "trace", "--data",
+                        str(ROOT.parent / "shared" / "data"), "--requests", str(requests),
+                        "--out", str(TRACE)], check=True, cwd=ROOT)
+    return [json.loads(line) for line in TRACE.read_text("utf-8").splitlines() if line]
+
+
+def sweep(path: Path, requests: int) -> str:
+    """Hits and false hits per category when every threshold is lowered by each of ``DROPS``
+    (replayed in process, precomputed MiniLM vectors, static cache, no load)."""
+    import dataclasses
+    from collections import defaultdict
+
+    from prismcache.cache import SemanticCache
+    from prismcache.classify import load_examples
+    from prismcache.config import load_config
+    from prismcache.embedders import open_embedder
+    from prismcache.evaluation.records import read_trace
+    from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+    from prismcache.stores.memory import MemoryStore
+
+    trace = read_trace(path)[:requests]
+    config = dataclasses.replace(load_config(None), store="memory://", snapshot=None)
+    table = EmbeddingTable(open_embedder("minilm"), ROOT / "bench" / "out" / "emb")
+    table.ensure([str(line.query) for line in trace] + [t for t, _ in load_examples("builtin")])
+    out = [(f"threshold drop sweep on {path.relative_to(ROOT)} (first {len(trace)} lines); "
+           "per category: requests/hits/false hits")]
+    for drop in DROPS:
+        cache = SemanticCache.open(config, store=MemoryStore(),
+                                   embedder=PrecomputedEmbedder(table))
+        cache.policy_hook = lambda c, p, m, d=drop: dataclasses.replace(
+            p, threshold=max(0.01, p.threshold - d))
+        keys: dict[int, str] = {}
+        groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for line in trace:
+            body = {"model": "m1", "messages": [{"role": "user", "content": line.query}]}
+            result = cache.lookup(body)
+            g = groups[result.category or "?"]
+            g[0] += 1
+            if result.hit:
+                g[1] += 1
+                g[2] += keys.get(result.entry_id) != line.answer_key
+            else:
+                stored = cache.store(body, {"choices": [{"index": 0, "finish_reason": "stop",
+                                                         "message": {"role": "assistant",
+                                                                     "content": "x"}}]})
+                if stored.entry_id is not None:
+                    keys[stored.entry_id] = line.answer_key
+        n, hits, false = (sum(g[i] for g in groups.values()) for i in range(3))
+        out.append(f"drop {drop:.2f}: hit {hits / n:.3f} false {false / n:.4f} | " + " ".join(
+            f"{c}:{g[0]}/{g[1]}/{g[2]}" for c, g in sorted(groups.items())))
+        cache.close()
+    return "\n".join(out) + "\n"
+
+
+def metric_sum(text: str, name: str, label: str = "") -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and label in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
+                     adaptive: bool, admin: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"store": "memory://", "server": {"admin_token_env": "PRISM_ADMIN"}}
+    if adaptive:
+        config["adaptive"] = ADAPTIVE
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(config, f)
+    proxy = subprocess.Popen(  # noqa: ASYNC220 - set-up before the measured loop
+        [PYTHON, "-m", "prismcache.cli", "serve", "--config", f.name, "--port", str(port),
+         "--upstream", upstream_url], cwd=ROOT, env={**os.environ, "PRISM_ADMIN": admin},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(port, proxy)
+        return await drive(name, trace, f"http://127.0.0.1:{port}", adaptive, admin)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        os.unlink(f.name)
+
+
+async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: bool,
+                admin: str) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    records: list[dict[str, Any]] = []
+    levels: list[tuple[float, float]] = []
+    async with httpx.AsyncClient(base_url=root, timeout=60, limits=limits,
+                                 headers={"authorization": "Bearer sk-bench"}) as http:
+        async def one(i: int, stage: int, line: dict[str, Any]) -> None:
+            t = time.perf_counter()
+            reply = await http.post("/v1/chat/completions", json={
+                "model": "m1", "messages": [{"role": "user", "content": line["query"]}],
+                "metadata": {"answer_key": line["answer_key"]}})
+            seconds = time.perf_counter() - t
+            state = reply.headers.get("x-prism-cache", "error")
+            correct = None
+            if reply.status_code == 200 and state == "hit":
+                content = reply.json()["choices"][0]["message"]["content"]
+                match = re.search(r"\[key=([^\]]+)\]$", content)
+                correct = bool(match) and match.group(1) == line["answer_key"]
+            records.append({"stage": stage, "status": reply.status_code, "state": state,
+                            "seconds": seconds, "correct": correct,
+                            "category": reply.headers.get("x-prism-category", "")})
+
+        async def watch(stop: asyncio.Event) -> None:
+            start = time.perf_counter()
+            while not stop.is_set():
+                body = (await http.get("/admin/economics",
+                                       headers={"authorization": f"Bearer {admin}"})).json()
+                levels.append((time.perf_counter() - start, max((body.get("load") or {}).values(),
+                                                                default=0.0)))
+                await asyncio.sleep(1.0)
+
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(stop))
+        tasks, i, start = [], 0, time.perf_counter()
+        for stage, (rate, seconds) in enumerate(STAGES):
+            stage_start = time.perf_counter()
+            for k in range(int(rate * seconds)):
+                due = stage_start + k / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(i, stage, trace[i % len(trace)])))
+                i += 1
+        await asyncio.gather(*tasks)
+        stop.set()
+        await watcher
+        elapsed = time.perf_counter() - start
+        metrics = (await http.get("/metrics")).text
+        table = (await http.get("/admin/economics",
+                                headers={"authorization": f"Bearer {admin}"})).json()
+    return {"name": name, "records": records, "levels": levels, "elapsed": elapsed,
+            "upstream_calls": metric_sum(metrics, "prismcache_upstream_seconds_count"),
+            "upstream_429": metric_sum(metrics, "prismcache_upstream_errors_total",
+                                       'status="429"'),
+            "upstream_503": metric_sum(metrics, "prismcache_upstream_errors_total",
+                                       'status="503"'),
+            "economics": table}
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    hits = [r for r in records if r["state"] == "hit"]
+    wrong = sum(r["correct"] is False for r in hits)
+    lat = sorted(r["seconds"] for r in records)
+    ok = sum(r["status"] == 200 for r in records)
+    return {"requests": n, "ok": ok, "client_errors": n - ok, "hit_rate": len(hits) / n,
+            "false_hit_rate": wrong / n, "misses": sum(r["state"] == "miss" for r in records),
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))]}
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    out = [(f"# bench/overload.py  {time.strftime('%Y-%m-%d %H:%M')}  "
+           f"python {platform.python_version()}  cpus {os.cpu_count()}  "
+           f"load avg at start {args.load_start}"),
+           (f"upstream: latency {args.latency * 1000:.0f} ms, max_inflight {args.max_inflight} "
+           f"(429 beyond) -> saturates at {args.max_inflight / args.latency:.0f} calls/s"),
+           "offered load stages (req/s x s): " + ", ".join(f"{r}x{s}" for r, s in STAGES),
+           (f"trace: {TRACE.relative_to(ROOT)} (prismcache data trace, first "
+           f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store memory://"),
+           f"adaptive section: {json.dumps(ADAPTIVE)}", ""]
+    head = (f"{'policy':<10}{'reqs':>6}{'upstream':>10}{'429':>6}{'503':>5}{'hit':>7}"
+            f"{'false':>7}{'p50 ms':>9}{'p99 ms':>9}{'client err':>11}")
+    out.append(head)
+    for k, res in enumerate(results):
+        s = summary(res["records"])
+        name = f"{res['name']}#{k // 2 + 1}"
+        out.append(f"{name:<10}{s['requests']:>6}{res['upstream_calls']:>10.0f}"
+                   f"{res['upstream_429']:>6.0f}{res['upstream_503']:>5.0f}{s['hit_rate']:>7.3f}"
+                   f"{s['false_hit_rate']:>7.4f}{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}"
+                   f"{s['client_errors']:>11}")
+    fewer, extra, fewer_hot = [], [], []
+    hot = [i for i, (rate, _) in enumerate(STAGES) if rate > args.max_inflight / args.latency]
+    for static, adaptive in zip(results[::2], results[1::2], strict=True):
+        fewer.append(1 - adaptive["upstream_calls"] / static["upstream_calls"])
+        extra.append((summary(adaptive["records"])["false_hit_rate"]
+                      - summary(static["records"])["false_hit_rate"]) * 100)
+        misses = [sum(r["state"] == "miss" and r["stage"] in hot for r in res["records"])
+                  for res in (static, adaptive)]
+        fewer_hot.append(1 - misses[1] / misses[0])
+    out += ["", f"adaptive sends {statistics.median(fewer) * 100:.1f}% fewer requests to the "
+                f"upstream over the whole run (median of {len(fewer)} pairs: "
+                + ", ".join(f"{f * 100:.1f}%" for f in fewer) + "; target >= 15%)",
+            f"  and {statistics.median(fewer_hot) * 100:.1f}% fewer while offered load exceeds "
+            f"the upstream's capacity (stages {', '.join(str(STAGES[i][0]) for i in hot)} req/s; "
+            + ", ".join(f"{f * 100:.1f}%" for f in fewer_hot) + ")",
+            f"  with {statistics.median(extra):+.2f} points of false hits (median; "
+            + ", ".join(f"{e:+.2f}" for e in extra) + "; target <= +1)", "",
+            ("per stage (offered req/s): misses sent upstream, 429s seen by clients, hit rate, "
+            "false-hit rate, p99 ms (first pair)")]
+    for res in results[:2]:
+        cells = []
+        for stage, (rate, _) in enumerate(STAGES):
+            recs = [r for r in res["records"] if r["stage"] == stage]
+            s = summary(recs)
+            n429 = sum(r["status"] == 429 for r in recs)
+            cells.append(f"{rate:>3}: up {s['misses']:>4} 429 {n429:>4} hit {s['hit_rate']:.2f} "
+                         f"false {s['false_hit_rate']:.3f} p99 {s['p99_ms']:>6.0f}")
+        out.append(f"{res['name']}:\n  " + "\n  ".join(cells))
+    levels = results[1]["levels"]
+    if levels:
+        out.append("adaptive load level (t s: level): " + ", ".join(
+            f"{t:.0f}:{lv:.2f}" for t, lv in levels[::5]))
+    return "\n".join(out) + "\n"
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    stages = list(range(len(STAGES)))
+    for res, style in zip(results, ("o-", "s-"), strict=True):
+        up, err = [], []
+        for stage, (rate, seconds) in enumerate(STAGES):
+            recs = [r for r in res["records"] if r["stage"] == stage]
+            up.append(sum(r["state"] == "miss" for r in recs) / seconds)
+            err.append(sum(r["status"] == 429 for r in recs) / seconds)
+        ax1.plot(stages, up, style, label=f"{res['name']}: to upstream")
+        ax1.plot(stages, err, style, alpha=0.4, label=f"{res['name']}: 429s")
+    ax1.axhline(results[0]["saturation"], color="grey", ls="--", label="upstream capacity")
+    ax1.set_xticks(stages, [f"{r}" for r, _ in STAGES])
+    ax1.set_xlabel("offered load per stage, in order (req/s)")
+    ax1.set_ylabel("requests/s")
+    ax1.legend(fontsize=7)
+    ax1.set_title("Requests sent to the upstream")
+    t, lv = zip(*results[1]["levels"], strict=True) if results[1]["levels"] else ((), ())
+    ax2.plot(t, lv, "-", color="C1")
+    ax2.set_xlabel("time (s)")
+    ax2.set_ylabel("load level (adaptive)")
+    ax2.set_ylim(-0.05, 1.05)
+    ax2.set_title("Controller level as the load ramps")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--max-inflight", type=int, default=5)
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "img" / "overload.png"))
+    parser.add_argument("--json", default=str(ROOT / "bench" / "out" / "overload.json"))
+    parser.add_argument("--repeats", type=int, default=2, help="static/adaptive pairs")
+    parser.add_argument("--replot", action="store_true", help="only redraw from --json")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only print the threshold-drop sweep on the train split")
+    args = parser.parse_args()
+    args.load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.replot:
+        plot(json.loads(Path(args.json).read_text("utf-8"))[:2], Path(args.plot))
+        return
+    if args.sweep:
+        if not TRAIN.exists():
+            subprocess.run([PYTHON, "-m", "prismcache.cli", "data", "trace", "--data",  # noqa: ASYNC221 - set-up before the measured loop
+                            str(ROOT.parent / "shared" / "data"), "--split", "train",
+                            "--requests", "3000", "--out", str(TRAIN)], check=True, cwd=ROOT)
+        print(sweep(TRAIN, sum(r * s for r, s in STAGES)), end="")
+        print(sweep(TRACE, sum(r * s for r, s in STAGES)), end="")
+        return
+    trace = ensure_trace(3000)
+    up_port = free_port()
+    upstream = subprocess.Popen(  # noqa: ASYNC220 - set-up before the measured loop
+        [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(up_port),
+         "--latency", str(args.latency), "--max-inflight", str(args.max_inflight)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    admin = "bench-admin-token"
+    try:
+        wait_for(up_port, upstream)
+        url = f"http://127.0.0.1:{up_port}/v1"
+        runs = []
+        for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
+            runs.append(await run_policy("static", trace, url, False, admin))
+            runs.append(await run_policy("adaptive", trace, url, True, admin))
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=30)
+    for res in runs:
+        res["saturation"] = args.max_inflight / args.latency
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(runs, indent=1), "utf-8")
+    print(report(runs, args), end="")
+    plot(runs[:2], Path(args.plot))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
