@@ -52,7 +52,7 @@ from prismcache.errors import ConfigError
 from prismcache.results import Hit, LookupResult, Miss
 
 __all__ = ["Admission", "AdmissionSettings", "CategoryEconomics", "EconomicsSettings",
-           "EconomicsTracker", "chain_hooks", "format_table"]
+           "EconomicsTracker", "chain_hooks"]
 
 log = logging.getLogger("prismcache.economics")
 T = TypeVar("T")
@@ -349,23 +349,6 @@ def chain_hooks(*hooks: Callable[[str, CategoryPolicy, str], CategoryPolicy] | N
         return policy
 
     return chained
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The economics table as aligned text (rows as in :meth:`EconomicsTracker.as_json`)."""
-    head = (f"{'category':<16}{'reqs':>7}{'hit':>7}{'b-even':>8}{'O ms':>8}{'H ms':>8}"
-            f"{'U s':>7}{'net s/req':>10}{'net s/h':>9}{'USD/h':>9}  state")
-    lines = [head]
-    for r in rows:
-        state = ("disabled" if r["disabled"] else "flagged" if r["flagged"] else "ok")
-        if r["shadow_lookups"]:
-            state += f" (shadow {r['shadow_lookups']}: {_fmt(r['shadow_hit_rate'])})"
-        lines.append(
-            f"{r['category']:<16}{r['requests']:>7}{r['hit_rate']:>7.3f}"
-            f"{_fmt(r['break_even_hit_rate']):>8}{r['miss_overhead_s'] * 1000:>8.2f}"
-            f"{r['hit_s'] * 1000:>8.2f}{r['upstream_s']:>7.2f}{r['net_s_per_request']:>10.3f}"
-            f"{r['net_s_per_hour']:>9.0f}{r['net_usd_per_hour']:>9.3f}  {state}")
-    return "\n".join(lines)
 
 
 def _mean(window: dict[str, float], total: dict[str, float], s: str, n: str,

@@ -16,7 +16,7 @@ from typing import Any
 
 from prismcache.config import format_duration, load_config
 
-__all__ = ["register"]
+__all__ = ["format_table", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +31,6 @@ def register(subparsers: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from prismcache.economics import format_table
     if args.url:
         import httpx
         token = os.environ.get(args.token_env)
@@ -87,3 +86,24 @@ def _configured(args: argparse.Namespace) -> int:
               f"{r['eviction']:>6}{'yes' if r['auto_disable'] else 'no':>9}"
               f"{r['max_threshold_drop']:>9.3f}{r['max_ttl_factor']:>7.1f}")
     return 0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The economics table as aligned text (rows as in :meth:`EconomicsTracker.as_json`)."""
+    head = (f"{'category':<16}{'reqs':>7}{'hit':>7}{'b-even':>8}{'O ms':>8}{'H ms':>8}"
+            f"{'U s':>7}{'net s/req':>10}{'net s/h':>9}{'USD/h':>9}  state")
+    lines = [head]
+    for r in rows:
+        state = ("disabled" if r["disabled"] else "flagged" if r["flagged"] else "ok")
+        if r["shadow_lookups"]:
+            state += f" (shadow {r['shadow_lookups']}: {_fmt(r['shadow_hit_rate'])})"
+        lines.append(
+            f"{r['category']:<16}{r['requests']:>7}{r['hit_rate']:>7.3f}"
+            f"{_fmt(r['break_even_hit_rate']):>8}{r['miss_overhead_s'] * 1000:>8.2f}"
+            f"{r['hit_s'] * 1000:>8.2f}{r['upstream_s']:>7.2f}{r['net_s_per_request']:>10.3f}"
+            f"{r['net_s_per_hour']:>9.0f}{r['net_usd_per_hour']:>9.3f}  {state}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -9,8 +9,9 @@ import pytest
 from conftest import FakeClock, chat, reply
 
 from prismcache.config import load_config
-from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks, format_table
+from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
 from prismcache.errors import ConfigError
+from prismcache.report import format_table
 
 POLICIES = load_config({"categories": {"rare": {"threshold": 0.9}}}).categories
 
