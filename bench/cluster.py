@@ -27,8 +27,6 @@ import json
 import os
 import platform
 import random
-import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -37,11 +35,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from redis_support import RedisServer, free_port  # noqa: E402
+from benchkit import (
+    ROOT,
+    Conn,
+    chat,
+    free_port,
+    gibberish,
+    hit_workloads,
+    serve_command,
+    serving,
+    spawn,
+    stop,
+    summary,
+    upstream_command,
+    wait_for,
+)
 
-PYTHON = sys.executable
+sys.path.insert(0, str(ROOT / "tests"))
+from redis_support import RedisServer  # noqa: E402
+
 CONFIG = {
     "embedder": "hash:64", "classifier": {"examples": None}, "rules": [],
     "default_category": "loose", "capacity": {"entries": 100_000},
@@ -57,68 +69,6 @@ def say(line: str = "") -> None:
     OUT.append(line)
 
 
-class Conn:
-    """One keep-alive HTTP/1.1 connection: POST JSON, read the whole answer."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def open(self) -> Conn:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def post(self, body: dict, extra: str = "") -> tuple[int, dict[str, str]]:
-        data = json.dumps(body).encode()
-        self.writer.write(
-            f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-            f"content-type: application/json\r\nauthorization: Bearer sk-bench\r\n{extra}"
-            f"content-length: {len(data)}\r\n\r\n".encode() + data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:]
-                                                       if ln)}
-        await self.reader.readexactly(int(headers["content-length"]))
-        return int(lines[0].split(" ")[1]), headers
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-
-def chat(text: str) -> dict:
-    return {"model": "m1", "messages": [{"role": "user", "content": text}]}
-
-
-def gibberish(rng: random.Random) -> str:
-    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
-                    for _ in range(8))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(ms: list[float]) -> str:
-    return (f"p50 {statistics.median(ms):7.2f} ms  p90 {pct(ms, 0.9):7.2f}  "
-            f"p99 {pct(ms, 0.99):7.2f}  max {max(ms):7.2f}  (n={len(ms)})")
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 @contextmanager
 def proxies(n: int, store: str, upstream: int, tmp: Path) -> Iterator[list[int]]:
     config = tmp / "bench.yaml"
@@ -127,42 +77,13 @@ def proxies(n: int, store: str, upstream: int, tmp: Path) -> Iterator[list[int]]
     ports = [free_port() for _ in range(n)]
     try:
         for port in ports:
-            procs.append(subprocess.Popen(
-                [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(config), "--store",
-                 store, "--port", str(port), "--upstream", f"http://127.0.0.1:{upstream}/v1"],
-                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True))
+            procs.append(spawn(serve_command(config, port, f"http://127.0.0.1:{upstream}/v1",
+                                             store=store), cwd=tmp, new_session=True))
         for port, proc in zip(ports, procs, strict=True):
-            wait_port(port, proc)
+            wait_for(port, proc)
         yield ports
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-
-
-async def hits(ports: list[int], bodies: list[dict], concurrency: int) -> tuple[float, list[float], int]:
-    queue: asyncio.Queue[dict] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-    hit_count = 0
-
-    async def worker(port: int) -> None:
-        nonlocal hit_count
-        conn = await Conn(port).open()
-        while not queue.empty():
-            body = queue.get_nowait()
-            t = time.perf_counter()
-            status, headers = await conn.post(body)
-            latencies.append((time.perf_counter() - t) * 1000)
-            hit_count += status == 200 and headers.get("x-prism-cache") == "hit"
-        await conn.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
-    return len(bodies) / (time.perf_counter() - t0), latencies, hit_count
+        stop(procs)
 
 
 async def throughput(ports: list[int], args: argparse.Namespace) -> None:
@@ -172,19 +93,12 @@ async def throughput(ports: list[int], args: argparse.Namespace) -> None:
     await first.close()
     for port in ports:  # every proxy must have the entry before measuring
         conn = await Conn(port).open()
-        while (await conn.post(chat(base), "cache-control: no-store\r\n"))[1].get(
+        while (await conn.post(chat(base), extra="cache-control: no-store\r\n"))[1].get(
                 "x-prism-cache") != "hit":
             await asyncio.sleep(0.01)
         await conn.close()
-    exact = [chat(base)] * args.hits
-    rng = random.Random(7)
-    semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
-                for i in range(args.hits)]
-    await hits(ports, exact[:300], args.concurrency)  # warm up
-    for label, bodies in (("exact-tier hits", exact), ("semantic hits", semantic)):
-        rate, lat, n_hit = await hits(ports, bodies, args.concurrency)
-        say(f"  {label:16s} c={args.concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
-            f"hit rate {n_hit / len(bodies):.2f}")
+    await hit_workloads(ports, base, args.hits, args.concurrency, FILLERS,
+                        lambda line: say(f"  {line}"))
 
 
 async def sync_delay(ports: list[int], n: int) -> None:
@@ -197,7 +111,7 @@ async def sync_delay(ports: list[int], n: int) -> None:
         t, count = time.perf_counter(), 0
         while True:
             count += 1
-            _, headers = await b.post(body, "cache-control: no-store\r\n")
+            _, headers, _ = await b.post(body, extra="cache-control: no-store\r\n")
             if headers.get("x-prism-cache") == "hit":
                 break
             if time.perf_counter() - t > 5:
@@ -219,7 +133,7 @@ async def misses(port: int, upstream: int, n: int, seed: int) -> list[float]:
         await direct.post(chat(gibberish(rng)))
         d = time.perf_counter() - t
         t = time.perf_counter()
-        _, headers = await proxy.post(chat(gibberish(rng)))
+        _, headers, _ = await proxy.post(chat(gibberish(rng)))
         if headers.get("x-prism-cache") == "miss":  # a rare chance hit is not a miss
             added.append((time.perf_counter() - t - d) * 1000)
     await direct.close()
@@ -248,28 +162,23 @@ def main() -> None:
         server = RedisServer("redis-server", tmp)
         server.start()
         upstream_port = free_port()
-        upstream = subprocess.Popen(
-            [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(upstream_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_port(upstream_port, upstream)
-            for n in (1, 2, 3):
-                server.command("FLUSHALL")
-                with proxies(n, server.url, upstream_port, tmp) as ports:
-                    say(f"\n== {n} proxy process{'es' if n > 1 else ''} over one Redis")
-                    asyncio.run(throughput(ports, args))
-                    if n == 2:
-                        asyncio.run(sync_delay(ports, n_sync))
-            say("\n== miss overhead, one proxy (added to a direct upstream call; paired)")
-            for label, store in (("redis", server.url), ("sqlite", f"sqlite:///{tmp}/m.db")):
-                server.command("FLUSHALL")
-                with proxies(1, store, upstream_port, tmp) as ports:
-                    asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
-                    added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
-                    say(f"  {label:6s} store: {summary(added)}")
+            with serving(upstream_command(upstream_port), upstream_port, new_session=True):
+                for n in (1, 2, 3):
+                    server.command("FLUSHALL")
+                    with proxies(n, server.url, upstream_port, tmp) as ports:
+                        say(f"\n== {n} proxy process{'es' if n > 1 else ''} over one Redis")
+                        asyncio.run(throughput(ports, args))
+                        if n == 2:
+                            asyncio.run(sync_delay(ports, n_sync))
+                say("\n== miss overhead, one proxy (added to a direct upstream call; paired)")
+                for label, store in (("redis", server.url), ("sqlite", f"sqlite:///{tmp}/m.db")):
+                    server.command("FLUSHALL")
+                    with proxies(1, store, upstream_port, tmp) as ports:
+                        asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
+                        added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
+                        say(f"  {label:6s} store: {summary(added)}")
         finally:
-            upstream.terminate()
-            upstream.wait(timeout=30)
             server.stop()
     if args.out:
         args.out.write_text("\n".join(OUT) + "\n")

@@ -23,10 +23,8 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +32,8 @@ from typing import Any
 
 import httpx
 import yaml
+from benchkit import PYTHON, ROOT, free_port, pct, serve_command, serving, upstream_command
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
 TRACE = ROOT / "bench" / "out" / "overload_trace.jsonl"
 TRAIN = ROOT / "bench" / "out" / "overload_trace_train.jsonl"  # where the bounds were chosen
 # (offered req/s, seconds): ramp past the upstream's 20 calls/s, then back down
@@ -55,25 +52,6 @@ ADAPTIVE = {
                    "volatile": {"max_ttl_factor": 1}},
 }
 DROPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def ensure_trace(requests: int) -> list[dict[str, Any]]:
@@ -148,16 +126,11 @@ async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
-    proxy = subprocess.Popen(  # noqa: ASYNC220 - set-up before the measured loop
-        [PYTHON, "-m", "prismcache.cli", "serve", "--config", f.name, "--port", str(port),
-         "--upstream", upstream_url], cwd=ROOT, env={**os.environ, "PRISM_ADMIN": admin},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(port, proxy)
-        return await drive(name, trace, f"http://127.0.0.1:{port}", adaptive, admin)
+        with serving(serve_command(f.name, port, upstream_url), port, cwd=ROOT,
+                     env={**os.environ, "PRISM_ADMIN": admin}, timeout=90.0, poll=0.1):
+            return await drive(name, trace, f"http://127.0.0.1:{port}", adaptive, admin)
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
         os.unlink(f.name)
 
 
@@ -228,7 +201,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests": n, "ok": ok, "client_errors": n - ok, "hit_rate": len(hits) / n,
             "false_hit_rate": wrong / n, "misses": sum(r["state"] == "miss" for r in records),
             "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[min(n - 1, int(0.99 * n))]}
+            "p99_ms": 1000 * pct(lat, 0.99)}
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -342,21 +315,15 @@ async def main() -> None:
         return
     trace = ensure_trace(3000)
     up_port = free_port()
-    upstream = subprocess.Popen(  # noqa: ASYNC220 - set-up before the measured loop
-        [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(up_port),
-         "--latency", str(args.latency), "--max-inflight", str(args.max_inflight)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     admin = "bench-admin-token"
-    try:
-        wait_for(up_port, upstream)
+    upstream = upstream_command(up_port, "--latency", str(args.latency),
+                                "--max-inflight", str(args.max_inflight))
+    with serving(upstream, up_port, cwd=ROOT, timeout=90.0, poll=0.1):
         url = f"http://127.0.0.1:{up_port}/v1"
         runs = []
         for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
             runs.append(await run_policy("static", trace, url, False, admin))
             runs.append(await run_policy("adaptive", trace, url, True, admin))
-    finally:
-        upstream.terminate()
-        upstream.wait(timeout=30)
     for res in runs:
         res["saturation"] = args.max_inflight / args.latency
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -24,111 +24,27 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
-import string
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from benchkit import (
+    Conn,
+    chat,
+    free_port,
+    gibberish,
+    hit_workloads,
+    pct,
+    serve_command,
+    serving,
+    summary,
+    upstream_command,
+)
+
 FILLERS = ("please", "kindly", "now", "quickly", "again", "today", "here", "exactly", "simply",
            "really", "actually", "properly", "safely", "easily", "fully", "first", "then",
            "also", "still", "just", "maybe", "somehow", "ever", "basically", "honestly")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection: POST JSON, read the whole answer."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def open(self) -> Conn:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def post(self, path: str, body: dict) -> tuple[int, dict[str, str], bytes]:
-        data = json.dumps(body).encode()
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer sk-bench\r\ncontent-length: {len(data)}\r\n\r\n".encode()
-            + data)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-        body_bytes = await self.reader.readexactly(int(headers["content-length"]))
-        return status, headers, body_bytes
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-
-def chat(text: str) -> dict:
-    return {"model": "m1", "messages": [{"role": "user", "content": text}]}
-
-
-def gibberish(rng: random.Random) -> str:
-    """A query unlike any other (random letters share few trigrams or word pieces)."""
-    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
-                    for _ in range(8))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(values_ms: list[float]) -> str:
-    return (f"p50 {statistics.median(values_ms):7.2f} ms  p90 {pct(values_ms, 0.9):7.2f}  "
-            f"p99 {pct(values_ms, 0.99):7.2f}  max {max(values_ms):7.2f}  (n={len(values_ms)})")
-
-
-async def hits(port: int, bodies: list[dict], concurrency: int) -> tuple[float, list[float], int]:
-    """Send ``bodies`` over ``concurrency`` connections; return (req/s, latencies ms, hits)."""
-    queue: asyncio.Queue[dict] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    latencies: list[float] = []
-    hit_count = 0
-
-    async def worker() -> None:
-        nonlocal hit_count
-        conn = await Conn(port).open()
-        while not queue.empty():
-            body = queue.get_nowait()
-            t = time.perf_counter()
-            status, headers, _ = await conn.post("/v1/chat/completions", body)
-            latencies.append((time.perf_counter() - t) * 1000)
-            hit_count += status == 200 and headers.get("x-prism-cache") == "hit"
-        await conn.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(bodies) / (time.perf_counter() - t0), latencies, hit_count
 
 
 async def misses(proxy: int, upstream: int, n: int) -> tuple[list[float], list[float], int]:
@@ -139,11 +55,11 @@ async def misses(proxy: int, upstream: int, n: int) -> tuple[list[float], list[f
     for i in range(n):
         body = chat(gibberish(rng))
         t = time.perf_counter()
-        await direct_conn.post("/v1/chat/completions", body)
+        await direct_conn.post(body)
         direct.append((time.perf_counter() - t) * 1000)
         body = chat(gibberish(rng))
         t = time.perf_counter()
-        _, headers, _ = await proxy_conn.post("/v1/chat/completions", body)
+        _, headers, _ = await proxy_conn.post(body)
         proxied.append((time.perf_counter() - t) * 1000)
         miss_count += headers.get("x-prism-cache") == "miss"
     await direct_conn.close()
@@ -157,33 +73,18 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         path.write_text(json.dumps(config))  # JSON is YAML
         port = free_port()
         t = time.perf_counter()
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(path), "--port", str(port),
-             "--upstream", f"http://127.0.0.1:{upstream_port}/v1"],
-            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for(port, proc)
+        with serving(serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1"), port,
+                     cwd=tmp):
             print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)")
             asyncio.run(measure(port, upstream_port, args))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> None:
     base = "how do i reset my password"
     conn = await Conn(port).open()
-    await conn.post("/v1/chat/completions", chat(base))  # the one entry every hit serves
+    await conn.post(chat(base))  # the one entry every hit serves
     await conn.close()
-    exact = [chat(base)] * args.hits
-    rng = random.Random(7)
-    semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
-                for i in range(args.hits)]
-    await hits(port, exact[:300], args.concurrency)  # warm up
-    for label, bodies in (("exact-tier hits", exact), ("semantic hits", semantic)):
-        rate, lat, n_hit = await hits(port, bodies, args.concurrency)
-        print(f"{label:16s} c={args.concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
-              f"hit rate {n_hit / len(bodies):.2f}")
+    await hit_workloads([port], base, args.hits, args.concurrency, FILLERS, print)
     direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
     added = [p - d for p, d in zip(proxied, direct, strict=True)]
     print(f"upstream direct : {summary(direct)}")
@@ -230,11 +131,8 @@ def main() -> None:
           f"python {platform.python_version()}  cpus {os.cpu_count()}  "
           f"upstream latency {args.latency * 1000:.0f} ms  (loopback; CPUs shared with other jobs)")
     upstream_port = free_port()
-    upstream = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(upstream_port),
-         "--latency", str(args.latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(upstream_port, upstream)
+    with serving(upstream_command(upstream_port, "--latency", str(args.latency)),
+                 upstream_port):
         for embedder in ("hash:64", "minilm"):
             if args.only and not embedder.startswith(args.only):
                 continue
@@ -249,9 +147,6 @@ def main() -> None:
                 }
                 run_config(f"embedder {embedder}, lookup {'inline' if inline else 'in a thread'}",
                            config, upstream_port, args)
-    finally:
-        upstream.terminate()
-        upstream.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""What the HTTP benchmarks (``bench/proxy.py``, ``bench/cluster.py``, ``bench/overload.py``)
+share: loopback ports, starting and stopping the fake upstream and ``prismcache serve``
+processes, a minimal keep-alive HTTP/1.1 client, the hit workloads and latency summaries.
+
+The scripts run as ``python bench/<script>.py``, so this directory is on ``sys.path`` and they
+``from benchkit import ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CHAT_PATH = "/v1/chat/completions"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0,
+             poll: float = 0.05) -> None:
+    """Return once something accepts connections on ``port``; raise ``RuntimeError`` if
+    ``proc`` exits first or ``timeout`` seconds pass (checking every ``poll`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(poll)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def spawn(command: Sequence[str], *, cwd: str | Path | None = None,
+          env: Mapping[str, str] | None = None,
+          new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output discarded (``env=None`` inherits ours)."""
+    return subprocess.Popen(list(command), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=new_session)
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """Terminate every process in ``procs``, then wait for each."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=timeout)
+
+
+@contextmanager
+def serving(command: Sequence[str], port: int, *, cwd: str | Path | None = None,
+            env: Mapping[str, str] | None = None, new_session: bool = False,
+            timeout: float = 60.0, poll: float = 0.05) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command``, wait until it listens on ``port`` (see :func:`wait_for`), yield
+    the process; terminate it on exit, also when it never came up."""
+    proc = spawn(command, cwd=cwd, env=env, new_session=new_session)
+    try:
+        wait_for(port, proc, timeout=timeout, poll=poll)
+        yield proc
+    finally:
+        stop([proc])
+
+
+def upstream_command(port: int, *options: str) -> list[str]:
+    """The command that runs ``tests/fake_upstream.py`` on ``port`` with ``options``."""
+    return [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port), *options]
+
+
+def serve_command(config: str | Path, port: int, upstream_url: str,
+                  store: str | None = None) -> list[str]:
+    """The command that runs ``prismcache serve`` with ``config`` on ``port`` in front of
+    ``upstream_url`` (and over ``store``, when given)."""
+    return [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(config),
+            *(["--store", store] if store is not None else []),
+            "--port", str(port), "--upstream", upstream_url]
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST JSON, read the whole answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def open(self) -> Conn:
+        """Connect to 127.0.0.1 on the port; return ``self``."""
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def post(self, body: dict[str, Any], *, path: str = CHAT_PATH,
+                   extra: str = "") -> tuple[int, dict[str, str], bytes]:
+        """POST ``body`` as JSON to ``path`` (``extra``: more header lines, each ending in
+        CRLF); return the status, the headers (lower-case names) and the body."""
+        data = json.dumps(body).encode()
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"authorization: Bearer sk-bench\r\n{extra}content-length: {len(data)}\r\n\r\n"
+            .encode() + data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        body_bytes = await self.reader.readexactly(int(headers["content-length"]))
+        return status, headers, body_bytes
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def chat(text: str) -> dict[str, Any]:
+    """A one-turn chat completion request for model ``m1``."""
+    return {"model": "m1", "messages": [{"role": "user", "content": text}]}
+
+
+def gibberish(rng: random.Random) -> str:
+    """A query unlike any other (random letters share few trigrams or word pieces)."""
+    return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
+                    for _ in range(8))
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank below, no interpolation)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values_ms: list[float]) -> str:
+    """``p50 … ms  p90 …  p99 …  max …  (n=…)`` of latencies in milliseconds."""
+    return (f"p50 {statistics.median(values_ms):7.2f} ms  p90 {pct(values_ms, 0.9):7.2f}  "
+            f"p99 {pct(values_ms, 0.99):7.2f}  max {max(values_ms):7.2f}  (n={len(values_ms)})")
+
+
+async def hits(ports: Sequence[int], bodies: list[dict[str, Any]],
+               concurrency: int) -> tuple[float, list[float], int]:
+    """Send ``bodies`` over ``concurrency`` connections spread round-robin over ``ports``;
+    return (req/s, latencies ms, hits)."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+    hit_count = 0
+
+    async def worker(port: int) -> None:
+        nonlocal hit_count
+        conn = await Conn(port).open()
+        while not queue.empty():
+            body = queue.get_nowait()
+            t = time.perf_counter()
+            status, headers, _ = await conn.post(body)
+            latencies.append((time.perf_counter() - t) * 1000)
+            hit_count += status == 200 and headers.get("x-prism-cache") == "hit"
+        await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(ports[i % len(ports)]) for i in range(concurrency)))
+    return len(bodies) / (time.perf_counter() - t0), latencies, hit_count
+
+
+async def hit_workloads(ports: Sequence[int], base: str, n: int, concurrency: int,
+                        fillers: Sequence[str], emit: Callable[[str], None]) -> None:
+    """Measure exact-tier hits (``base`` ``n`` times) and semantic hits (``base`` plus two of
+    ``fillers`` and a counter), after a warm-up; ``emit`` one result line for each. The
+    proxies must already hold ``base``'s entry."""
+    exact = [chat(base)] * n
+    rng = random.Random(7)
+    semantic = [chat(f"{base} {rng.choice(fillers)} {rng.choice(fillers)} {i}x")
+                for i in range(n)]
+    await hits(ports, exact[:300], concurrency)  # warm up
+    for label, bodies in (("exact-tier hits", exact), ("semantic hits", semantic)):
+        rate, lat, n_hit = await hits(ports, bodies, concurrency)
+        emit(f"{label:16s} c={concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
+             f"hit rate {n_hit / len(bodies):.2f}")
