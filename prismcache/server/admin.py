@@ -43,14 +43,19 @@ def _denied(state: ProxyState, request: Request) -> Response | None:
     return None
 
 
-async def _json_object(state: ProxyState, request: Request) -> dict[str, Any] | Response:
+async def _admin_json(request: Request) -> tuple[ProxyState, dict[str, Any]] | Response:
+    """The state and the JSON object body of an admin call, or the response refusing it: 404
+    or 401 from :func:`_denied` (checked before the body is read), 400 for a bad body."""
+    state = state_of(request)
+    if (denied := _denied(state, request)) is not None:
+        return denied
     try:
         data = json.loads((await read_body(request, state.settings.max_body_bytes)) or b"{}")
     except (BodyTooLarge, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return error_response(400, f"the body must be a JSON object: {exc}")
     if not isinstance(data, dict):
         return error_response(400, "the body must be a JSON object")
-    return data
+    return state, data
 
 
 async def stats(request: Request) -> Response:
@@ -72,12 +77,10 @@ async def stats(request: Request) -> Response:
 async def invalidate(request: Request) -> Response:
     """Delete entries by ``tenant``/``category``/``model`` (all given must match), one
     ``entry`` (hex id), or everything with ``{"all": true}``. Answers ``{"deleted": n}``."""
-    state = state_of(request)
-    if (denied := _denied(state, request)) is not None:
-        return denied
-    data = await _json_object(state, request)
-    if isinstance(data, Response):
-        return data
+    checked = await _admin_json(request)
+    if isinstance(checked, Response):
+        return checked
+    state, data = checked
     unknown = set(data) - set(_FILTERS)
     if unknown:
         return error_response(400, f"unknown filters {sorted(unknown)}; known: {list(_FILTERS)}")
@@ -107,12 +110,10 @@ async def invalidate(request: Request) -> Response:
 async def feedback(request: Request) -> Response:
     """Report a wrong hit: ``{"entry": "<X-Prism-Entry>", "reason": "..."}`` removes the
     entry and counts a false-hit report for its tenant and category."""
-    state = state_of(request)
-    if (denied := _denied(state, request)) is not None:
-        return denied
-    data = await _json_object(state, request)
-    if isinstance(data, Response):
-        return data
+    checked = await _admin_json(request)
+    if isinstance(checked, Response):
+        return checked
+    state, data = checked
     try:
         entry_id = parse_entry_id(data.get("entry"))
     except ValueError as exc:
