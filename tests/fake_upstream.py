@@ -22,7 +22,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,19 @@ class ServerThread:
         self.server.should_exit = True
         self._thread.join(timeout=15)
         self._socket.close()
+
+
+@contextmanager
+def serving_upstream() -> Iterator[FakeUpstream]:
+    """A :class:`FakeUpstream` under a :class:`ServerThread`, its ``url`` set to the server's
+    ``.../v1``; stopped on exit (the tests' ``upstream`` fixtures)."""
+    fake = FakeUpstream()
+    server = ServerThread(fake.app).start()
+    fake.url = server.url + "/v1"  # type: ignore[attr-defined]
+    try:
+        yield fake
+    finally:
+        server.stop()
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from conftest import TEST_CONFIG, CountingEmbedder
-from fake_upstream import FakeUpstream, ServerThread
+from fake_upstream import FakeUpstream, ServerThread, serving_upstream
 from prismcache import SemanticCache
 from prismcache.server import ServerSettings, create_app
 
@@ -70,11 +70,8 @@ class Proxy:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
     """One fake OpenAI upstream per test module (reset by :func:`make_proxy`)."""
-    fake = FakeUpstream()
-    server = ServerThread(fake.app).start()
-    fake.url = server.url + "/v1"  # type: ignore[attr-defined]
-    yield fake
-    server.stop()
+    with serving_upstream() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_upstream import FakeUpstream, ServerThread
+from fake_upstream import FakeUpstream, serving_upstream
 from redis_support import RedisServer, free_port, redis_server, redis_url  # noqa: F401
 
 ADMIN_TOKEN = "cluster-admin-token"
@@ -98,11 +98,8 @@ def poll(condition: Callable[[], bool], timeout: float, what: str) -> float:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream()
-    server = ServerThread(fake.app).start()
-    fake.url = server.url + "/v1"  # type: ignore[attr-defined]
-    yield fake
-    server.stop()
+    with serving_upstream() as fake:
+        yield fake
 
 
 @pytest.fixture
