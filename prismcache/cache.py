@@ -44,7 +44,7 @@ from prismcache.request import RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
-from prismcache.stores.codec import encode_json
+from prismcache.stores.codec import encode
 from prismcache.sync import Follower
 from prismcache.tiers import Tiers
 
@@ -317,7 +317,6 @@ class SemanticCache:
             vector = self._embed(key.query)
         request = dict(body) if isinstance(body, Mapping) else _decoded(body)
         response = dict(response)
-        size = sum(len(encode_json(part)) for part in (request, response, chunks) if part is not None)
         entry = Entry(
             id=new_entry_id(), tenant=key.tenant, partition=key.partition,
             category=classification.category, model=key.model, exact_key=key.exact_key,
@@ -330,8 +329,9 @@ class SemanticCache:
             cost=cost if cost is not None
             else completion_tokens(response) / 1000 * policy.price_per_1k_tokens,
             latency=latency if latency is not None else policy.upstream_latency,
-            size=size,
         )
+        # GDSF needs the size before the store sets it: ask the codec, which defines it.
+        entry.size = encode(entry).size
         entry.priority = eviction_policy(policy.eviction).priority(
             entry, now=now, inflation=self._inflation.get(entry.category, 0.0))
         return classification, entry
