@@ -79,7 +79,7 @@ def base_vectors(texts: list[str]) -> np.ndarray:
     if path.exists():
         return np.load(path)
     embedder = open_embedder("minilm")
-    vectors = np.concatenate([embedder.embed(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    vectors = embedder.embed(texts)  # the embedder batches large inputs itself
     np.save(path, vectors)
     return vectors
 
@@ -258,7 +258,7 @@ def main() -> int:
     clinc = json.loads((DATA / "clinc150" / "data_full.json").read_text())
     oos = sorted({t for t, _ in clinc["oos_test"]} | {t for t, _ in clinc["oos_val"]})
     embedder = open_embedder("minilm")
-    oos_vectors = np.concatenate([embedder.embed(oos[i:i + 64]) for i in range(0, len(oos), 64)])
+    oos_vectors = embedder.embed(oos)
     for size in args.sizes:
         run(size, texts, bases, oos, oos_vectors, min(args.samples, len(oos)))
     print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

@@ -501,8 +501,7 @@ class SemanticCache:
             if model is not None:
                 return model
         texts = [text for text, _ in pairs]
-        vectors = np.concatenate([self._embedder.embed(texts[i:i + 64])
-                                  for i in range(0, len(texts), 64)])
+        vectors = self._embedder.embed(texts)  # embedders batch large inputs themselves
         return EmbeddingClassifier.fit(vectors, [c for _, c in pairs], kind=spec.kind)
 
     def _load_tiers(self) -> Tiers:

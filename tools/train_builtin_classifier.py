@@ -10,8 +10,6 @@ embedder or edited examples are trained afresh at start-up. Re-run after editing
 
 from __future__ import annotations
 
-import numpy as np
-
 from prismcache.classify import EmbeddingClassifier, examples_digest, load_examples
 from prismcache.embedders import open_embedder
 
@@ -20,7 +18,7 @@ def main() -> None:
     embedder = open_embedder("minilm")
     pairs = load_examples("builtin")
     texts = [t for t, _ in pairs]
-    vectors = np.concatenate([embedder.embed(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+    vectors = embedder.embed(texts)  # the embedder batches large inputs itself
     for kind in ("logistic", "centroid"):
         model = EmbeddingClassifier.fit(vectors, [c for _, c in pairs], kind=kind)
         path = f"prismcache/data/classifier-{kind}.npz"
