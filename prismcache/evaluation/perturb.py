@@ -15,6 +15,7 @@ entity       replace a named value (a city, an artist, a restaurant, ... from th
 argorder     swap the two sides of "X to/into/than/vs Y" ("London to Paris" -> "Paris
              to London")
 scope        change a quantifier or scope word ("all my orders" -> "my last orders")
+question     ask another question about the same thing ("when was X born" -> "where ...")
 reworded     (same answer) the text in a neutral wrapper ("can you tell me ...")
 ============ =========================================================================
 
@@ -42,7 +43,7 @@ import numpy as np
 from prismcache.evaluation.datasets import change_one_number
 
 __all__ = ["KINDS", "argorder", "entity", "load_entities", "negation", "number", "perturb",
-           "reworded", "scope"]
+           "question", "reworded", "scope"]
 
 _NEGATED = re.compile(r"\b(?:not|never|no)\b ?|n't\b", re.IGNORECASE)
 _AUX = re.compile(r"\b(is|are|was|were|can|could|do|does|did|will|would|should|has|have|am)\b",
@@ -58,6 +59,8 @@ _SCOPE = (("all", "my last"), ("every", "one"), ("always", "sometimes"), ("any",
 _ARGS = re.compile(r"\b([A-Za-z][\w']+)\s+(to|into|than|vs\.?|versus)\s+([A-Za-z][\w']+)")
 _NOT_ARGS = frozenset("how what want need going have able used is are way like has had "
                       "due so according".split())
+_QUESTIONS = {"when": ("where", "why", "how"), "where": ("when", "why"),
+              "who": ("when", "where", "why"), "why": ("how", "when"), "how": ("why", "when")}
 _WRAPPERS = ("can you tell me {q}", "I'd like to know {q}", "{q} please",
              "quick question: {q}", "do you know {q}")
 Entities = Mapping[str, str]  # lower-cased value -> its type
@@ -141,6 +144,20 @@ def scope(text: str, rng: np.random.Generator) -> str | None:
     return None
 
 
+def question(text: str, rng: np.random.Generator) -> str | None:
+    """Ask another question about the same thing: swap the question word ("when was X born"
+    -> "where was X born")."""
+    found = re.search(r"\b(when|where|who|why|how)\b", text, re.IGNORECASE)
+    if found is None or re.match(r"how\s+(?:to|do|does|can|could|should|many|much|long|old|far"
+                                 r"|often|big)\b", text[found.start():], re.IGNORECASE):
+        return None  # "how do I ...", "how many ...": another wh-word rarely fits
+    options = _QUESTIONS[found.group(1).lower()]
+    new = options[int(rng.integers(len(options)))]
+    if found.group(1)[0].isupper():
+        new = new.capitalize()
+    return text[: found.start()] + new + text[found.end():]
+
+
 def reworded(text: str, rng: np.random.Generator) -> str:
     """``text`` in a neutral wrapper: a positive (same answer) pair."""
     q = text.rstrip("?. ")
@@ -149,7 +166,7 @@ def reworded(text: str, rng: np.random.Generator) -> str:
 
 
 #: near-miss kinds (different answer) in reporting order, then the positive kind
-KINDS = ("negation", "number", "entity", "argorder", "scope", "reworded")
+KINDS = ("negation", "number", "entity", "argorder", "scope", "question", "reworded")
 
 
 def perturb(texts: Sequence[str], rng: np.random.Generator, *, entities: Entities,
@@ -157,6 +174,7 @@ def perturb(texts: Sequence[str], rng: np.random.Generator, *, entities: Entitie
     """Every applicable perturbation of every text: ``(text, edited, same, kind)`` rows."""
     edits: dict[str, Callable[[str, np.random.Generator], str | None]] = {
         "negation": negation, "number": number, "argorder": argorder, "scope": scope,
+        "question": question,
         "entity": lambda t, r: entity(t, r, entities, pools)}
     rows = []
     for text in texts:

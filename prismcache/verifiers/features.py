@@ -17,7 +17,7 @@ numbers          the numbers, number words, months or weekdays differ (guard)
 negation         the parity of negation cues differs (guard)
 entities         capitalised names, identifiers or quoted strings differ (guard)
 antonyms         one side has a word whose opposite the other has (guard)
-wh               the question words differ (who / when / how many ...)
+wh               both sides ask with question words, and they differ (who / when / how many)
 length           |log| of the ratio of the two word counts
 order            disorder of the shared content words (swapped roles: "A to B" / "B to A")
 min_words        word count of the shorter side
@@ -119,7 +119,7 @@ def pair_features(query: str, candidate: str, cosine: float, idf: Mapping[str, f
         float(guards.GUARD_TESTS["negation"](q.guard, c.guard)),
         float(guards.GUARD_TESTS["entities"](q.guard, c.guard)),
         float(guards.GUARD_TESTS["antonyms"](q.guard, c.guard)),
-        float(q.wh != c.wh),
+        float(bool(q.wh) and bool(c.wh) and q.wh != c.wh),
         abs(math.log((q.words + 1) / (c.words + 1))),
         _disorder(q.content, c.content, c.content_set),
         float(min(q.words, c.words)),
