@@ -70,6 +70,7 @@ class FakeUpstream:
         self.behaviour = Behaviour()
         self.calls: Counter[str] = Counter()
         self.authorizations: list[str | None] = []
+        self.others: list[tuple[str, str, str | None]] = []  # (method, raw path, authorization)
         self.streams_finished = 0
         self.streams_aborted = 0
         self.inflight = 0
@@ -81,6 +82,7 @@ class FakeUpstream:
             Route("/v1/completions", self._generate, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/{rest:path}", self._other, methods=["GET", "POST", "DELETE"]),
         ])
 
     def reset(self) -> None:
@@ -88,6 +90,7 @@ class FakeUpstream:
         self.behaviour = Behaviour()
         self.calls.clear()
         self.authorizations.clear()
+        self.others.clear()
         self.streams_finished = self.streams_aborted = 0
         self.rejected = 0
         self._slots = None
@@ -202,6 +205,18 @@ class FakeUpstream:
         self.authorizations.append(request.headers.get("authorization"))
         return JSONResponse({"object": "list", "data": [
             {"id": "m1", "object": "model", "created": 0, "owned_by": "fake"}]})
+
+
+    async def _other(self, request: Request) -> Response:
+        """Any other path (files, batches, responses, audio, ...): record who asked for what,
+        and echo it, so a test can tell what reached the upstream and with which key."""
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw.decode("ascii", "replace")
+        self.others.append((request.method, path, request.headers.get("authorization")))
+        body = await request.body()
+        return JSONResponse({"object": "echo", "method": request.method, "path": path,
+                             "query": request.url.query, "bytes": len(body),
+                             "content_type": request.headers.get("content-type")})
 
 
 class ServerThread:

@@ -15,16 +15,16 @@ from starlette.routing import Route
 from prismcache.adaptive import AdaptivePolicy, AdaptiveSettings
 from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
-from prismcache.errors import UpstreamError
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
+from prismcache.server.forward import passthrough
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
-from prismcache.server.upstream import Upstream, pass_on_headers
-from prismcache.server.wire import BodyTooLarge, error_response, json_response, read_body
+from prismcache.server.upstream import Upstream
+from prismcache.server.wire import json_response
 from prismcache.stores import redact_url
 
 __all__ = ["create_app"]
@@ -84,40 +84,6 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.prism = state
     return app
-
-
-async def passthrough(request: Request) -> Response:
-    """Forward ``/v1/embeddings`` and ``/v1/models`` unchanged (the tenant rules still apply:
-    an unknown key gets a 401 in configured mode)."""
-    state = state_of(request)
-    endpoint = request.url.path.removeprefix("/v1/").split("/")[0]
-    caller = state.auth.caller(request.headers)
-    if caller is None:
-        state.metrics.rejected.inc(endpoint, "unauthorized")
-        return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
-    body = None
-    if request.method == "POST":
-        try:
-            body = await read_body(request, state.settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            state.metrics.rejected.inc(endpoint, "bad_request")
-            return error_response(400, str(exc), code="request_too_large")
-    path = request.url.path.removeprefix("/v1")
-    state.metrics.requests.inc(endpoint, caller.tenant, "", "bypass")
-    try:
-        reply = await state.upstream.request(
-            request.method, path, body=body, authorization=caller.upstream_authorization,
-            headers=pass_on_headers(request.headers))
-    except UpstreamError as exc:
-        status = exc.status or 502
-        state.metrics.upstream_errors.inc(endpoint, str(status))
-        return error_response(status, str(exc), type="upstream_error",
-                              code="upstream_timeout" if status == 504 else "upstream_error")
-    if reply.status >= 400:
-        state.metrics.upstream_errors.inc(endpoint, str(reply.status))
-    return Response(reply.body, status_code=reply.status,
-                    headers={**reply.headers, "x-prism-cache": "bypass"},
-                    media_type=reply.content_type)
 
 
 async def healthz(request: Request) -> Response:

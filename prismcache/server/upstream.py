@@ -9,6 +9,7 @@ upstream that *answers* 4xx/5xx is not an exception: its status and body pass th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ import httpx
 from prismcache.errors import UpstreamError
 from prismcache.stores import redact_url
 
-__all__ = ["Upstream", "UpstreamReply", "iter_lines", "pass_back_headers", "pass_on_headers",
-           "read_all"]
+__all__ = ["UnsafePath", "Upstream", "UpstreamReply", "iter_lines", "pass_back_headers",
+           "pass_on_headers", "read_all", "upstream_path"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -28,6 +29,48 @@ log = logging.getLogger("prismcache.server")
 _PASS_BACK_PREFIXES = ("x-ratelimit-", "openai-", "x-request-id", "retry-after")
 # Request headers a client may send through (besides the body and Authorization).
 _PASS_ON = ("accept", "openai-organization", "openai-project", "openai-beta")
+
+
+# A path segment: RFC 3986 pchars, percent-escapes allowed except the ones that hide a dot, a
+# separator, a NUL or another escape (%2e, %2f, %5c, %00, %25), which upstreams and the servers
+# in front of them decode at different times.
+_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-_~!$&'()*+,;=:@.]|%(?![2][eEfF5]|5[cC]|0[0-9a-fA-F]|1[0-9a-fA-F])"
+                      r"[0-9A-Fa-f]{2})+$")
+
+
+class UnsafePath(ValueError):
+    """A path the proxy refuses to forward: a dot segment, an encoded dot, slash or
+    backslash, an empty segment, or anything outside ``/v1/``."""
+
+
+def upstream_path(raw_path: str | bytes) -> str:
+    """The path to ask the upstream for (relative to its base URL) for a client's raw,
+    still percent-encoded request path: ``/v1/models/m1`` -> ``/models/m1``.
+
+    Raises :class:`UnsafePath` unless every segment after ``/v1`` is non-empty, is not ``.``
+    or ``..`` and has no escape that decodes to a dot, a slash, a backslash, a control
+    character or a percent sign. Nothing is decoded or resolved: what is checked is exactly
+    what is sent.
+
+    >>> upstream_path("/v1/models/meta-llama%3ALlama-3")
+    '/models/meta-llama%3ALlama-3'
+    >>> upstream_path("/v1/models/%2e%2e/files")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    prismcache.server.upstream.UnsafePath: path segment '%2e%2e' is not allowed
+    """
+    if isinstance(raw_path, bytes):
+        try:
+            raw_path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            raise UnsafePath("the path must be ASCII (percent-encode the rest)") from None
+    if not raw_path.startswith("/v1/"):
+        raise UnsafePath("only paths under /v1/ are forwarded")
+    path = raw_path[len("/v1"):]
+    for segment in path[1:].split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+            raise UnsafePath(f"path segment {segment!r} is not allowed")
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +101,7 @@ class Upstream:
         """``timeout`` bounds each read and write, ``connect_timeout`` the connect; nothing
         bounds a whole (possibly long) stream."""
         self.base_url = base_url.rstrip("/")
+        self._base_path = httpx.URL(self.base_url).raw_path.rstrip(b"/")
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
@@ -74,9 +118,10 @@ class Upstream:
                       headers: Mapping[str, str] | None = None) -> UpstreamReply:
         """Send one request and read the whole answer (any status). Raises
         :class:`UpstreamError` (status 504 or 502) when no answer arrives."""
+        url = self._url(path)
         with _mapped(path):
             response = await self._client.request(
-                method, path, content=body, headers=self._headers(authorization, headers, body))
+                method, url, content=body, headers=self._headers(authorization, headers, body))
             return UpstreamReply(
                 status=response.status_code, headers=pass_back_headers(response.headers),
                 body=response.content,
@@ -88,9 +133,10 @@ class Upstream:
                      ) -> AsyncIterator[httpx.Response]:
         """POST ``body`` and yield the response with its body unread, for the caller to
         iterate with :func:`iter_lines`. Raises :class:`UpstreamError` as :meth:`request`."""
+        url = self._url(path)
         with _mapped(path):
             request = self._client.build_request(
-                "POST", path, content=body, headers=self._headers(authorization, headers, body))
+                "POST", url, content=body, headers=self._headers(authorization, headers, body))
             response = await self._client.send(request, stream=True)
         try:
             yield response
@@ -100,6 +146,21 @@ class Upstream:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of ``path`` under the base URL. Raises :class:`UnsafePath` when
+        httpx would send anything but the base path followed by ``path`` verbatim (a dot
+        segment resolved, a character re-encoded), so the upstream credential is only ever
+        attached to a path the proxy meant to forward."""
+        url = httpx.URL(self.base_url + path)
+        try:
+            expected = self._base_path + path.encode("ascii")
+        except UnicodeEncodeError:
+            raise UnsafePath("the path must be ASCII") from None
+        if not path.startswith("/") or url.raw_path != expected:
+            raise UnsafePath(f"refusing to forward {path!r}: it does not stay under the "
+                             "upstream's base path as written")
+        return url
 
     @staticmethod
     def _headers(authorization: str | None, extra: Mapping[str, str] | None,
