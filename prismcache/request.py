@@ -2,10 +2,11 @@
 
 A request is cached under two keys:
 
-* the **partition**: an exact hash of everything that changes what a correct answer is, other
-  than the wording of the last user turn — tenant, endpoint, model, the whole conversation
-  before the last user turn (system prompt included), tools, response format and the sampling
-  settings. No lookup ever crosses a partition, so tenants, models and conversations never see
+* the **partition**: an exact hash of everything that may change what a correct answer is,
+  other than the wording of the last user turn — tenant, endpoint, model, the whole
+  conversation before the last user turn (system prompt included), the sampling class, and
+  every other request field (tools, response format, guided decoding, fields prismcache does
+  not know) except a short list known not to matter (``stream``, ``user``, ``metadata``, ...). No lookup ever crosses a partition, so tenants, models and conversations never see
   each other's entries, whatever their embeddings say;
 * the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
   verbatim repeats without embedding anything.
@@ -30,29 +31,23 @@ from prismcache.errors import RequestError
 
 __all__ = ["RequestKey", "RequestLimits", "key_request", "normalise", "parse_body"]
 
-# Request fields that change what a correct answer is. Everything else (stream, user,
-# metadata, stream_options, ...) does not, and is left out of the partition.
-_PARTITION_FIELDS = (
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "response_format",
-    "top_p",
-    "stop",
-    "seed",
-    "max_tokens",
-    "max_completion_tokens",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "reasoning_effort",
-    "suffix",
-    "echo",
-    "best_of",
-)
+# The partition holds every request field except these, which are known not to change what a
+# correct answer is (how it is delivered, who asked, bookkeeping at the provider). A field not
+# listed here, including one prismcache has never heard of (vLLM's guided_choice, a new OpenAI
+# option), is part of the partition: an unknown field may change the answer, so it must split.
+_UNKEYED_FIELDS = frozenset({
+    "stream",  # delivery: a streamed answer is the same answer
+    "stream_options",  # delivery (include_usage)
+    "user",  # who asked (abuse monitoring), not what
+    "safety_identifier",  # the same, under its newer name
+    "metadata",  # bookkeeping; prismcache reads metadata.prism_category itself
+    "store",  # whether the provider keeps a copy
+    "service_tier",  # latency and price class, same model
+    "prompt_cache_key",  # a hint for the provider's own prompt cache
+})
+# Fields keyed in their own way: the question and its context, the model, and sampling
+# (``n`` other than 1 bypasses the cache; ``temperature`` sorts into a sampling class).
+_OWN_FIELDS = frozenset({"model", "messages", "prompt", "n", "temperature"})
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 
@@ -181,7 +176,8 @@ def key_request(
         "model": model,
         "context": context,
         "sampling": _sampling_class(body.get("temperature")),
-        **{name: body[name] for name in _PARTITION_FIELDS if name in body},
+        "fields": {name: value for name, value in body.items()
+                   if name not in _UNKEYED_FIELDS and name not in _OWN_FIELDS},
     }
     partition = _digest(_canonical(partition_doc))
     exact_key = _digest(partition + "\x00" + normalise(query))

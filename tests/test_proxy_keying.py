@@ -1,0 +1,60 @@
+"""What the proxy keys a request on, through real HTTP: every field that may change the answer
+splits the partition; only a short list of delivery and bookkeeping fields does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from fake_upstream import FakeUpstream
+from proxy_support import Proxy, make_proxy, upstream, user  # noqa: F401 - fixtures
+
+ASKED = "Is the sky blue?"
+
+
+def post(proxy: Proxy, **fields: Any) -> httpx.Response:
+    with proxy.http() as http:
+        return http.post("/v1/chat/completions",
+                         json={"model": "m1", "messages": user(ASKED), **fields})
+
+
+@pytest.mark.parametrize("field", [
+    {"guided_choice": ["yes", "no"]},
+    {"guided_json": {"type": "object"}},
+    {"structured_outputs": {"choice": ["yes", "no"]}},
+    {"top_k": 5},
+    {"min_p": 0.1},
+    {"repetition_penalty": 1.2},
+    {"chat_template_kwargs": {"enable_thinking": False}},
+    {"modalities": ["text", "audio"]},
+    {"audio": {"voice": "alloy", "format": "wav"}},
+    {"parallel_tool_calls": False},
+    {"verbosity": "low"},
+    {"prediction": {"type": "content", "content": "yes"}},
+    {"web_search_options": {}},
+    {"reasoning_effort": "high"},
+    {"some_field_nobody_knows": 1},
+])
+def test_a_field_that_may_change_the_answer_splits_the_partition(
+        make_proxy, upstream: FakeUpstream, field: dict[str, Any]) -> None:
+    proxy = make_proxy()
+    free_text = post(proxy)
+    assert free_text.headers["x-prism-cache"] == "miss"
+    constrained = post(proxy, **field)
+    assert constrained.headers["x-prism-cache"] == "miss"
+    assert constrained.json()["choices"][0]["message"]["content"] != \
+        free_text.json()["choices"][0]["message"]["content"]
+    assert post(proxy, **field).headers["x-prism-cache"] == "hit"  # and keys consistently
+    assert upstream.generations == 2
+
+
+def test_delivery_and_bookkeeping_fields_do_not_split(make_proxy, upstream) -> None:
+    proxy = make_proxy()
+    post(proxy)
+    same = post(proxy, user="u-17", metadata={"trace": "x"}, store=True,
+                service_tier="flex", safety_identifier="s", prompt_cache_key="k",
+                stream_options=None)
+    assert same.headers["x-prism-cache"] == "hit"
+    assert upstream.generations == 1
