@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -48,6 +49,8 @@ _UNKEYED_FIELDS = frozenset({
 # Fields keyed in their own way: the question and its context, the model, and sampling
 # (``n`` other than 1 bypasses the cache; ``temperature`` sorts into a sampling class).
 _OWN_FIELDS = frozenset({"model", "messages", "prompt", "n", "temperature"})
+# What OpenAI-compatible servers sample at when a request names no temperature.
+DEFAULT_TEMPERATURE = 1.0
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 
@@ -175,7 +178,7 @@ def key_request(
         "endpoint": endpoint,
         "model": model,
         "context": context,
-        "sampling": _sampling_class(body.get("temperature")),
+        "sampling": _sampling_class(_temperature(body)),
         "fields": {name: value for name, value in body.items()
                    if name not in _UNKEYED_FIELDS and name not in _OWN_FIELDS},
     }
@@ -256,19 +259,30 @@ def _sampling_bypass(body: Mapping[str, Any], limits: RequestLimits) -> str | No
     n = body.get("n", 1)
     if n is not None and n != 1:
         return f"n={n} asks for several samples"
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, int | float) or isinstance(temperature, bool):
-            raise RequestError("'temperature' must be a number")
-        if temperature > limits.max_temperature:
-            return f"temperature {temperature} is above the bound {limits.max_temperature}"
+    temperature = _temperature(body)
+    if temperature > limits.max_temperature:
+        return f"temperature {temperature} is above the bound {limits.max_temperature}"
     return None
 
 
-def _sampling_class(temperature: Any) -> str:
+def _temperature(body: Mapping[str, Any]) -> float:
+    """The temperature the upstream will sample at: OpenAI-compatible servers take an absent
+    (or null) temperature as 1.0. Raises :class:`RequestError` unless it is a finite number
+    >= 0 (NaN and infinities would be forwarded as whatever the upstream makes of them)."""
+    temperature = body.get("temperature")
+    if temperature is None:
+        return DEFAULT_TEMPERATURE
+    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
+        raise RequestError("'temperature' must be a number")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise RequestError(f"'temperature' must be a finite number >= 0, got {temperature}")
+    return float(temperature)
+
+
+def _sampling_class(temperature: float) -> str:
     # Greedy and sampled decoding are different distributions of answers; within "sampled",
-    # any stored sample is as good an answer as a fresh one.
-    return "greedy" if not temperature else "sampled"
+    # any stored sample is as good an answer as a fresh one. Only an explicit 0 is greedy.
+    return "greedy" if temperature == 0 else "sampled"
 
 
 def _canonical(doc: Any) -> str:

@@ -58,3 +58,27 @@ def test_delivery_and_bookkeeping_fields_do_not_split(make_proxy, upstream) -> N
                 stream_options=None)
     assert same.headers["x-prism-cache"] == "hit"
     assert upstream.generations == 1
+
+
+def test_greedy_answers_are_only_shared_with_explicit_temperature_zero(make_proxy,
+                                                                       upstream) -> None:
+    proxy = make_proxy()
+    greedy = post(proxy, temperature=0)
+    assert greedy.headers["x-prism-cache"] == "miss"
+    # no temperature means the default, 1.0: sampled, not greedy
+    default = post(proxy)
+    assert default.headers["x-prism-cache"] == "miss"
+    assert post(proxy, temperature=0.0).json() == greedy.json()
+    assert post(proxy, temperature=0.7).json() == default.json()  # any sample will do
+    assert post(proxy, temperature=None).json() == default.json()
+    assert upstream.generations == 2
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"-0.5", b'"hot"'])
+def test_temperature_must_be_a_finite_number(make_proxy, upstream, raw: bytes) -> None:
+    proxy = make_proxy()
+    body = b'{"model":"m1","messages":[{"role":"user","content":"hi"}],"temperature":' + raw + b"}"
+    with proxy.http() as http:
+        answer = http.post("/v1/chat/completions", content=body)
+    assert answer.status_code == 400 and "temperature" in answer.json()["error"]["message"]
+    assert upstream.generations == 0
