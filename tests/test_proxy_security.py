@@ -71,3 +71,47 @@ def test_plain_model_paths_still_pass_through(make_proxy, upstream: FakeUpstream
     # a stranger never gets the proxy's key attached to anything
     status, _ = raw_request(proxy, "GET", "/v1/models/m1", key="sk-stranger")
     assert status == 401 and len(upstream.others) == 1
+
+
+def ask_as(proxy: Proxy, key: str, text: str = "How do I reset my password?") -> None:
+    with proxy.http(api_key=key) as http:
+        assert http.post("/v1/chat/completions",
+                         json={"model": "m1", "messages": user(text)}).status_code == 200
+
+
+def metrics_text(proxy: Proxy, token: str | None = None) -> str:
+    status, body = raw_request(proxy, "GET", "/metrics", key=token)
+    assert status == 200, body
+    return body["text"]
+
+
+def test_metrics_labels_stay_bounded_whatever_keys_clients_send(make_proxy) -> None:
+    proxy = make_proxy()  # pass-through mode: every client key is a tenant of its own
+    ask_as(proxy, "sk-first")
+    before = metrics_text(proxy)
+    for i in range(40):
+        ask_as(proxy, f"sk-random-{i}", f"question number {i} about kettles")
+    after = metrics_text(proxy)
+    assert "key-" not in after and 'tenant="other"' in after
+    series = {line.rsplit(" ", 1)[0] for line in after.splitlines() if not line.startswith("#")}
+    assert series == {line.rsplit(" ", 1)[0] for line in before.splitlines()
+                      if not line.startswith("#")}
+
+
+def test_configured_tenants_are_labels_and_strangers_are_not(make_proxy) -> None:
+    proxy = make_proxy(server={"tenants": [{"tenant": "acme", "key": "sk-acme"}]})
+    ask_as(proxy, "sk-acme")
+    raw_request(proxy, "POST", "/v1/chat/completions", key="sk-stranger",
+                body={"model": "m1", "messages": user("hi")})
+    text = metrics_text(proxy)
+    assert 'tenant="acme"' in text and "stranger" not in text
+
+
+def test_metrics_can_be_protected_by_a_token(make_proxy) -> None:
+    proxy = make_proxy(server={"metrics_token_env": "METRICS", "admin_token_env": "ADMIN"},
+                       environ={"METRICS": "metrics-secret", "ADMIN": "admin-secret"})
+    for token in (None, "sk-client-a", "wrong"):
+        status, body = raw_request(proxy, "GET", "/metrics", key=token)
+        assert status == 401 and body["error"]["code"] == "invalid_metrics_token"
+    assert "prismcache_requests_total" in metrics_text(proxy, "metrics-secret")
+    assert "prismcache_requests_total" in metrics_text(proxy, "admin-secret")

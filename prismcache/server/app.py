@@ -24,7 +24,7 @@ from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import Upstream
-from prismcache.server.wire import json_response
+from prismcache.server.wire import error_response, json_response
 from prismcache.stores import redact_url
 
 __all__ = ["create_app"]
@@ -52,8 +52,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
         raise ValueError("no upstream: pass --upstream URL or set server.upstream")
     upstream = Upstream(settings.upstream, timeout=settings.timeout,
                         connect_timeout=settings.connect_timeout, transport=transport)
-    state = ProxyState(cache=cache, settings=settings, auth=Auth(settings), upstream=upstream,
-                       metrics=ProxyMetrics(), coalescer=Coalescer())
+    auth = Auth(settings)
+    # Only configured tenants and categories are metric labels: clients cannot grow /metrics.
+    labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)
+    state = ProxyState(cache=cache, settings=settings, auth=auth, upstream=upstream,
+                       metrics=labels, coalescer=Coalescer())
     # Economics are always measured (GET /admin/economics); they disable a category only when
     # the config says auto_disable. Load-adaptive control runs when `adaptive:` is configured.
     state.economics = EconomicsTracker(EconomicsSettings.from_config(cache.config),
@@ -94,8 +97,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of the proxy's metrics and the cache's size."""
+    """Prometheus text exposition of the proxy's metrics and the cache's size. With a
+    metrics token configured, it needs that token or the admin token (else 401)."""
     state = state_of(request)
+    if not state.auth.may_read_metrics(request.headers):
+        return error_response(401, "/metrics needs Authorization: Bearer <metrics token>",
+                              type="authentication_error", code="invalid_metrics_token")
     stats = await state.in_thread(state.cache.stats)
     text = state.metrics.render(stats)
     if state.adaptive is not None:

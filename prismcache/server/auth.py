@@ -61,6 +61,7 @@ class Auth:
         self._settings = settings
         self._tenants = {_digest(t.key): t.tenant for t in settings.tenants}
         self._admin = _digest(settings.admin_token) if settings.admin_token else None
+        self._metrics = _digest(settings.metrics_token) if settings.metrics_token else None
         upstream = settings.upstream_api_key
         self._upstream = f"Bearer {upstream}" if upstream else None
 
@@ -91,10 +92,19 @@ class Auth:
 
     def is_admin(self, headers: Headers) -> bool:
         """Whether ``headers`` carry the admin token."""
-        token = bearer_token(headers)
-        if self._admin is None or token is None:
-            return False
-        return hmac.compare_digest(self._admin, _digest(token))
+        return _matches(self._admin, headers)
+
+    def may_read_metrics(self, headers: Headers) -> bool:
+        """Whether ``headers`` may read ``/metrics``: anyone when no metrics token is
+        configured, else the bearer of the metrics token or of the admin token."""
+        return self._metrics is None or _matches(self._metrics, headers) or self.is_admin(headers)
+
+
+def _matches(secret: bytes | None, headers: Headers) -> bool:
+    token = bearer_token(headers)
+    if secret is None or token is None:
+        return False
+    return hmac.compare_digest(secret, _digest(token))
 
 
 def _digest(secret: str) -> bytes:

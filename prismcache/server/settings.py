@@ -7,6 +7,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       upstream: http://localhost:8000/v1    # the upstream's OpenAI base URL (--upstream wins)
       upstream_api_key_env: UPSTREAM_KEY   # env var holding the proxy's own upstream key
       admin_token_env: PRISM_ADMIN_TOKEN   # env var holding the admin token; unset: no admin API
+      metrics_token_env: PRISM_METRICS_TOKEN  # env var holding a /metrics token; unset: open
       tenants:                             # client key -> tenant; empty: pass-through mode
         - {tenant: acme, key_env: ACME_KEY}
         - {tenant: globex, key: sk-globex-123}
@@ -59,6 +60,8 @@ class ServerSettings:
             or ``None``: then pass-through mode forwards the client's key.
         admin_token: the admin bearer token (read from ``admin_token_env``); ``None`` disables
             the admin API.
+        metrics_token: the bearer token ``GET /metrics`` needs (read from
+            ``metrics_token_env``; the admin token is accepted too); ``None``: open to all.
         tenants: client keys and their tenants; empty means pass-through mode.
         max_body_bytes: larger request bodies get a 400.
         cache_truncated: store responses cut off by ``max_tokens`` (``finish_reason: length``).
@@ -75,6 +78,7 @@ class ServerSettings:
     upstream: str | None = None
     upstream_api_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
     tenants: tuple[TenantKey, ...] = ()
     max_body_bytes: int = 1 << 20
     cache_truncated: bool = False
@@ -113,16 +117,16 @@ class ServerSettings:
         """
         env = os.environ if environ is None else environ
         raw = dict(raw or {})
-        allowed = {f.name for f in fields(cls)} - {"upstream_api_key", "admin_token"}
-        allowed |= {"upstream_api_key_env", "admin_token_env"}
+        secrets = {"upstream_api_key", "admin_token", "metrics_token"}
+        allowed = {f.name for f in fields(cls)} - secrets | {f"{name}_env" for name in secrets}
         unknown = set(raw) - allowed
         if unknown:
             raise ConfigError(f"server: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         values: dict[str, Any] = {}
         if raw.get("upstream") is not None:
             values["upstream"] = _url(raw["upstream"])
-        for name, target in (("upstream_api_key_env", "upstream_api_key"),
-                             ("admin_token_env", "admin_token")):
+        for target in sorted(secrets):
+            name = f"{target}_env"
             if raw.get(name) is not None:
                 values[target] = env.get(_str(raw[name], f"server.{name}")) or None
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))

@@ -34,8 +34,8 @@ _PASS_ON = ("accept", "openai-organization", "openai-project", "openai-beta")
 # A path segment: RFC 3986 pchars, percent-escapes allowed except the ones that hide a dot, a
 # separator, a NUL or another escape (%2e, %2f, %5c, %00, %25), which upstreams and the servers
 # in front of them decode at different times.
-_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-_~!$&'()*+,;=:@.]|%(?![2][eEfF5]|5[cC]|0[0-9a-fA-F]|1[0-9a-fA-F])"
-                      r"[0-9A-Fa-f]{2})+$")
+_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-_~!$&'()*+,;=:@.]"
+                      r"|%(?!2[eEfF5]|5[cC]|[01][0-9a-fA-F])[0-9A-Fa-f]{2})+$")
 
 
 class UnsafePath(ValueError):
