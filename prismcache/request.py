@@ -6,7 +6,8 @@ A request is cached under two keys:
   other than the wording of the last user turn — tenant, endpoint, model, the whole
   conversation before the last user turn (system prompt included), the sampling class, and
   every other request field (tools, response format, guided decoding, fields prismcache does
-  not know) except a short list known not to matter (``stream``, ``user``, ``metadata``, ...). No lookup ever crosses a partition, so tenants, models and conversations never see
+  not know) except a short list known not to matter (``stream``, ``user``, ``metadata``,
+  ...). No lookup ever crosses a partition, so tenants, models and conversations never see
   each other's entries, whatever their embeddings say;
 * the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
   verbatim repeats without embedding anything.
