@@ -166,7 +166,7 @@ def key_request(
         context, query, bypass = _split_messages(body["messages"])
     elif "prompt" in body:
         endpoint = "completions"
-        context, query, bypass = None, _prompt_text(body["prompt"]), None
+        context, (query, bypass) = None, _prompt_text(body["prompt"])
     else:
         raise RequestError("request has neither 'messages' nor 'prompt'")
 
@@ -231,12 +231,25 @@ def _content_text(content: Any) -> tuple[str, str | None]:
     raise RequestError("the last user message has no text 'content'")
 
 
-def _prompt_text(prompt: Any) -> str:
+def _prompt_text(prompt: Any) -> tuple[str, str | None]:
+    """(text, bypass) of a completions ``prompt``: a string (or a list of one) is keyed; a
+    batch of strings or token ids is a valid request the cache does not answer."""
     if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        return prompt[0]
-    raise RequestError("'prompt' must be a string (batched prompts are not cached)")
+        return prompt, None
+    if isinstance(prompt, list) and prompt:
+        if len(prompt) == 1 and isinstance(prompt[0], str):
+            return prompt[0], None
+        if all(isinstance(p, str) for p in prompt):
+            return "", "batched prompts"
+        if all(_token_ids(p) for p in prompt) or _token_ids(prompt):
+            return "", "token-id prompt"
+    raise RequestError("'prompt' must be a string, a list of strings, a list of token ids "
+                       "or a list of lists of token ids")
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
 def _check_text(query: str, limits: RequestLimits) -> None:

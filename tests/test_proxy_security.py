@@ -115,3 +115,64 @@ def test_metrics_can_be_protected_by_a_token(make_proxy) -> None:
         assert status == 401 and body["error"]["code"] == "invalid_metrics_token"
     assert "prismcache_requests_total" in metrics_text(proxy, "metrics-secret")
     assert "prismcache_requests_total" in metrics_text(proxy, "admin-secret")
+
+
+# -- the rest of the OpenAI API is forwarded, uncached, with the same tenant rules -------------
+
+@pytest.mark.parametrize("prompt", [["one", "two"], [1, 2, 3], [[1, 2], [3, 4]]])
+def test_batched_and_token_id_prompts_pass_through_uncached(make_proxy, upstream,
+                                                            prompt: Any) -> None:
+    proxy = make_proxy()
+    for _ in range(2):
+        with proxy.http() as http:
+            raw = http.post("/v1/completions", json={"model": "m1", "prompt": prompt})
+        assert raw.status_code == 200 and raw.headers["x-prism-cache"] == "bypass"
+    assert upstream.calls["completions"] == 2 and proxy.entries() == 0
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v1/responses"), ("GET", "/v1/responses/resp_123"),
+    ("POST", "/v1/moderations"), ("POST", "/v1/images/generations"),
+    ("POST", "/v1/audio/speech"), ("GET", "/v1/models/m1"),
+])
+def test_the_openai_surface_is_forwarded(make_proxy, upstream, method: str, path: str) -> None:
+    proxy = make_proxy(server=TENANTS, environ=SECRETS)
+    status, body = raw_request(proxy, method, path, body={"model": "m1", "input": "hi"}
+                               if method == "POST" else None)
+    assert status == 200 and body["path"] == path
+    assert upstream.others == [(method, path, f"Bearer {UPSTREAM_KEY}")]
+    assert raw_request(proxy, method, path, key="sk-stranger")[0] == 401
+    assert len(upstream.others) == 1
+
+
+def test_uploads_stream_through_with_their_content_type_and_query(make_proxy, upstream) -> None:
+    proxy = make_proxy()
+    with proxy.http() as http:
+        raw = http.post("/v1/audio/transcriptions?timestamp_granularities=word",
+                        files={"file": ("a.wav", b"RIFF" + bytes(5000), "audio/wav")},
+                        data={"model": "whisper-1"})
+    assert raw.status_code == 200 and raw.headers["x-prism-cache"] == "bypass"
+    echo = raw.json()
+    assert echo["content_type"].startswith("multipart/form-data; boundary=")
+    assert echo["bytes"] > 5000 and echo["query"] == "timestamp_granularities=word"
+
+
+def test_account_wide_objects_are_not_shared_on_the_proxy_key(make_proxy, upstream) -> None:
+    shared = make_proxy(server=TENANTS, environ=SECRETS)
+    for path in ("/v1/files", "/v1/batches", "/v1/chat/completions"):
+        status, body = raw_request(shared, "GET", path)
+        assert status == 403 and body["error"]["code"] == "shared_upstream_objects"
+    assert upstream.others == []
+    allowed = make_proxy(server={**TENANTS, "share_upstream_objects": True}, environ=SECRETS)
+    assert raw_request(allowed, "GET", "/v1/files")[0] == 200
+    own_keys = make_proxy()  # pass-through: each client's own key scopes its own account
+    assert raw_request(own_keys, "GET", "/v1/files", key="sk-own")[0] == 200
+    assert upstream.others[-1] == ("GET", "/v1/files", "Bearer sk-own")
+
+
+def test_unknown_endpoints_are_not_forwarded(make_proxy, upstream) -> None:
+    proxy = make_proxy()
+    for path in ("/v1/admin/secrets", "/v1/nope"):
+        status, body = raw_request(proxy, "GET", path)
+        assert status == 404 and body["error"]["code"] == "invalid_path"
+    assert upstream.others == []

@@ -32,10 +32,12 @@ ANONYMOUS = "anonymous"
 @dataclass(frozen=True, slots=True)
 class Caller:
     """An authenticated client: its tenant, and the ``Authorization`` value to send upstream
-    (``None``: send none). ``repr`` hides the credential."""
+    (``None``: send none). ``own_credential``: that value is the client's own key (pass-through
+    mode), not one the proxy shares between clients. ``repr`` hides the credential."""
 
     tenant: str
     upstream_authorization: str | None = field(default=None, repr=False)
+    own_credential: bool = False
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -77,7 +79,9 @@ class Auth:
         if self._settings.pass_through:
             if token is None:
                 return Caller(ANONYMOUS, self._upstream)
-            return Caller(hash_key(token), self._upstream or f"Bearer {token}")
+            if self._upstream:
+                return Caller(hash_key(token), self._upstream)
+            return Caller(hash_key(token), f"Bearer {token}", own_credential=True)
         if token is None:
             return None
         # A dict lookup by SHA-256 digest: timing can reveal at most digest prefixes, which

@@ -18,6 +18,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       coalesce: true                       # identical in-flight requests share one upstream call
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
+      share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class ServerSettings:
         coalesce: identical in-flight requests share one upstream call.
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
+        share_upstream_objects: forward the endpoints of account-wide upstream objects
+            (files, batches, stored completions, ...) even when every client shares the
+            proxy's upstream key (see :mod:`prismcache.server.forward`).
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -87,6 +91,7 @@ class ServerSettings:
     coalesce: bool = True
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
+    share_upstream_objects: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -132,7 +137,7 @@ class ServerSettings:
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))
         if "max_body_bytes" in raw:
             values["max_body_bytes"] = _size(raw["max_body_bytes"])
-        for name in ("cache_truncated", "coalesce", "lookup_inline"):
+        for name in ("cache_truncated", "coalesce", "lookup_inline", "share_upstream_objects"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")

@@ -19,14 +19,15 @@ import httpx
 from prismcache.errors import UpstreamError
 from prismcache.stores import redact_url
 
-__all__ = ["UnsafePath", "Upstream", "UpstreamReply", "iter_lines", "pass_back_headers",
-           "pass_on_headers", "read_all", "upstream_path"]
+__all__ = ["UnsafePath", "Upstream", "UpstreamReply", "iter_lines", "iter_raw",
+           "pass_back_headers", "pass_on_headers", "read_all", "upstream_path"]
 
 log = logging.getLogger("prismcache.server")
 
 # Response headers worth passing back: the content type and the upstream's request id and
 # rate-limit information. Hop-by-hop and length/encoding headers are the proxy's own business.
-_PASS_BACK_PREFIXES = ("x-ratelimit-", "openai-", "x-request-id", "retry-after")
+_PASS_BACK_PREFIXES = ("x-ratelimit-", "openai-", "x-request-id", "retry-after",
+                       "content-disposition")
 # Request headers a client may send through (besides the body and Authorization).
 _PASS_ON = ("accept", "openai-organization", "openai-project", "openai-beta")
 
@@ -143,6 +144,22 @@ class Upstream:
         finally:
             await response.aclose()
 
+    async def open(self, method: str, path: str, *, query: str = "",
+                   content: AsyncIterator[bytes] | None = None,
+                   authorization: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send ``method path?query`` with ``content`` streamed as the body, and return the
+        response with its body unread (the caller iterates :func:`iter_raw` and closes it).
+        Raises :class:`UnsafePath` or :class:`UpstreamError` as :meth:`request`."""
+        url = self._url(path)
+        if query:
+            url = url.copy_with(query=query.encode("ascii", "replace"))
+        with _mapped(path):
+            request = self._client.build_request(
+                method, url, content=content,
+                headers=self._headers(authorization, headers, None))
+            return await self._client.send(request, stream=True)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
@@ -167,7 +184,7 @@ class Upstream:
                  body: bytes | None) -> dict[str, str]:
         headers = {"accept-encoding": "identity", **(extra or {})}
         if body is not None:
-            headers["content-type"] = "application/json"
+            headers.setdefault("content-type", "application/json")
         if authorization:
             headers["authorization"] = authorization
         return headers
@@ -179,6 +196,13 @@ async def iter_lines(response: httpx.Response, path: str) -> AsyncIterator[str]:
     with _mapped(path):
         async for line in response.aiter_lines():
             yield line
+
+
+async def iter_raw(response: httpx.Response, path: str) -> AsyncIterator[bytes]:
+    """The response body's bytes as they arrive, with failures mapped as :func:`iter_lines`."""
+    with _mapped(path):
+        async for chunk in response.aiter_raw():
+            yield chunk
 
 
 async def read_all(response: httpx.Response, path: str) -> bytes:
