@@ -73,6 +73,18 @@ def test_truncated_answers_are_not_cached_unless_configured(make_proxy, upstream
     assert post(keeper, {**BODY, "stream": stream}).headers["x-prism-cache"] == "hit"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reason", ["content_filter", "abort"])
+def test_filtered_or_aborted_answers_are_served_never_cached(make_proxy, upstream, stream,
+                                                              reason) -> None:
+    proxy = make_proxy(server={"cache_truncated": True})
+    upstream.behaviour.finish_reason = reason
+    first = post(proxy, {**BODY, "stream": stream})
+    assert first.status_code == 200 and reason in first.text
+    assert post(proxy, {**BODY, "stream": stream}).headers["x-prism-cache"] == "miss"
+    assert proxy.entries() == 0 and upstream.generations == 2
+
+
 def test_stream_cut_off_upstream_is_reported_and_not_cached(make_proxy, upstream) -> None:
     proxy = make_proxy()
     upstream.behaviour.cut_after = 2
