@@ -31,7 +31,7 @@ from typing import Any
 
 from prismcache.errors import RequestError
 
-__all__ = ["RequestKey", "RequestLimits", "key_request", "normalise", "parse_body"]
+__all__ = ["RequestKey", "RequestLimits", "key_request", "normalise", "parse_body", "parse_json"]
 
 # The partition holds every request field except these, which are known not to change what a
 # correct answer is (how it is delivered, who asked, bookkeeping at the provider). A field not
@@ -108,22 +108,54 @@ class RequestKey:
     bypass: str | None = None
 
 
+def parse_json(text: str | bytes) -> Any:
+    """Decode strict JSON: UTF-8, no ``NaN``/``Infinity`` literals, no object with the same
+    key twice (parsers disagree on which one wins, so the question the cache keys could differ
+    from the one the upstream answers), and nesting shallow enough to parse.
+
+    Raises :class:`RequestError` naming the problem.
+
+    >>> parse_json('{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    prismcache.errors.RequestError: request body is not valid JSON: duplicate key 'a'
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise RequestError("request body is not valid JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RequestError(f"request body is not valid JSON: duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(f"request body is not valid JSON: {name} is not a JSON number")
+
+
 def parse_body(body: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
-    """Return ``body`` as a mapping, decoding bytes as strict UTF-8 JSON.
+    """Return ``body`` as a mapping, decoding bytes or text with :func:`parse_json`.
 
     Raises :class:`RequestError` for invalid UTF-8, malformed JSON, or a JSON value that is not
     an object.
     """
-    if isinstance(body, bytes | bytearray):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"request body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    if isinstance(body, bytes | bytearray | str):
+        body = parse_json(body)
     if not isinstance(body, Mapping):
         raise RequestError(f"request body must be a JSON object, not {type(body).__name__}")
     return body
@@ -304,6 +336,8 @@ def _canonical(doc: Any) -> str:
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise RequestError(f"request is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise RequestError("request is nested too deeply") from None
 
 
 def _digest(text: str) -> str:

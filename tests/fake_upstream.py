@@ -124,17 +124,24 @@ class FakeUpstream:
         self.authorizations.append(request.headers.get("authorization"))
         self._serial += 1
         serial, b = self._serial, self.behaviour
-        body = json.loads(await request.body())
+        try:
+            body = json.loads(await request.body())
+            if chat:
+                query = body["messages"][-1].get("content")
+            else:
+                query = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+            if not isinstance(body.get("model"), str):
+                raise TypeError("model")
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:  # a real server's 400
+            return JSONResponse({"error": {"message": f"bad request: {exc!r}",
+                                           "type": "invalid_request_error", "param": None,
+                                           "code": None}}, status_code=400)
         if b.latency:
             await asyncio.sleep(b.latency)
         if b.status != 200:
             return JSONResponse({"error": {"message": f"upstream says {b.status}",
                                            "type": "server_error", "param": None,
                                            "code": None}}, status_code=b.status)
-        if chat:
-            query = body["messages"][-1]["content"]
-        else:
-            query = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
         text = f"reply #{serial} to: {query}"
         metadata = body.get("metadata")
         if isinstance(metadata, dict) and metadata.get("answer_key"):

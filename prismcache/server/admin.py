@@ -7,7 +7,6 @@ API does not exist: 404. A missing or wrong token: 401.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -16,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from prismcache.errors import StoreError
+from prismcache.errors import RequestError, StoreError
+from prismcache.request import parse_json
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
     BodyTooLarge,
@@ -50,8 +50,8 @@ async def _admin_json(request: Request) -> tuple[ProxyState, dict[str, Any]] | R
     if (denied := _denied(state, request)) is not None:
         return denied
     try:
-        data = json.loads((await read_body(request, state.settings.max_body_bytes)) or b"{}")
-    except (BodyTooLarge, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json((await read_body(request, state.settings.max_body_bytes)) or b"{}")
+    except (BodyTooLarge, RequestError) as exc:
         return error_response(400, f"the body must be a JSON object: {exc}")
     if not isinstance(data, dict):
         return error_response(400, "the body must be a JSON object")
