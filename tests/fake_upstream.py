@@ -147,10 +147,12 @@ class FakeUpstream:
         if isinstance(metadata, dict) and metadata.get("answer_key"):
             text += f" [key={metadata['answer_key']}]"
         head = {"id": f"cmpl-{serial}", "created": int(time.time()), "model": body["model"]}
-        if body.get("stream"):
-            return StreamingResponse(self._stream(head, chat, text, b),
-                                     media_type="text/event-stream")
         usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            return StreamingResponse(
+                self._stream(head, chat, text, b, usage if options.get("include_usage") else None),
+                media_type="text/event-stream")
         if not chat:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": b.finish_reason}
             return JSONResponse({**head, "object": "text_completion", "choices": [choice],
@@ -166,8 +168,8 @@ class FakeUpstream:
         return JSONResponse({**head, "object": "chat.completion", "choices": [choice],
                              "usage": usage})
 
-    async def _stream(self, head: dict[str, Any], chat: bool, text: str,
-                      b: Behaviour) -> AsyncIterator[bytes]:
+    async def _stream(self, head: dict[str, Any], chat: bool, text: str, b: Behaviour,
+                      usage: dict[str, int] | None = None) -> AsyncIterator[bytes]:
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def event(part: dict[str, Any], finish: str | None = None) -> bytes:
@@ -192,6 +194,9 @@ class FakeUpstream:
                                                            "arguments": "{}"}}]}})
             finish = "tool_calls" if chat and b.tool_call else b.finish_reason
             yield event({"delta": {}} if chat else {"text": ""}, finish)
+            if usage is not None:  # stream_options.include_usage: a last chunk, no choices
+                yield b"data: " + json.dumps({**head, "object": kind, "choices": [],
+                                              "usage": usage}).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
             self.streams_finished += 1
         except (asyncio.CancelledError, GeneratorExit):

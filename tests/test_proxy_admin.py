@@ -126,3 +126,12 @@ def test_serve_command_registers() -> None:
     args = parser.parse_args(["serve", "--upstream", "http://localhost:8000/v1", "--port", "9"])
     assert (args.upstream, args.port, args.host) == ("http://localhost:8000/v1", 9, "127.0.0.1")
     assert callable(args.func)
+
+
+def test_invalidate_an_unknown_category_is_a_400(make_proxy) -> None:
+    proxy = make_proxy(**ADMIN)
+    ask(proxy)
+    with proxy.http(api_key=ADMIN_TOKEN) as http:
+        raw = http.post("/admin/invalidate", json={"category": "nope"})
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "category"
+    assert proxy.entries() == 1

@@ -80,5 +80,39 @@ def test_temperature_must_be_a_finite_number(make_proxy, upstream, raw: bytes) -
     body = b'{"model":"m1","messages":[{"role":"user","content":"hi"}],"temperature":' + raw + b"}"
     with proxy.http() as http:
         answer = http.post("/v1/chat/completions", content=body)
-    assert answer.status_code == 400 and "temperature" in answer.json()["error"]["message"]
+    message = answer.json()["error"]["message"]
+    assert answer.status_code == 400
+    assert "temperature" in message or "is not a JSON number" in message
     assert upstream.generations == 0
+
+
+# -- smaller consistencies ----------------------------------------------------------------
+
+def test_unknown_category_is_a_400_in_the_body_as_in_the_header(make_proxy, upstream) -> None:
+    proxy = make_proxy()
+    answer = post(proxy, metadata={"prism_category": "nope"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "metadata.prism_category"
+    with proxy.http() as http:
+        answer = http.post("/v1/chat/completions", headers={"x-prism-category": "nope"},
+                           json={"model": "m1", "messages": user(ASKED)})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "X-Prism-Category"
+    assert post(proxy, metadata={"prism_category": "strict"}).headers["x-prism-category"] == \
+        "strict"
+    assert upstream.generations == 1
+
+
+def test_a_streamed_entry_gives_usage_to_a_non_streaming_client(make_proxy, upstream) -> None:
+    proxy = make_proxy()
+    with proxy.http() as http:
+        streamed = http.post("/v1/chat/completions",
+                             json={"model": "m1", "messages": user(ASKED), "stream": True})
+    assert '"usage"' not in streamed.text  # the client did not ask for it
+    hit = post(proxy)
+    assert hit.headers["x-prism-cache"] == "hit"
+    assert hit.json()["usage"]["total_tokens"] == 12
+    with proxy.http() as http:
+        replayed = http.post("/v1/chat/completions", json={
+            "model": "m1", "messages": user(ASKED), "stream": True,
+            "stream_options": {"include_usage": True}})
+    assert '"total_tokens":12' in replayed.text.replace(" ", "")

@@ -67,7 +67,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("prismcache: proxying to %s (%s mode)", redact_url(settings.upstream),
+        log.info("proxying to %s (%s mode)", redact_url(settings.upstream),
                  "pass-through" if settings.pass_through else "configured-tenants")
         try:
             yield

@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
         _graceful_server(served).run()
     finally:
         cache.close()
-        log.info("prismcache: cache closed")
+        log.info("cache closed")
     return 0
 
 

@@ -134,4 +134,4 @@ async def _body(reply: httpx.Response, path: str) -> AsyncIterator[bytes]:
         async for chunk in iter_raw(reply, path):
             yield chunk
     except UpstreamError as exc:  # the status line is sent: all that is left is to stop
-        log.warning("prismcache: pass-through body broke off: %s", exc)
+        log.warning("pass-through body broke off: %s", exc)

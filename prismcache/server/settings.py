@@ -19,6 +19,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
       share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
+      stream_usage: true                   # recorded streams ask the upstream for usage
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class ServerSettings:
         share_upstream_objects: forward the endpoints of account-wide upstream objects
             (files, batches, stored completions, ...) even when every client shares the
             proxy's upstream key (see :mod:`prismcache.server.forward`).
+        stream_usage: ask the upstream for ``stream_options.include_usage`` on streams the
+            proxy records, so their entries carry ``usage``.
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -92,6 +95,7 @@ class ServerSettings:
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
     share_upstream_objects: bool = False
+    stream_usage: bool = True
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -137,7 +141,8 @@ class ServerSettings:
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))
         if "max_body_bytes" in raw:
             values["max_body_bytes"] = _size(raw["max_body_bytes"])
-        for name in ("cache_truncated", "coalesce", "lookup_inline", "share_upstream_objects"):
+        for name in ("cache_truncated", "coalesce", "lookup_inline", "share_upstream_objects",
+                     "stream_usage"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")

@@ -216,10 +216,10 @@ def _mapped(path: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        log.warning("prismcache: upstream timed out on %s (%s)", path, type(exc).__name__)
+        log.warning("upstream timed out on %s (%s)", path, type(exc).__name__)
         raise UpstreamError(f"the upstream did not answer in time ({type(exc).__name__})",
                             status=504) from None
     except httpx.TransportError as exc:
-        log.warning("prismcache: upstream failed on %s (%s)", path, type(exc).__name__)
+        log.warning("upstream failed on %s (%s)", path, type(exc).__name__)
         raise UpstreamError(f"the upstream could not be reached or broke off "
                             f"({type(exc).__name__})", status=502) from None
