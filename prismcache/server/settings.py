@@ -29,12 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from prismcache.config import parse_duration
+from prismcache.config import parse_duration, parse_size
 from prismcache.errors import ConfigError
 
 __all__ = ["ServerSettings", "TenantKey"]
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+# Fields read from the environment variable a ``<name>_env`` key names, never from the file.
+_SECRETS = ("upstream_api_key", "admin_token", "metrics_token")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +116,13 @@ class ServerSettings:
         return not self.tenants
 
     @classmethod
+    def config_keys(cls) -> dict[str, None]:
+        """The keys of the ``server:`` section: the fields, except that each secret is named
+        by the environment variable holding it (``admin_token`` -> ``admin_token_env``)."""
+        names = [f.name for f in fields(cls)]
+        return {(f"{n}_env" if n in _SECRETS else n): None for n in names}
+
+    @classmethod
     def from_config(
         cls, raw: Mapping[str, Any] | None, *, environ: Mapping[str, str] | None = None
     ) -> ServerSettings:
@@ -126,21 +134,21 @@ class ServerSettings:
         """
         env = os.environ if environ is None else environ
         raw = dict(raw or {})
-        secrets = {"upstream_api_key", "admin_token", "metrics_token"}
-        allowed = {f.name for f in fields(cls)} - secrets | {f"{name}_env" for name in secrets}
+        allowed = set(cls.config_keys())
         unknown = set(raw) - allowed
         if unknown:
             raise ConfigError(f"server: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         values: dict[str, Any] = {}
         if raw.get("upstream") is not None:
             values["upstream"] = _url(raw["upstream"])
-        for target in sorted(secrets):
+        for target in sorted(_SECRETS):
             name = f"{target}_env"
             if raw.get(name) is not None:
                 values[target] = env.get(_str(raw[name], f"server.{name}")) or None
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))
         if "max_body_bytes" in raw:
-            values["max_body_bytes"] = _size(raw["max_body_bytes"])
+            values["max_body_bytes"] = parse_size(raw["max_body_bytes"],
+                                                  key="server.max_body_bytes")
         for name in ("cache_truncated", "coalesce", "lookup_inline", "share_upstream_objects",
                      "stream_usage"):
             if name in raw:
@@ -167,18 +175,6 @@ def _url(value: Any) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server.upstream must be an http(s) URL, got {value!r}")
     return url
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    number = text.rstrip("kmgib")
-    unit = text[len(number):]
-    try:
-        return int(float(number) * _SIZE_UNITS[unit])
-    except (KeyError, ValueError):
-        raise ConfigError(f"server.max_body_bytes: {value!r} is not a size like 1MiB") from None
 
 
 def _tenants(spec: Any, env: Mapping[str, str]) -> list[TenantKey]:
