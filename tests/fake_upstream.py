@@ -8,9 +8,13 @@ Every answer names the call that made it (``"reply #3 to: <query>"``), so a test
 cached answer from a fresh one; a request's ``metadata.answer_key`` is echoed at the end of the
 answer (``"... [key=<answer_key>]"``) so a benchmark can check that a hit was correct.
 
-Run it alone (the benchmarks do)::
+Run it alone (the benchmarks do); every failure mode is a flag (``--help`` lists them)::
 
     python tests/fake_upstream.py --port 9000 --latency 0.05
+    python tests/fake_upstream.py --port 9000 --status 503          # every generation fails
+    python tests/fake_upstream.py --port 9000 --cut-after 3         # streams break off
+    python tests/fake_upstream.py --port 9000 --finish-reason content_filter
+    python tests/fake_upstream.py --port 9000 --tool-call
 """
 
 from __future__ import annotations
@@ -281,18 +285,38 @@ def serving_upstream() -> Iterator[FakeUpstream]:
         server.stop()
 
 
-def main() -> None:
-    """Serve the fake upstream on a port until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake upstream on a port until interrupted; the flags set its
+    :class:`Behaviour`, so failures can be rehearsed by hand."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="examples: --status 503 (every generation fails); --cut-after 3 (streams break "
+               "after 3 chunks: the proxy answers an error event and stores nothing); "
+               "--finish-reason content_filter (answers the proxy never stores); "
+               "--tool-call (answers that call a tool, never stored)")
     parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--max-inflight", type=int, default=None)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds before each answer (a stream's first byte included)")
+    parser.add_argument("--chunk-delay", type=float, default=0.0,
+                        help="seconds between stream chunks")
+    parser.add_argument("--status", type=int, default=200,
+                        help="answer every generation with this HTTP status (an OpenAI-style "
+                             "error body when not 200)")
+    parser.add_argument("--finish-reason", default="stop",
+                        help="finish_reason of every answer (stop, length, content_filter, ...)")
+    parser.add_argument("--tool-call", action="store_true",
+                        help="answer with a tool call instead of text")
+    parser.add_argument("--cut-after", type=int, default=None, metavar="N",
+                        help="drop the connection after N content chunks of a stream")
+    parser.add_argument("--max-inflight", type=int, default=None,
+                        help="generations served at once; the rest get --overflow")
     parser.add_argument("--overflow", choices=("429", "queue"), default="429")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fake = FakeUpstream()
-    fake.behaviour.latency = args.latency
-    fake.behaviour.max_inflight = args.max_inflight
-    fake.behaviour.overflow = args.overflow
+    fake.behaviour = Behaviour(
+        latency=args.latency, chunk_delay=args.chunk_delay, status=args.status,
+        finish_reason=args.finish_reason, tool_call=args.tool_call, cut_after=args.cut_after,
+        max_inflight=args.max_inflight, overflow=args.overflow)
     uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False)
 

@@ -111,3 +111,50 @@ def test_a_signal_drains_closes_the_cache_and_exits_0(serve, upstream, sig) -> N
     assert served.db.exists()
     assert not Path(f"{served.db}-wal").exists() and not Path(f"{served.db}-shm").exists()
     assert "Traceback" not in output
+    assert f"cache store sqlite:///{served.db.resolve()}" in output  # where the cache lives
+
+
+BLOCK_SERVER_EXTRA = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'starlette', 'uvicorn'}:
+            raise ImportError(f'blocked {name}')
+sys.meta_path.insert(0, Block())
+from prismcache.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_serve_without_the_extra_names_it() -> None:
+    out = subprocess.run([sys.executable, "-c", BLOCK_SERVER_EXTRA, "serve", "--upstream",
+                          "http://127.0.0.1:9/v1", "--port", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "pip install 'prismcache[server]'" in out.stderr
+    assert "unrecognized arguments" not in out.stderr
+
+
+def test_fake_upstream_failure_modes_are_flags() -> None:
+    port = free_port()
+    script = Path(__file__).with_name("fake_upstream.py")
+    process = subprocess.Popen([sys.executable, str(script), "--port", str(port),
+                                "--finish-reason", "content_filter", "--cut-after", "1"])
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"model": "m1", "messages": user("hello there friend")}
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.post(url, json=body, timeout=5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.json()["choices"][0]["finish_reason"] == "content_filter"
+        with pytest.raises(httpx.RemoteProtocolError):  # the stream is cut off
+            httpx.post(url, json={**body, "stream": True}, timeout=5).read()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from prismcache.commands import store_location
 from prismcache.config import load_config
 from prismcache.errors import ConfigError, PrismCacheError
 from prismcache.stores import redact_url
@@ -65,6 +66,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"prismcache serve: cannot open the cache at {redact_url(config.store)}: {exc}",
               file=sys.stderr)
         return 1
+    # Said once, where the operator looks first: the default store is a file in the working
+    # directory, easy to lose track of.
+    print(f"prismcache serve: cache store {store_location(config.store)}; upstream "
+          f"{redact_url(settings.upstream)}; listening on http://{args.host}:{args.port}",
+          file=sys.stderr, flush=True)
     try:
         app = create_app(cache, settings)
         served = uvicorn.Config(app, host=args.host, port=args.port,
