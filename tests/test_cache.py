@@ -27,7 +27,7 @@ BASE = chat("how do i reset my password", system="You are helpful.")
         ("response format", chat("how do i reset my password", system="You are helpful.",
                                  response_format={"type": "json_object"})),
         ("sampling class", chat("how do i reset my password", system="You are helpful.",
-                                temperature=0.7)),
+                                temperature=0)),
     ],
 )
 def test_a_different_partition_never_hits(make_cache, label, other) -> None:

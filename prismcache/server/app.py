@@ -13,16 +13,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from prismcache.cache import SemanticCache
-from prismcache.errors import UpstreamError
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
+from prismcache.server.forward import passthrough
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
-from prismcache.server.upstream import Upstream, pass_on_headers
-from prismcache.server.wire import BodyTooLarge, error_response, json_response, read_body
+from prismcache.server.upstream import Upstream
+from prismcache.server.wire import error_response, json_response
 from prismcache.stores import redact_url
 
 __all__ = ["create_app"]
@@ -50,8 +50,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
         raise ValueError("no upstream: pass --upstream URL or set server.upstream")
     upstream = Upstream(settings.upstream, timeout=settings.timeout,
                         connect_timeout=settings.connect_timeout, transport=transport)
-    state = ProxyState(cache=cache, settings=settings, auth=Auth(settings), upstream=upstream,
-                       metrics=ProxyMetrics(), coalescer=Coalescer())
+    auth = Auth(settings)
+    # Only configured tenants and categories are metric labels: clients cannot grow /metrics.
+    labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)
+    state = ProxyState(cache=cache, settings=settings, auth=auth, upstream=upstream,
+                       metrics=labels, coalescer=Coalescer())
     # The proxy feeds the live controllers the cache resolves its policies through: the
     # economics (always measured, GET /admin/economics; they disable a category only when the
     # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).
@@ -60,7 +63,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("prismcache: proxying to %s (%s mode)", redact_url(settings.upstream),
+        log.info("proxying to %s (%s mode)", redact_url(settings.upstream),
                  "pass-through" if settings.pass_through else "configured-tenants")
         try:
             yield
@@ -70,9 +73,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     routes = [
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", passthrough, methods=["POST"]),
-        Route("/v1/models", passthrough, methods=["GET"]),
-        Route("/v1/models/{model:path}", passthrough, methods=["GET"]),
+        Route("/v1/{path:path}", passthrough, methods=["GET", "POST", "DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(),
@@ -80,40 +81,6 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.prism = state
     return app
-
-
-async def passthrough(request: Request) -> Response:
-    """Forward ``/v1/embeddings`` and ``/v1/models`` unchanged (the tenant rules still apply:
-    an unknown key gets a 401 in configured mode)."""
-    state = state_of(request)
-    endpoint = request.url.path.removeprefix("/v1/").split("/")[0]
-    caller = state.auth.caller(request.headers)
-    if caller is None:
-        state.metrics.rejected.inc(endpoint, "unauthorized")
-        return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
-    body = None
-    if request.method == "POST":
-        try:
-            body = await read_body(request, state.settings.max_body_bytes)
-        except BodyTooLarge as exc:
-            state.metrics.rejected.inc(endpoint, "bad_request")
-            return error_response(400, str(exc), code="request_too_large")
-    path = request.url.path.removeprefix("/v1")
-    state.metrics.requests.inc(endpoint, caller.tenant, "", "bypass")
-    try:
-        reply = await state.upstream.request(
-            request.method, path, body=body, authorization=caller.upstream_authorization,
-            headers=pass_on_headers(request.headers))
-    except UpstreamError as exc:
-        status = exc.status or 502
-        state.metrics.upstream_errors.inc(endpoint, str(status))
-        return error_response(status, str(exc), type="upstream_error",
-                              code="upstream_timeout" if status == 504 else "upstream_error")
-    if reply.status >= 400:
-        state.metrics.upstream_errors.inc(endpoint, str(reply.status))
-    return Response(reply.body, status_code=reply.status,
-                    headers={**reply.headers, "x-prism-cache": "bypass"},
-                    media_type=reply.content_type)
 
 
 async def healthz(request: Request) -> Response:
@@ -124,8 +91,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of the proxy's metrics and the cache's size."""
+    """Prometheus text exposition of the proxy's metrics and the cache's size. With a
+    metrics token configured, it needs that token or the admin token (else 401)."""
     state = state_of(request)
+    if not state.auth.may_read_metrics(request.headers):
+        return error_response(401, "/metrics needs Authorization: Bearer <metrics token>",
+                              type="authentication_error", code="invalid_metrics_token")
     stats = await state.in_thread(state.cache.stats)
     text = state.metrics.render(stats)
     if state.adaptive is not None:

@@ -145,7 +145,7 @@ class Coalescer:
         except UpstreamError as exc:
             flight.fail(exc)
         except Exception:  # a bug in the proxy: answer 500, never leave subscribers hanging
-            log.exception("prismcache: upstream call failed unexpectedly")
+            log.exception("upstream call failed unexpectedly")
             flight.fail(UpstreamError("the proxy failed to forward the request", status=500))
         finally:
             if key is not None and self._flights.get(key) is flight:

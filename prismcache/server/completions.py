@@ -26,6 +26,7 @@ from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss, MissReason
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head
+from prismcache.server.settings import ServerSettings
 from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import iter_lines, pass_back_headers, pass_on_headers, read_all
@@ -68,6 +69,23 @@ class _Call:
     def prepared(self) -> PreparedRequest:
         """The request as parsed and keyed here, handed to the cache as it is."""
         return PreparedRequest(self.body, self.key)
+
+    @property
+    def wants_usage(self) -> bool:
+        """The client asked for a usage chunk at the end of its stream."""
+        options = self.body.get("stream_options")
+        return isinstance(options, Mapping) and options.get("include_usage") is True
+
+    def upstream_body(self, settings: ServerSettings) -> bytes:
+        """The body to send upstream: the client's, except that a stream the proxy records
+        asks for ``include_usage`` (so the entry, served later to a non-streaming client,
+        has ``usage``); the usage chunk is passed on only to clients that asked for it."""
+        if not (self.stream and self.store and settings.stream_usage) or self.wants_usage:
+            return self.raw
+        options = self.body.get("stream_options")
+        options = {**options} if isinstance(options, Mapping) else {}
+        body = {**self.body, "stream_options": {**options, "include_usage": True}}
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
 async def completions(request: Request) -> Response:
@@ -115,11 +133,14 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
         code = "request_too_large" if isinstance(exc, BodyTooLarge) else None
         return error_response(400, str(exc), code=code)
     category = request.headers.get(HEADER_CATEGORY) or None
-    if category is not None and category not in state.cache.config.categories:
-        metrics.rejected.inc(endpoint, "bad_request")
-        return error_response(400, f"unknown category {category!r} in X-Prism-Category; "
-                                   f"known: {sorted(state.cache.config.categories)}",
-                              param="X-Prism-Category")
+    known = state.cache.config.categories
+    metadata = body.get("metadata")
+    named = (metadata.get("prism_category") or None) if isinstance(metadata, Mapping) else None
+    for value, where in ((category, "X-Prism-Category"), (named, "metadata.prism_category")):
+        if value is not None and (not isinstance(value, str) or value not in known):
+            metrics.rejected.inc(endpoint, "bad_request")
+            return error_response(400, f"unknown category {value!r} in {where}; "
+                                       f"known: {sorted(known)}", param=where)
     no_store = CacheControl.parse(request.headers.get("cache-control")).no_store
     return _Call(endpoint=endpoint, path=request.url.path.removeprefix("/v1"), raw=raw,
                  body=body, key=key, caller=caller, category=category, label=category or "unknown",
@@ -145,9 +166,7 @@ def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Resp
     response = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
     headers = prism_headers(hit, state="hit")
     if call.stream:
-        options = call.body.get("stream_options")
-        usage = isinstance(options, Mapping) and options.get("include_usage") is True
-        out = Response(b"".join(replay(response, hit.chunks, include_usage=usage)),
+        out = Response(b"".join(replay(response, hit.chunks, include_usage=call.wants_usage)),
                        headers=headers, media_type="text/event-stream")
     else:
         out = json_response(response, headers=headers)
@@ -168,7 +187,7 @@ async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
     coalescer = state.coalescer
     key = None
     if state.settings.coalesce and not call.key.bypass:
-        key = (call.endpoint, call.key.exact_key, call.stream, call.store)
+        key = (call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage)
     flight, leader = coalescer.join(key, partial(_forward, state, call))
     if not leader:
         state.metrics.coalesced.inc(call.endpoint)
@@ -241,7 +260,8 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
             flight.set_head(Head(reply.status, reply.headers, reply.content_type))
             flight.publish(reply.body)
             return
-        async with upstream.stream(call.path, body=call.raw, authorization=auth,
+        async with upstream.stream(call.path, body=call.upstream_body(state.settings),
+                                   authorization=auth,
                                    headers=call.pass_on) as response:
             load.answered(response.status_code, time.perf_counter() - t0)  # ~ time to 1st token
             if response.status_code != 200:
@@ -296,6 +316,8 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
                 chunk = None
             if isinstance(chunk, dict) and "error" not in chunk:
                 chunks.append(chunk)
+                if not chunk.get("choices") and chunk.get("usage") and not call.wants_usage:
+                    continue  # asked for the entry's sake: the client did not want it
             else:
                 valid = False
             flight.publish(encode_event(data))
@@ -344,7 +366,7 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
     metrics.stores.inc(stored.category or call.label, outcome)
     if outcome == "error":
         metrics.cache_errors.inc("store")
-        log.warning("prismcache: store failed open (%s); the answer was served, not cached",
+        log.warning("store failed open (%s); the answer was served, not cached",
                     reason)
     elif outcome == "refused":
-        log.debug("prismcache: answer not cached: %s", reason)
+        log.debug("answer not cached: %s", reason)
