@@ -12,8 +12,13 @@ def uncacheable_reason(response: Any, *, allow_truncated: bool = False) -> str |
     """Why ``response`` must not be stored, or ``None`` when it may be.
 
     Refused: anything that is not a completion object with exactly one choice; error
-    objects; tool or function calls (their meaning depends on the caller's tools' state);
-    and, unless ``allow_truncated``, a ``finish_reason`` of ``"length"`` (cut off).
+    objects; tool or function calls (their meaning depends on the caller's tools' state); an
+    answer the provider's content filter withheld or cut (``finish_reason`` of
+    ``"content_filter"``); and, unless ``allow_truncated``, a ``finish_reason`` of
+    ``"length"`` (cut off).
+
+    Every way into the cache (the proxy, the wrapped ``openai`` client, the LangChain cache)
+    reaches this rule through :meth:`~prismcache.SemanticCache.store`.
     """
     if not isinstance(response, Mapping):
         return "response is not an object"
@@ -26,6 +31,8 @@ def uncacheable_reason(response: Any, *, allow_truncated: bool = False) -> str |
     reason = choice.get("finish_reason")
     if reason == "length" and not allow_truncated:
         return "response was truncated (finish_reason=length)"
+    if reason == "content_filter":
+        return "response was filtered (finish_reason=content_filter)"
     if reason in ("tool_calls", "function_call"):
         return "response calls a tool"
     message = choice.get("message")

@@ -26,7 +26,7 @@ from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head
-from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
+from prismcache.server.sse import DONE, encode_event, iter_events, replay
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import iter_lines, pass_back_headers, pass_on_headers, read_all
 from prismcache.server.wire import (
@@ -39,6 +39,7 @@ from prismcache.server.wire import (
     prism_headers,
     read_body,
 )
+from prismcache.streams import StreamRecord, completion_of
 
 __all__ = ["completions"]
 
@@ -136,7 +137,7 @@ async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
 
 
 def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Response:
-    response = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
+    response = completion_of(hit.response, hit.chunks)
     headers = prism_headers(hit, state="hit")
     if call.stream:
         options = call.body.get("stream_options")
@@ -277,21 +278,13 @@ class _Load:
 
 async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response: Any,
                         t0: float) -> None:
-    chunks: list[dict[str, Any]] = []
-    complete, valid = False, True
+    record = StreamRecord()
     try:
         async for data in iter_events(iter_lines(response, call.path)):
             if data.strip() == "[DONE]":
-                complete = True
+                record.finish()
                 break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
-            if isinstance(chunk, dict) and "error" not in chunk:
-                chunks.append(chunk)
-            else:
-                valid = False
+            record.add(data)
             flight.publish(encode_event(data))
     except UpstreamError as exc:  # the stream broke off: tell the client, store nothing
         flight.upstream_seconds = time.perf_counter() - t0
@@ -299,11 +292,11 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    answer = assemble(chunks) if complete and valid else None
+    answer = record.answer()
     _observe_upstream(state, call, flight, 200, answer)
     if answer is not None and call.store:
-        await _store(state, call, answer, chunks, flight.upstream_seconds)
-    if complete:  # held back until the answer is stored: [DONE] means "cached" too
+        await _store(state, call, answer, record.chunks, flight.upstream_seconds)
+    if record.complete:  # held back until the answer is stored: [DONE] means "cached" too
         flight.publish(DONE)
 
 
