@@ -5,7 +5,9 @@ A request is cached under two keys:
 * the **partition**: an exact hash of everything that changes what a correct answer is, other
   than the wording of the last user turn — tenant, endpoint, model, the whole conversation
   before the last user turn (system prompt included), tools, response format and the sampling
-  settings. No lookup ever crosses a partition, so tenants, models and conversations never see
+  settings, and ``metadata.prism_partition`` when given (whatever else must match exactly that
+  the OpenAI fields do not say: the LangChain cache puts a model's whole configuration there).
+  No lookup ever crosses a partition, so tenants, models and conversations never see
   each other's entries, whatever their embeddings say;
 * the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
   verbatim repeats without embedding anything.
@@ -175,6 +177,7 @@ def key_request(
         _check_text(query, limits)
     bypass = bypass or _sampling_bypass(body, limits)
 
+    metadata = body.get("metadata")
     partition_doc = {
         "tenant": tenant,
         "endpoint": endpoint,
@@ -183,9 +186,10 @@ def key_request(
         "sampling": _sampling_class(body.get("temperature")),
         **{name: body[name] for name in _PARTITION_FIELDS if name in body},
     }
+    if isinstance(metadata, Mapping) and "prism_partition" in metadata:
+        partition_doc["prism_partition"] = metadata["prism_partition"]
     partition = _digest(_canonical(partition_doc))
     exact_key = _digest(partition + "\x00" + normalise(query))
-    metadata = body.get("metadata")
     category = metadata.get("prism_category") if isinstance(metadata, Mapping) else None
     return RequestKey(
         tenant=tenant,
