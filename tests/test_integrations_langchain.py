@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ pytest.importorskip("langchain_core", reason="langchain-core is not installed "
                                              "(pip install 'prismcache[langchain]')")
 
 from conftest import FakeClock  # noqa: E402
+from integration_support import PARAPHRASE, PASSWORD, cache, entries  # noqa: E402, F401
 from langchain_core.globals import set_llm_cache  # noqa: E402
 from langchain_core.language_models import (  # noqa: E402
     FakeListChatModel,
@@ -28,22 +28,9 @@ from prismcache import SemanticCache  # noqa: E402
 from prismcache.langchain import SemanticLLMCache, request_body  # noqa: E402
 from prismcache.request import key_request  # noqa: E402
 
-PASSWORD = "how do I reset my password"
-PARAPHRASE = "how can I reset my password?"
-
-
-@pytest.fixture
-def cache(make_cache: Callable[..., SemanticCache]) -> SemanticCache:
-    return make_cache({"default_category": "loose"})
-
-
 @pytest.fixture
 def llm_cache(cache: SemanticCache) -> SemanticLLMCache:
     return SemanticLLMCache(cache, tenant="acme")
-
-
-def entries(cache: SemanticCache) -> int:
-    return sum(s.entries for s in cache.stats().values())
 
 
 def chat(llm_cache: SemanticLLMCache | None, *answers: str) -> FakeListChatModel:

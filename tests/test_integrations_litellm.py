@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from fake_upstream import FakeUpstream, serving_upstream
+from integration_support import PARAPHRASE, PASSWORD
 from proxy_support import PROXY_CONFIG
 from redis_support import free_port
 from test_cluster import ProxyProcess
@@ -29,8 +30,6 @@ if importlib.util.find_spec("litellm") is None:
     pytest.skip("litellm is not installed (pip install litellm, or prismcache[test])",
                 allow_module_level=True)
 
-PASSWORD = "how do I reset my password"
-PARAPHRASE = "how can I reset my password?"
 # One LiteLLM call per line of stdin ({"kwargs": ...}); one JSON answer per line of stdout.
 DRIVER = """
 import json, sys

@@ -10,21 +10,13 @@ from typing import Any
 import openai
 import pytest
 from conftest import FakeClock
-from fake_upstream import FakeUpstream, serving_upstream
+from fake_upstream import FakeUpstream
+from integration_support import PARAPHRASE, PASSWORD, cache, entries  # noqa: F401
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from proxy_support import Proxy, make_proxy, upstream, user  # noqa: F401
 
 import prismcache
 from prismcache import SemanticCache
-
-PASSWORD = "how do I reset my password"
-PARAPHRASE = "how can I reset my password?"
-
-
-@pytest.fixture
-def cache(make_cache: Callable[..., SemanticCache]) -> SemanticCache:
-    return make_cache({"default_category": "loose"})
-
 
 @pytest.fixture
 def raw(upstream: FakeUpstream) -> Iterator[openai.OpenAI]:  # noqa: F811
@@ -43,10 +35,6 @@ def client(raw: openai.OpenAI, cache: SemanticCache) -> openai.OpenAI:
 def ask(client: openai.OpenAI, text: str, **kwargs: Any) -> Any:
     return client.chat.completions.create(model=kwargs.pop("model", "m1"), messages=user(text),
                                           **kwargs)
-
-
-def entries(cache: SemanticCache) -> int:
-    return sum(s.entries for s in cache.stats().values())
 
 
 def test_a_paraphrase_is_served_from_the_cache(client: openai.OpenAI, upstream: FakeUpstream,  # noqa: F811
