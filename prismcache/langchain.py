@@ -16,9 +16,9 @@ decides here too:
 
 Generations are stored as an OpenAI completion (so the admission rule,
 :func:`prismcache.responses.uncacheable_reason`, refuses truncated, filtered, tool-calling and
-multi-choice answers as it does in the proxy) that carries the generations serialised with
-``langchain_core.load.dumpd``; a hit revives them exactly (``ChatGeneration`` with its message,
-metadata and usage).
+multi-choice answers as it does in the proxy) that carries the generations, their messages
+serialised with LangChain's ``message_to_dict``; a hit revives them exactly (``ChatGeneration``
+with its message, metadata and usage).
 
 >>> from langchain_core.globals import set_llm_cache             # doctest: +SKIP
 >>> set_llm_cache(SemanticLLMCache(SemanticCache.open(), tenant="acme"))  # doctest: +SKIP
@@ -33,6 +33,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from prismcache.cache import SemanticCache
@@ -42,22 +43,13 @@ from prismcache.results import Hit
 try:
     from langchain_core._api import suppress_langchain_beta_warning
     from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
-    from langchain_core.load import dumpd, load
+    from langchain_core.load import load
     from langchain_core.messages import (
         AIMessage,
-        AIMessageChunk,
         BaseMessage,
-        ChatMessage,
-        ChatMessageChunk,
-        FunctionMessage,
-        FunctionMessageChunk,
-        HumanMessage,
-        HumanMessageChunk,
-        SystemMessage,
-        SystemMessageChunk,
-        ToolMessage,
-        ToolMessageChunk,
         convert_to_openai_messages,
+        message_to_dict,
+        messages_from_dict,
     )
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
     from langchain_core.outputs import GenerationChunk
@@ -70,11 +62,10 @@ __all__ = ["SemanticLLMCache", "request_body"]
 
 log = logging.getLogger("prismcache")
 
-_MESSAGES = [AIMessage, AIMessageChunk, HumanMessage, HumanMessageChunk, SystemMessage,
-             SystemMessageChunk, ToolMessage, ToolMessageChunk, ChatMessage, ChatMessageChunk,
-             FunctionMessage, FunctionMessageChunk]
-# Only these classes are ever revived from a prompt or a stored entry (never a model).
-_GENERATIONS = [Generation, GenerationChunk, ChatGeneration, ChatGenerationChunk, *_MESSAGES]
+# The generation classes a stored entry may revive (and, through messages_from_dict, only
+# message classes inside them: never a model, a prompt template or a secret).
+_GENERATIONS: dict[str, type[Generation]] = {
+    cls.__name__: cls for cls in (Generation, GenerationChunk, ChatGeneration, ChatGenerationChunk)}
 # Settings LangChain puts in llm_string that cannot change what the model answers.
 _TRANSPORT = frozenset({"stream", "streaming", "max_retries", "timeout", "request_timeout",
                         "callbacks", "callback_manager", "verbose", "tags", "cache",
@@ -185,19 +176,20 @@ def request_body(prompt: str, llm_string: str) -> dict[str, Any] | None:
     """The OpenAI request body a LangChain ``(prompt, llm_string)`` pair is keyed as, or
     ``None`` when the prompt looks like serialised messages that cannot be read back (never
     cached: reading it as text would match conversations by meaning that must match exactly).
+
+    LangChain asks with the same pair twice on a miss (lookup, then update), and with the same
+    llm_string for every call of a model: both halves are parsed once and remembered.
     """
-    settings, identity = _settings(llm_string)
-    body: dict[str, Any] = {"model": _model_name(settings)}
-    messages = _messages(prompt)
+    model, fields, identity = _config(llm_string)
+    messages = _chat_messages(prompt)
     if messages is False:
         return None
+    body: dict[str, Any] = {"model": model}
     if messages is None:
         body["prompt"] = prompt
     else:
-        body["messages"] = messages
-    for name in _OPENAI_FIELDS:
-        if settings.get(name) is not None:
-            body[name] = settings[name]
+        body["messages"] = json.loads(messages)
+    body.update(json.loads(fields))
     body["metadata"] = {"prism_partition": identity}
     return body
 
@@ -205,13 +197,14 @@ def request_body(prompt: str, llm_string: str) -> dict[str, Any] | None:
 def response_of(body: Mapping[str, Any], generations: Sequence[Generation]) -> dict[str, Any]:
     """The OpenAI completion object ``generations`` are stored as: one choice a generation
     (their finish reasons and tool calls as OpenAI names them, for the admission rule), the
-    usage, and the generations themselves under ``"langchain"``."""
+    usage, and the generations themselves under ``"langchain"`` (each message serialised with
+    LangChain's ``message_to_dict``)."""
     chat = "messages" in body
     choices = [_choice(i, g, chat) for i, g in enumerate(generations)]
     response: dict[str, Any] = {
         "object": "chat.completion" if chat else "text_completion",
         "model": body.get("model"), "choices": choices,
-        "langchain": {"generations": dumpd(list(generations))},
+        "langchain": {"generations": [_generation_dict(g) for g in generations]},
     }
     usage = _usage(generations)
     if usage is not None:
@@ -224,8 +217,7 @@ def generations_of(hit: Hit) -> list[Generation]:
     built from the OpenAI completion's text."""
     stored = hit.response.get("langchain")
     if isinstance(stored, Mapping) and isinstance(stored.get("generations"), list):
-        with suppress_langchain_beta_warning():
-            return list(load(stored["generations"], allowed_objects=_GENERATIONS))
+        return [_generation(d) for d in stored["generations"]]
     out: list[Generation] = []
     for choice in hit.response.get("choices") or ():
         message = choice.get("message")
@@ -236,28 +228,47 @@ def generations_of(hit: Hit) -> list[Generation]:
     return out
 
 
-def _settings(llm_string: str) -> tuple[dict[str, Any], str]:
-    """(the settings llm_string names, the partition identity made of them).
+def _generation_dict(generation: Generation) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type(generation).__name__,
+                           "generation_info": generation.generation_info}
+    if isinstance(generation, ChatGeneration):
+        out["message"] = message_to_dict(generation.message)
+    else:
+        out["text"] = generation.text
+    return out
+
+
+def _generation(data: Mapping[str, Any]) -> Generation:
+    cls = _GENERATIONS.get(data.get("type"), Generation)  # type: ignore[arg-type]
+    info = data.get("generation_info")
+    if issubclass(cls, ChatGeneration):
+        (message,) = messages_from_dict([data["message"]])
+        return cls(message=message, generation_info=info)
+    return cls(text=data.get("text") or "", generation_info=info)
+
+
+@lru_cache(maxsize=64)
+def _config(llm_string: str) -> tuple[str, str, str]:
+    """(model name, the OpenAI-named settings as JSON, the partition identity) of an llm_string.
 
     A serialisable model's llm_string is ``<model JSON>---<sorted params repr>``; another's is
     only the params repr. A string that does not parse is its own identity, verbatim."""
     model: dict[str, Any] = {}
     rest = llm_string
-    if llm_string.startswith("{"):
-        try:
-            model, end = json.JSONDecoder().raw_decode(llm_string)
-        except ValueError:
-            return {}, llm_string
-        rest = llm_string[end:].removeprefix("---")
     try:
+        if llm_string.startswith("{"):
+            model, end = json.JSONDecoder().raw_decode(llm_string)
+            rest = llm_string[end:].removeprefix("---")
         params = dict(ast.literal_eval(rest)) if rest else {}
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return {}, llm_string
+        return "langchain", "{}", llm_string
     kwargs = model.get("kwargs") if isinstance(model.get("kwargs"), dict) else {}
     settings = {**kwargs, **params}
+    fields = {name: settings[name] for name in _OPENAI_FIELDS if settings.get(name) is not None}
     shaping = {k: v for k, v in settings.items() if k not in _TRANSPORT}
     identity = {"class": model.get("id"), "settings": shaping}
-    return settings, json.dumps(identity, sort_keys=True, default=repr, ensure_ascii=False)
+    return (_model_name(settings), json.dumps(fields, default=repr),
+            json.dumps(identity, sort_keys=True, default=repr, ensure_ascii=False))
 
 
 def _model_name(settings: Mapping[str, Any]) -> str:
@@ -268,9 +279,10 @@ def _model_name(settings: Mapping[str, Any]) -> str:
     return str(kind) if isinstance(kind, str) and kind else "langchain"
 
 
-def _messages(prompt: str) -> list[dict[str, Any]] | None | bool:
-    """A chat prompt's messages in OpenAI form; ``None`` for a plain-text prompt; ``False``
-    for serialised messages that do not load."""
+@lru_cache(maxsize=256)
+def _chat_messages(prompt: str) -> str | None | bool:
+    """A chat prompt's messages in OpenAI form, as JSON; ``None`` for a plain-text prompt;
+    ``False`` for serialised messages that do not load (only message classes may)."""
     if not prompt.startswith("[{"):
         return None
     try:
@@ -282,13 +294,13 @@ def _messages(prompt: str) -> list[dict[str, Any]] | None | bool:
         return None
     try:
         with suppress_langchain_beta_warning():
-            messages = load(data, allowed_objects=_MESSAGES)
+            messages = load(data, allowed_objects="messages")
     except (ValueError, TypeError, KeyError) as exc:
         log.debug("prismcache: LangChain prompt not cached: its messages do not load (%s)", exc)
         return False
     if not all(isinstance(m, BaseMessage) for m in messages):
         return False
-    return list(convert_to_openai_messages(messages))
+    return json.dumps(convert_to_openai_messages(messages), default=repr, ensure_ascii=False)
 
 
 def _choice(index: int, generation: Generation, chat: bool) -> dict[str, Any]:
