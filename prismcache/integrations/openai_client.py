@@ -69,6 +69,8 @@ class CachedOpenAI:
         self.chat = _Passthrough(client.chat, completions=completions)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_client":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._client, name)
 
     def __repr__(self) -> str:
@@ -83,6 +85,8 @@ class _Passthrough:
         self.__dict__.update(own)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 
