@@ -1,9 +1,9 @@
 """The cached ``openai`` client behind :func:`prismcache.wrap`.
 
 A call's way mirrors the proxy's (:mod:`prismcache.server.completions`), through the same
-library pieces: the keyword arguments are the request body; :meth:`SemanticCache.lookup` keys
-it (:func:`~prismcache.request.key_request`: ``n > 1``, hot temperatures, non-text content and
-tool-loop turns bypass) and decides; a hit is served as a ``ChatCompletion`` or replayed as a
+library pieces: the keyword arguments are the request body; :meth:`SemanticCache.prepare` keys
+it once (:func:`~prismcache.request.key_request`: ``n > 1``, hot temperatures, non-text content
+and tool-loop turns bypass) and :meth:`SemanticCache.lookup` decides; a hit is served as a ``ChatCompletion`` or replayed as a
 stream of ``ChatCompletionChunk`` (:func:`~prismcache.streams.completion_of`,
 :func:`~prismcache.streams.replay_chunks`); a miss calls the wrapped client and offers what it
 returns to :meth:`SemanticCache.store` (:func:`~prismcache.responses.uncacheable_reason`), a
@@ -25,6 +25,7 @@ from typing import Any
 
 from prismcache.cache import SemanticCache
 from prismcache.errors import RequestError
+from prismcache.request import PreparedRequest
 from prismcache.results import Hit, Miss
 from prismcache.streams import StreamRecord, completion_of, replay_chunks
 
@@ -92,10 +93,11 @@ class _Passthrough:
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """One ``create`` call: what is passed on, and the body the cache keys (``None``: none)."""
+    """One ``create`` call: what is passed on, and the request as the cache keyed it, once
+    (``None``: it cannot be keyed, and goes on uncached)."""
 
     kwargs: dict[str, Any]
-    body: dict[str, Any] | None
+    request: PreparedRequest | None
     stream: bool
     include_usage: bool
 
@@ -112,19 +114,25 @@ class _Front:
         if isinstance(messages, Iterable) and not isinstance(messages, list | tuple | str):
             passed["messages"] = list(messages)  # read once: for the key and for the call
         options = passed.get("stream_options")
-        return _Call(kwargs=passed, body=_body(passed), stream=passed.get("stream") is True,
+        return _Call(kwargs=passed, request=self._prepared(_body(passed)),
+                     stream=passed.get("stream") is True,
                      include_usage=isinstance(options, Mapping)
                      and options.get("include_usage") is True)
 
-    def lookup(self, call: _Call) -> Hit | Miss | None:
-        """The cache's answer, or ``None`` when the request cannot be keyed."""
-        if call.body is None:
+    def _prepared(self, body: dict[str, Any] | None) -> PreparedRequest | None:
+        if body is None:
             return None
         try:
-            return self.cache.lookup(call.body, tenant=self.tenant, category=self.category)
+            return self.cache.prepare(body, tenant=self.tenant)
         except RequestError as exc:
             log.debug("prismcache: request not cached: %s", exc)
             return None
+
+    def lookup(self, call: _Call) -> Hit | Miss | None:
+        """The cache's answer, or ``None`` when the request cannot be keyed."""
+        if call.request is None:
+            return None
+        return self.cache.lookup(call.request, category=self.category)
 
     def serve(self, call: _Call, hit: Hit) -> Any:
         """A hit as the ``openai`` client would have returned it."""
@@ -136,14 +144,10 @@ class _Front:
 
     def store(self, call: _Call, answer: dict[str, Any] | None,
               chunks: list[dict[str, Any]] | None, latency: float) -> None:
-        if answer is None or call.body is None:
+        if answer is None or call.request is None:
             return
-        try:
-            stored = self.cache.store(call.body, answer, tenant=self.tenant,
-                                      category=self.category, chunks=chunks, latency=latency)
-        except RequestError as exc:
-            log.debug("prismcache: answer not cached: %s", exc)
-            return
+        stored = self.cache.store(call.request, answer, category=self.category, chunks=chunks,
+                                  latency=latency)
         if not stored.stored:
             log.debug("prismcache: answer not cached: %s", stored.reason)
 
