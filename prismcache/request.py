@@ -7,8 +7,10 @@ A request is cached under two keys:
   conversation before the last user turn (system prompt included), the sampling class, and
   every other request field (tools, response format, guided decoding, fields prismcache does
   not know) except a short list known not to matter (``stream``, ``user``, ``metadata``,
-  ...). No lookup ever crosses a partition, so tenants, models and conversations never see
-  each other's entries, whatever their embeddings say;
+  ...), and ``metadata.prism_partition`` when given (what else must match exactly: the
+  LangChain cache puts a model's whole configuration there). No lookup ever crosses a
+  partition, so tenants, models and conversations never see each other's entries, whatever
+  their embeddings say;
 * the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
   verbatim repeats without embedding anything.
 
@@ -207,6 +209,7 @@ def key_request(
         _check_text(query, limits)
     bypass = bypass or _sampling_bypass(body, limits)
 
+    metadata = body.get("metadata")
     partition_doc = {
         "tenant": tenant,
         "endpoint": endpoint,
@@ -216,9 +219,10 @@ def key_request(
         "fields": {name: value for name, value in body.items()
                    if name not in _UNKEYED_FIELDS and name not in _OWN_FIELDS},
     }
+    if isinstance(metadata, Mapping) and "prism_partition" in metadata:
+        partition_doc["prism_partition"] = metadata["prism_partition"]
     partition = _digest(_canonical(partition_doc))
     exact_key = _digest(partition + "\x00" + normalise(query))
-    metadata = body.get("metadata")
     category = metadata.get("prism_category") if isinstance(metadata, Mapping) else None
     return RequestKey(
         tenant=tenant,

@@ -28,6 +28,9 @@ def uncacheable_reason(response: Any, *, allow_truncated: bool = False) -> str |
     >>> uncacheable_reason({"choices": [{"message": {"content": "hi"},
     ...                                  "finish_reason": "content_filter"}]})
     'response was filtered (finish_reason=content_filter)'
+
+    Every way into the cache (the proxy, the wrapped ``openai`` client, the LangChain cache)
+    reaches this rule through :meth:`~prismcache.SemanticCache.store`.
     """
     if not isinstance(response, Mapping):
         return "response is not an object"

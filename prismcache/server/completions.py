@@ -27,7 +27,7 @@ from prismcache.results import Hit, Miss, MissReason
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head
 from prismcache.server.settings import ServerSettings
-from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
+from prismcache.server.sse import DONE, encode_event, iter_events, replay
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import iter_lines, pass_back_headers, pass_on_headers, read_all
 from prismcache.server.wire import (
@@ -40,6 +40,7 @@ from prismcache.server.wire import (
     prism_headers,
     read_body,
 )
+from prismcache.streams import StreamRecord, completion_of
 
 __all__ = ["completions"]
 
@@ -163,7 +164,7 @@ async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
 
 
 def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Response:
-    response = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
+    response = completion_of(hit.response, hit.chunks)
     headers = prism_headers(hit, state="hit")
     if call.stream:
         out = Response(b"".join(replay(response, hit.chunks, include_usage=call.wants_usage)),
@@ -303,23 +304,16 @@ class _Load:
 
 async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response: Any,
                         t0: float) -> None:
-    chunks: list[dict[str, Any]] = []
-    complete, valid = False, True
+    record = StreamRecord()
     try:
         async for data in iter_events(iter_lines(response, call.path)):
             if data.strip() == "[DONE]":
-                complete = True
+                record.finish()
                 break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
-            if isinstance(chunk, dict) and "error" not in chunk:
-                chunks.append(chunk)
-                if not chunk.get("choices") and chunk.get("usage") and not call.wants_usage:
-                    continue  # asked for the entry's sake: the client did not want it
-            else:
-                valid = False
+            chunk = record.add(data)
+            if chunk is not None and not chunk.get("choices") and chunk.get("usage") \
+                    and not call.wants_usage:
+                continue  # asked for the entry's sake: the client did not want it
             flight.publish(encode_event(data))
     except UpstreamError as exc:  # the stream broke off: tell the client, store nothing
         flight.upstream_seconds = time.perf_counter() - t0
@@ -327,11 +321,11 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    answer = assemble(chunks) if complete and valid else None
+    answer = record.answer()
     _observe_upstream(state, call, flight, 200, answer)
     if answer is not None and call.store:
-        await _store(state, call, answer, chunks, flight.upstream_seconds)
-    if complete:  # held back until the answer is stored: [DONE] means "cached" too
+        await _store(state, call, answer, record.chunks, flight.upstream_seconds)
+    if record.complete:  # held back until the answer is stored: [DONE] means "cached" too
         flight.publish(DONE)
 
 
