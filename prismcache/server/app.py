@@ -19,10 +19,12 @@ from prismcache.errors import UpstreamError
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
+from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.completions import completions
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
+from prismcache.server.timeline import Timeline
 from prismcache.server.upstream import Upstream, pass_on_headers
 from prismcache.server.wire import BodyTooLarge, error_response, json_response, read_body
 from prismcache.stores import redact_url
@@ -61,14 +63,17 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     adaptive = AdaptiveSettings.from_config(cache.config)
     state.adaptive = None if adaptive is None else AdaptivePolicy.from_settings(adaptive)
     cache.policy_hook = chain_hooks(cache.policy_hook, state.adaptive, state.economics)
+    sampler = Sampler(state, Timeline())  # the dashboard's last hour
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("prismcache: proxying to %s (%s mode)", redact_url(settings.upstream),
                  "pass-through" if settings.pass_through else "configured-tenants")
+        sampler.start()
         try:
             yield
         finally:
+            await sampler.stop()
             await upstream.aclose()
 
     routes = [
@@ -80,9 +85,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(),
+        *dashboard_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.prism = state
+    app.state.prism_sampler = sampler
     return app
 
 
