@@ -4,7 +4,7 @@ chromedriver is not installed: ``apt-get install chromium chromium-driver``).
 
 Run as a script to retake the README's screenshot under traffic::
 
-    python tests/test_dashboard.py --screenshot docs/img/dashboard.png
+    .venv/bin/python tests/test_dashboard.py --screenshot docs/img/dashboard.png
 """
 
 from __future__ import annotations
@@ -247,7 +247,12 @@ def chromium_driver(width: int = 1280, height: int = 900) -> Any:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=driver_path)
-    driver = webdriver.Chrome(options=options, service=service)
+    from selenium.common.exceptions import WebDriverException
+    try:
+        driver = webdriver.Chrome(options=options, service=service)
+    except WebDriverException as exc:  # installed but cannot start here (no display libs, ...)
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"headless Chromium did not start: {exc.msg}")
     driver.set_page_load_timeout(20)
     driver.prism_profile = profile
     return driver
@@ -398,7 +403,7 @@ def test_signing_out_forgets_the_token(make_proxy, browser) -> None:
 
 # -- the README's screenshot ------------------------------------------------------------------
 
-def take_screenshot(path: Path, seconds: float = 75.0) -> None:
+def take_screenshot(path: Path, seconds: float = 90.0) -> None:
     """Run a proxy under mixed traffic for ``seconds`` and save the dashboard at 1280 x 900."""
     import threading
 
@@ -408,7 +413,9 @@ def take_screenshot(path: Path, seconds: float = 75.0) -> None:
     from prismcache.server import ServerSettings, create_app
     # the shipped categories and the bundled MiniLM embedder; "creative" pays too little and
     # is switched off by the economics after a minute, to show that state too
-    config = {"store": "memory://", "capacity": {"entries": 2000}, **ADAPTIVE,
+    # the upstream slows down and recovers every 20 s, so the load level moves
+    config = {"store": "memory://", "capacity": {"entries": 2000},
+              "adaptive": {**ADAPTIVE["adaptive"], "latency_high": "300ms", "window": "10s"},
               "economics": {"window": "1m", "min_requests": 30,
                             "categories": {"creative": {"auto_disable": True}}}}
     questions = {
@@ -423,7 +430,7 @@ def take_screenshot(path: Path, seconds: float = 75.0) -> None:
         "creative": ["Write a short poem about {n} cats on a roof"],
         "conversation": ["hi, how are you today? ({n})"]}
     with serving_upstream() as fake:
-        fake.behaviour.latency = 0.4
+        fake.behaviour.latency = 0.15
         cache = SemanticCache.open(config)
         settings = ServerSettings.from_config({"upstream": fake.url, "admin_token_env": "A"},
                                               environ={"A": ADMIN_TOKEN})
@@ -433,7 +440,7 @@ def take_screenshot(path: Path, seconds: float = 75.0) -> None:
         stop = threading.Event()
 
         def traffic(worker: int) -> None:
-            n = worker
+            n = worker * 1_000_000  # creative requests are all different: that category misses
             with httpx.Client(base_url=server.url, timeout=10.0,
                               headers={"authorization": "Bearer sk-client-a"}) as http:
                 while not stop.is_set():
@@ -445,7 +452,12 @@ def take_screenshot(path: Path, seconds: float = 75.0) -> None:
                                         "messages": user(text)})
                     stop.wait(0.2 + 0.1 * worker)
 
+        def weather() -> None:
+            while not stop.wait(20.0):
+                fake.behaviour.latency = 0.5 if fake.behaviour.latency < 0.3 else 0.15
+
         workers = [threading.Thread(target=traffic, args=(i,)) for i in range(6)]
+        workers.append(threading.Thread(target=weather))
         for w in workers:
             w.start()
         driver = chromium_driver(1280, 900)
@@ -481,7 +493,7 @@ def take_screenshot(path: Path, seconds: float = 75.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Retake the dashboard screenshot.")
     parser.add_argument("--screenshot", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=75.0)
+    parser.add_argument("--seconds", type=float, default=90.0)
     args = parser.parse_args()
     take_screenshot(args.screenshot, args.seconds)
 

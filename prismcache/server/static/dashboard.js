@@ -138,6 +138,13 @@ function el(tag, text, cls) {
   return node;
 }
 
+// A tile's value, with its unit set smaller after it.
+function tile(id, value, unit) {
+  const node = $(id);
+  node.replaceChildren(value);
+  if (unit) node.appendChild(el("span", " " + unit, "unit"));
+}
+
 function colorOf(name) {
   if (!state.colors.has(name)) state.colors.set(name, PALETTE[state.colors.size % PALETTE.length]);
   return state.colors.get(name);
@@ -199,14 +206,14 @@ function render(snap, interval) {
     bytes += s.bytes || 0; wrong += c.wrong_hits; usd += c.usd_saved;
     requests += c.requests.hit + c.requests.miss + c.requests.bypass;
   }
-  $("t-requests").textContent = fmtInt(requests) + " req";
-  $("t-hit-rate").textContent = fmtPct(lookups ? hits / lookups : null);
-  $("t-wrong").textContent = fmtInt(wrong);
-  $("t-entries").textContent = fmtInt(entries);
-  $("t-bytes").textContent = fmtBytes(bytes);
-  $("t-saved-calls").textContent = fmtInt(hits) + " calls";
-  $("t-saved-usd").textContent = fmtUsd(usd);
-  $("t-load").textContent = snap.adaptive ? fmtPct(snap.load_level, 0) : "not adaptive";
+  tile("t-requests", fmtInt(requests), "req");
+  tile("t-hit-rate", fmtPct(lookups ? hits / lookups : null));
+  tile("t-wrong", fmtInt(wrong), "reports");
+  tile("t-entries", fmtInt(entries), "entries");
+  tile("t-bytes", fmtBytes(bytes));
+  tile("t-saved-calls", fmtInt(hits), "calls");
+  tile("t-saved-usd", fmtUsd(usd));
+  tile("t-load", snap.adaptive ? fmtPct(snap.load_level, 0) : "off");
 
   const rows = cats.map((c) => {
     const s = c.stats || { lookups: 0, hits: 0, exact_hits: 0, misses: 0, entries: 0, bytes: 0,
@@ -233,7 +240,7 @@ function render(snap, interval) {
       "of " + fmtInt(c.quota.entries) + " entries"));
     tr.appendChild(cell("evictions", fmtInt(s.evictions), s.evictions));
     const [label, cls] = stateOf(c);
-    tr.appendChild(cell("state", label, cls, "state-" + cls));
+    tr.appendChild(cell("state", label, cls, "state state-" + cls));
     return tr;
   });
   replaceRows($("categories").querySelector("tbody"), rows, "No categories yet.", 13);
@@ -262,7 +269,7 @@ function render(snap, interval) {
                         e && e.miss_overhead_s));
     tr.appendChild(cell("upstream", e ? fmtSeconds(e.upstream_s) : dash, e && e.upstream_s));
     const [label, cls] = stateOf(c);
-    tr.appendChild(cell("state", label, cls, "state-" + cls));
+    tr.appendChild(cell("state", label, cls, "state state-" + cls));
     return tr;
   });
   replaceRows($("economics").querySelector("tbody"), econ, "No traffic yet.", 11);
