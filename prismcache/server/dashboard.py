@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from prismcache.config import format_duration
-from prismcache.errors import PrismCacheError, RequestError
+from prismcache.errors import RequestError
 from prismcache.results import Hit
 from prismcache.server.admin import _admin_json, _denied
 from prismcache.server.state import ProxyState, state_of
@@ -106,8 +106,8 @@ class Sampler:
         while True:
             try:
                 await self.sample()
-            except PrismCacheError as exc:  # a failing store must not stop the sampling
-                log.warning("prismcache: dashboard sample failed: %s", exc)
+            except Exception:  # noqa: BLE001 - one bad reading must not end the history
+                log.exception("prismcache: dashboard sample failed; sampling goes on")
             await asyncio.sleep(self.interval)
 
 
