@@ -103,6 +103,14 @@ class CategoryPolicy:
         eviction: ``"lru"``, ``"lfu"`` or ``"gdsf"`` (cost-aware: hits x upstream cost / size).
         guards: lexical checks a semantic match must also pass (see :mod:`prismcache.guards`).
         exact_only: serve verbatim repeats only; never match by similarity.
+        verifier: the match verifier's spec (``"builtin"``, ``"none"``,
+            ``"cross-encoder:PATH"``, ``"llm:URL?model=NAME"``; see
+            :mod:`prismcache.verifiers`). With ``"none"`` a candidate is served on
+            ``cosine >= threshold`` and the guards alone.
+        verify_low: with a verifier, candidates below this cosine are never served.
+        verify_high: with a verifier, candidates at or above this cosine are served without
+            asking it (near-verbatim); between the two bounds the verifier decides.
+        cutoff: the verifier's probability at or above which a grey-zone candidate is served.
         upstream_latency: seconds a hit saves when the caller does not measure it.
         price_per_1k_tokens: upstream price used to estimate the money a hit saves.
 
@@ -117,6 +125,10 @@ class CategoryPolicy:
     eviction: str = "lru"
     guards: tuple[str, ...] = GUARDS
     exact_only: bool = False
+    verifier: str = "none"
+    verify_low: float = 0.75
+    verify_high: float = 0.99
+    cutoff: float = 0.5
     upstream_latency: float = 2.0
     price_per_1k_tokens: float = 0.002
 
@@ -132,6 +144,16 @@ class CategoryPolicy:
             raise ConfigError(f"unknown guards {sorted(unknown)}; known: {GUARDS}")
         if self.ttl is not None and self.ttl.total_seconds() <= 0:
             raise ConfigError(f"ttl must be positive, got {self.ttl}")
+        if not 0.0 < self.verify_low <= self.verify_high <= 1.0:
+            raise ConfigError("need 0 < verify_low <= verify_high <= 1, got "
+                              f"{self.verify_low} and {self.verify_high}")
+        if not 0.0 <= self.cutoff <= 1.0:
+            raise ConfigError(f"cutoff must be in [0, 1], got {self.cutoff}")
+        from prismcache.verifiers import valid_spec  # verifiers import config lazily too
+
+        if not isinstance(self.verifier, str) or not valid_spec(self.verifier):
+            raise ConfigError(f"verifier: unknown spec {self.verifier!r}; expected 'none', "
+                              "'builtin', 'cross-encoder:PATH' or 'llm:URL?model=NAME'")
         if self.upstream_latency < 0 or self.price_per_1k_tokens < 0:
             raise ConfigError("upstream_latency and price_per_1k_tokens must be >= 0")
 
@@ -143,6 +165,9 @@ class CategoryPolicy:
             shown.insert(0, "enabled=False")
         if self.exact_only:
             shown.append("exact_only=True")
+        if self.verifier != "none":
+            shown.append(f"verifier={self.verifier!r}, verify=[{self.verify_low}, "
+                         f"{self.verify_high}), cutoff={self.cutoff}")
         return f"CategoryPolicy({', '.join(shown)})"
 
 

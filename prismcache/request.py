@@ -28,7 +28,8 @@ from typing import Any
 
 from prismcache.errors import RequestError
 
-__all__ = ["RequestKey", "RequestLimits", "key_request", "normalise", "parse_body"]
+__all__ = ["PreparedRequest", "RequestKey", "RequestLimits", "key_request", "normalise",
+           "parse_body", "prepare_request"]
 
 # Request fields that change what a correct answer is. Everything else (stream, user,
 # metadata, stream_options, ...) does not, and is left out of the partition.
@@ -290,3 +291,30 @@ def _digest(text: str) -> str:
             f"the request context is not valid Unicode (character {exc.start})"
         ) from None
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request parsed and keyed once, then handed on: the proxy prepares it while
+    validating, and :meth:`SemanticCache.lookup` and :meth:`~SemanticCache.store` take it as
+    it is instead of parsing and keying the body again.
+
+    Attributes:
+        body: the parsed request body.
+        key: how it is cached (:class:`RequestKey`).
+    """
+
+    body: Mapping[str, Any]
+    key: RequestKey
+
+
+def prepare_request(
+    body: Mapping[str, Any] | bytes | str,
+    *,
+    tenant: str,
+    limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen value object
+) -> PreparedRequest:
+    """Parse and key ``body`` once (:func:`parse_body`, :func:`key_request`); raises
+    :class:`RequestError` as they do."""
+    parsed = parse_body(body)
+    return PreparedRequest(body=parsed, key=key_request(parsed, tenant=tenant, limits=limits))

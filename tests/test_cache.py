@@ -82,7 +82,7 @@ def test_the_same_pair_hits_in_a_loose_category_and_misses_in_a_strict_one(make_
     loose = cache.lookup(chat(paraphrase), tenant="loose", category="loose")
     strict = cache.lookup(chat(paraphrase), tenant="strict", category="strict")
     assert loose.hit and 0.5 <= loose.similarity < 0.99
-    assert not strict.hit and strict.reason == "below-threshold"
+    assert not strict.hit and strict.reason == "below-threshold" and strict.detail == ""
     assert strict.similarity == pytest.approx(loose.similarity, abs=1e-5)
 
 
@@ -120,7 +120,7 @@ def test_guards_turn_near_duplicates_into_misses(make_cache) -> None:
     cache = make_cache({"categories": {"strict": {"threshold": 0.3}}})
     cache.store(chat("cancel my subscription"), reply("cancelled"), tenant="t", category="strict")
     result = cache.lookup(chat("don't cancel my subscription"), tenant="t", category="strict")
-    assert not result.hit and result.reason == "guard:negation"
+    assert not result.hit and result.label == "guard:negation"
     assert cache.stats()["strict"].guard_rejections == {"negation": 1}
 
 
@@ -248,7 +248,7 @@ def test_incomplete_or_unsafe_responses_are_not_stored(make_cache, response, rea
 def test_uncacheable_requests_bypass(make_cache, body, why) -> None:
     cache = make_cache()
     result = cache.lookup(body, tenant="t")
-    assert not result.hit and not result.cacheable and why in result.reason
+    assert not result.hit and not result.cacheable and why in result.label
     assert not cache.store(body, reply("x"), tenant="t").stored
 
 
@@ -290,7 +290,7 @@ def test_a_broken_store_turns_lookups_into_counted_misses(make_cache, caplog) ->
     cache.store(chat("q"), reply("x"), tenant="t", category="strict")
     store.down = True
     result = cache.lookup(chat("q"), tenant="t", category="strict")
-    assert not result.hit and result.reason == "error:StoreUnavailable"
+    assert not result.hit and result.label == "error:StoreUnavailable"
     stored = cache.store(chat("q2"), reply("y"), tenant="t", category="strict")
     assert not stored.stored and stored.reason == "error:StoreUnavailable"
     assert "failed open" in caplog.text
@@ -304,10 +304,10 @@ def test_a_broken_embedder_turns_lookups_into_misses(make_cache) -> None:
     cache = make_cache(embedder=embedder)
     embedder.fail = True
     result = cache.lookup(chat("q"), tenant="t", category="loose")
-    assert result.reason == "error:EmbeddingError"
+    assert result.label == "error:EmbeddingError"
     embedder.fail, embedder.wrong_dim = False, True
     result = cache.lookup(chat("q"), tenant="t", category="loose")
-    assert result.reason == "error:EmbeddingError"
+    assert result.label == "error:EmbeddingError"
 
 
 # -- persistence: the store is the source of truth ------------------------------------------

@@ -158,12 +158,20 @@ def test_explain_a_hit_and_a_miss_in_the_tenants_partition(make_proxy) -> None:
     ask(proxy)  # a miss, stored
     entry = ask(proxy).headers["x-prism-entry"]  # an exact hit
     before = admin_get(proxy, "/admin/stats")["categories"]
-    hit = explain(proxy, ASKED).json()
-    assert hit["decision"] == "hit" and hit["entry"] == entry and hit["category"] == "loose"
+    exact = explain(proxy, ASKED).json()
+    assert (exact["decision"], exact["tier"], exact["entry"]) == ("hit", "exact", entry)
+    hit = explain(proxy, PARAPHRASE).json()
+    assert hit["decision"] == "hit" and hit["tier"] == "semantic" and hit["entry"] == entry
+    assert hit["category"] == "loose" and hit["threshold"] == 0.5
     assert hit["candidates"][0]["entry"] == entry
-    assert hit["candidates"][0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+    assert hit["candidates"][0]["query"] == ASKED and hit["candidates"][0]["outcome"] == "served"
+    assert hit["candidates"][0]["similarity"] == pytest.approx(hit["similarity"])
     miss = explain(proxy, NEVER_ASKED, category="strict").json()
-    assert miss["decision"] == "miss" and miss["reason"] and miss["category"] == "strict"
+    assert miss["decision"] == "miss" and miss["reason"] == "empty"
+    assert miss["category"] == "strict"
+    near = explain(proxy, NEVER_ASKED).json()  # loose holds an entry, far from this query
+    assert near["decision"] == "miss" and near["reason"] == "below-threshold"
+    assert near["candidates"][0]["outcome"] == "below-threshold"
     # another tenant's partition is another cache: nothing to see there
     other = explain(proxy, ASKED, tenant="someone-else").json()
     assert other["decision"] == "miss" and other["candidates"] == []
@@ -171,8 +179,7 @@ def test_explain_a_hit_and_a_miss_in_the_tenants_partition(make_proxy) -> None:
         for bad in ({"query": ""}, {"query": 3}, {"query": "x", "category": "nope"}):
             raw = http.post("/admin/explain", headers=as_admin(), json={"model": "m1", **bad})
             assert raw.status_code == 400, bad
-    if getattr(proxy.cache, "explain", None) is not None:  # explaining changes no counter
-        assert admin_get(proxy, "/admin/stats")["categories"] == before
+    assert admin_get(proxy, "/admin/stats")["categories"] == before  # explaining counts nothing
 
 
 def test_timeline_samples_differences_and_restarts() -> None:
@@ -356,16 +363,17 @@ def test_dashboard_in_a_browser(make_proxy, browser) -> None:
     assert "1 h" in loose.find_element(By.CSS_SELECTOR, 'td[data-field="ttl"]').text
     assert loose.find_element(By.CSS_SELECTOR, 'td[data-field="bytes"]').text.endswith("B")
 
-    decision = explain_on_page(browser, ASKED)
+    decision = explain_on_page(browser, PARAPHRASE)
     assert decision.get_attribute("data-decision") == "hit", decision.text
+    assert entry in decision.text and "semantic" in decision.text
     first = browser.find_element(By.CSS_SELECTOR, "#candidates tbody tr")
-    assert first.get_attribute("data-entry") == entry
+    assert first.get_attribute("data-entry") == entry and ASKED in first.text
     decision = explain_on_page(browser, NEVER_ASKED, "strict")
     assert decision.get_attribute("data-decision") == "miss", decision.text
     assert decision.get_attribute("data-reason"), decision.text
 
     # invalidate the hit's entry from the search results: the cache forgets it
-    explain_on_page(browser, ASKED)
+    explain_on_page(browser, PARAPHRASE)
     row = browser.find_element(By.CSS_SELECTOR, f'#candidates tr[data-entry="{entry}"]')
     row.find_element(By.CSS_SELECTOR, "button[data-action=invalidate]").click()
     wait_for(lambda: "Invalidated entry" in browser.find_element(By.ID, "action-result").text,

@@ -12,15 +12,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from prismcache.adaptive import AdaptivePolicy, AdaptiveSettings
 from prismcache.cache import SemanticCache
-from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
 from prismcache.errors import UpstreamError
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
-from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.completions import completions
+from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
@@ -56,13 +54,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
                         connect_timeout=settings.connect_timeout, transport=transport)
     state = ProxyState(cache=cache, settings=settings, auth=Auth(settings), upstream=upstream,
                        metrics=ProxyMetrics(), coalescer=Coalescer())
-    # Economics are always measured (GET /admin/economics); they disable a category only when
-    # the config says auto_disable. Load-adaptive control runs when `adaptive:` is configured.
-    state.economics = EconomicsTracker(EconomicsSettings.from_config(cache.config),
-                                       cache.config.categories)
-    adaptive = AdaptiveSettings.from_config(cache.config)
-    state.adaptive = None if adaptive is None else AdaptivePolicy.from_settings(adaptive)
-    cache.policy_hook = chain_hooks(cache.policy_hook, state.adaptive, state.economics)
+    # The proxy feeds the live controllers the cache resolves its policies through: the
+    # economics (always measured, GET /admin/economics; they disable a category only when the
+    # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).
+    state.economics = cache.policies.economics
+    state.adaptive = cache.policies.adaptive
     sampler = Sampler(state, Timeline())  # the dashboard's last hour
 
     @contextlib.asynccontextmanager

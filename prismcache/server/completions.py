@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
-from prismcache.results import Hit, Miss
+from prismcache.results import Hit, Miss, MissReason
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head
 from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
@@ -44,6 +44,7 @@ __all__ = ["completions"]
 
 log = logging.getLogger("prismcache.server")
 _FIELD = {"chat": "messages", "completions": "prompt"}
+_SHADOW = (MissReason.SHADOW_HIT, MissReason.SHADOW_MISS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ async def completions(request: Request) -> Response:
         return call
     result: Hit | Miss | None = None
     if call.key.bypass:
-        result = Miss(reason=f"bypass:{call.key.bypass}", cacheable=False)
+        result = Miss(reason=MissReason.BYPASS, detail=call.key.bypass, cacheable=False)
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
         result = await _lookup(state, call)
         if isinstance(result, Hit):
@@ -84,7 +85,7 @@ async def completions(request: Request) -> Response:
     label = call.category or (result.category if result else None) or "unknown"
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
-                   shadow=isinstance(result, Miss) and result.reason.startswith("shadow:"))
+                   shadow=isinstance(result, Miss) and result.reason in _SHADOW)
     return await _serve_flight(state, call, prism_headers(result, state=outcome), started)
 
 
@@ -129,9 +130,9 @@ async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
         lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
                          category=call.category)
     result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
-    if isinstance(result, Miss) and result.reason.startswith("error:"):
+    if isinstance(result, Miss) and result.reason is MissReason.ERROR:
         state.metrics.cache_errors.inc("lookup")
-        log.warning("prismcache: lookup failed open (%s); serving from upstream", result.reason)
+        log.warning("lookup failed open (%s); serving from upstream", result.label)
     return result
 
 
@@ -329,7 +330,7 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
         return
     store = state.cache.store
     if call.shadow and state.economics is not None:  # the shadow cache keeps learning
-        store = partial(state.economics.shadowed, state.cache.store)
+        store = partial(state.cache.store, shadow=True)
     stored = await state.in_thread(
         store, call.body, answer, tenant=call.caller.tenant, category=call.category,
         chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)

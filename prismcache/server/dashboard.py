@@ -25,12 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from enum import Enum
 from functools import cache
 from importlib import resources
-from types import SimpleNamespace
 from typing import Any
 
 from starlette.requests import Request
@@ -249,17 +247,12 @@ def snapshot(state: ProxyState, stats: dict[str, Any]) -> dict[str, Any]:
 
 def _explain(state: ProxyState, body: dict[str, Any], tenant: str, category: str | None
              ) -> dict[str, Any]:
-    cache = state.cache
-    explainer: Callable[..., Any] | None = getattr(cache, "explain", None)
-    if explainer is not None:
-        report = explainer(body, tenant=tenant, category=category)
-    else:
-        report = _explain_by_lookup(cache, body, tenant, category)
-    result = getattr(report, "result", None)
+    report = state.cache.explain(body, tenant=tenant, category=category)
+    result = report.result
     hit = isinstance(result, Hit)
+    policy = getattr(report, "policy", None)
     candidates = [{
-        "entry": format_entry_id(c.entry_id) if isinstance(getattr(c, "entry_id", None), int)
-        else None,
+        "entry": format_entry_id(c.entry_id),
         "query": getattr(c, "query", None),
         "similarity": getattr(c, "similarity", None),
         "probability": getattr(c, "probability", None),
@@ -271,33 +264,17 @@ def _explain(state: ProxyState, body: dict[str, Any], tenant: str, category: str
         "tier": getattr(result, "tier", None) if hit else None,
         "entry": format_entry_id(result.entry_id) if isinstance(result, Hit) else None,
         "reason": None if hit else _text(getattr(result, "reason", None)),
-        "detail": _text(getattr(result, "detail", None)),
+        "detail": _text(getattr(result, "detail", None)) or None,
         "similarity": getattr(result, "similarity", None),
-        "category": getattr(report, "category", None) or getattr(result, "category", None),
-        "threshold": _threshold(state, getattr(report, "category", None), body),
+        "probability": getattr(result, "probability", None),
+        "category": getattr(report, "category", None),
+        "threshold": getattr(policy, "threshold", None),
+        "verifier": _text(getattr(policy, "verifier", None)),
+        "verify_band": [getattr(policy, "verify_low", None), getattr(policy, "verify_high", None)],
+        "cutoff": getattr(policy, "cutoff", None),
+        "guards": list(getattr(policy, "guards", ()) or ()),
         "candidates": candidates,
     }
-
-
-def _explain_by_lookup(cache: Any, body: dict[str, Any], tenant: str, category: str | None
-                       ) -> SimpleNamespace:
-    """What a cache without ``explain`` can say: a real lookup's decision, and the entry it
-    would serve. (It counts as a lookup, and a hit as a hit.)"""
-    result = cache.lookup(body, tenant=tenant, category=category)
-    candidates = []
-    if isinstance(result, Hit):
-        entry = cache.document_store.get(result.entry_id)
-        candidates.append(SimpleNamespace(
-            entry_id=result.entry_id, query=getattr(entry, "query", None),
-            similarity=result.similarity, probability=None, outcome="served",
-            detail=f"{result.tier} match"))
-    return SimpleNamespace(result=result, category=result.category, candidates=candidates)
-
-
-def _threshold(state: ProxyState, category: str | None, body: dict[str, Any]) -> float | None:
-    if not category:
-        return None
-    return state.cache.policy_for(category, str(body.get("model", ""))).threshold
 
 
 def _text(value: Any) -> str | None:

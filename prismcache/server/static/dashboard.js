@@ -463,8 +463,14 @@ function renderExplain(a) {
   } else if (a.threshold != null) {
     parts.push("threshold " + fmtNum(a.threshold));
   }
+  if (a.probability != null) parts.push("P(match) " + fmtPct(a.probability));
   if (a.category) parts.push("category " + a.category);
   if (a.detail) parts.push(a.detail);
+  if (a.verifier && a.verifier !== "none" && a.tier !== "exact") {
+    const [low, high] = a.verify_band || [];
+    parts.push("verifier " + a.verifier + " decides between " + fmtNum(low) + " and " +
+               fmtNum(high) + " (serves at P ≥ " + fmtNum(a.cutoff, 2) + ")");
+  }
   out.replaceChildren(verdict, " · " + parts.join(" · "));
   const rows = a.candidates.map((c) => {
     const tr = el("tr");
