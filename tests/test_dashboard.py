@@ -153,6 +153,23 @@ def test_load_adaptive_adjustment_is_visible(make_proxy, upstream) -> None:
     assert loose["in_force"]["ttl_s"] > loose["policy"]["ttl_s"]
 
 
+def test_a_category_the_economics_disable_shows_as_disabled(make_proxy) -> None:
+    proxy = make_proxy({"economics": {"window": "1s", "min_requests": 3,
+                                      "categories": {"strict": {"auto_disable": True}}}},
+                       **ADMIN)
+    strict = {"x-prism-category": "strict"}
+    for i in range(4):  # all different: strict never hits, so it cannot pay
+        ask(proxy, f"{NEVER_ASKED} ({i})", **strict)
+    time.sleep(1.1)
+    for i in range(4, 8):
+        ask(proxy, f"{NEVER_ASKED} ({i})", **strict)
+    rows = {c["category"]: c for c in admin_get(proxy, "/admin/dashboard")["categories"]}
+    assert rows["strict"]["economics"]["disabled"] is True
+    assert rows["strict"]["policy"]["enabled"] is True
+    assert rows["strict"]["in_force"]["enabled"] is False
+    assert rows["loose"]["in_force"]["enabled"] is True
+
+
 def test_explain_a_hit_and_a_miss_in_the_tenants_partition(make_proxy) -> None:
     proxy = make_proxy(**ADMIN)
     ask(proxy)  # a miss, stored

@@ -23,6 +23,7 @@ into its :class:`~prismcache.server.timeline.Timeline` (the app keeps it as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import asdict
@@ -81,10 +82,8 @@ class Sampler:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
     async def sample(self) -> None:
         """Take one reading now."""
@@ -97,7 +96,8 @@ class Sampler:
                 totals[i] += n
             totals[-1] += series[-1]
         self.timeline.record(Reading(
-            now=time.time(), categories={c: (s.lookups, s.hits, s.exact_hits) for c, s in stats.items()},
+            now=time.time(),
+            categories={c: (s.lookups, s.hits, s.exact_hits) for c, s in stats.items()},
             overhead=totals, bounds=overhead.buckets, levels=_levels(state)))
 
     async def _run(self) -> None:

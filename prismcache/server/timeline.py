@@ -111,9 +111,9 @@ class Timeline:
                 categories[name] = CategoryDelta(lookups=lookups - before[0],
                                                  hits=hits - before[1],
                                                  exact_hits=exact - before[2])
-            counts = list(reading.overhead)
-            if len(last.overhead) == len(counts) and (not counts or counts[-1] >= last.overhead[-1]):
-                counts = [c - b for c, b in zip(counts, last.overhead, strict=True)]
+            counts, earlier = list(reading.overhead), list(last.overhead)
+            if len(earlier) == len(counts) and (not counts or counts[-1] >= earlier[-1]):
+                counts = [c - b for c, b in zip(counts, earlier, strict=True)]
             p50 = histogram_quantile(0.5, reading.bounds, counts)
             p99 = histogram_quantile(0.99, reading.bounds, counts)
             self._samples.append(Sample(

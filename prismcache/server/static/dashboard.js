@@ -158,17 +158,20 @@ function cell(field, text, raw, cls = "num") {
   return td;
 }
 
+// [label, css class, note]: a short state, and what explains it in smaller type.
 function stateOf(c) {
   const e = c.economics;
-  if (!c.policy.enabled) return ["off (config)", "off"];
+  if (!c.policy.enabled) return ["off", "off", "in the configuration"];
   if (e && e.disabled) {
-    const shadow = e.shadow_lookups ? ", shadow " + fmtInt(e.shadow_lookups) + " lookups, " +
-      fmtPct(e.shadow_hit_rate) + " would hit" : ", shadow sampling";
-    return ["disabled by economics" + shadow, "disabled"];
+    const note = e.shadow_lookups ? "by economics; shadow: " + fmtInt(e.shadow_lookups) +
+      " lookups, " + fmtPct(e.shadow_hit_rate) + " would hit" : "by economics; shadow sampling";
+    return ["disabled", "disabled", note];
   }
-  if (e && e.flagged) return ["below break-even", "flagged"];
-  if (c.policy.exact_only) return ["exact only", "on"];
-  return ["on", "on"];
+  if (e && e.flagged) {
+    return ["below break-even", "flagged", e.auto_disable ? "" : "auto-disable is off"];
+  }
+  if (c.policy.exact_only) return ["exact only", "on", ""];
+  return ["on", "on", ""];
 }
 
 // No lookups and no entries: hidden unless "Show idle categories" is ticked.
@@ -239,8 +242,8 @@ function render(snap, interval) {
     tr.appendChild(withAdjustment(cell("quota_use", fmtPct(c.quota.use), c.quota.use),
       "of " + fmtInt(c.quota.entries) + " entries"));
     tr.appendChild(cell("evictions", fmtInt(s.evictions), s.evictions));
-    const [label, cls] = stateOf(c);
-    tr.appendChild(cell("state", label, cls, "state state-" + cls));
+    const [label, cls, note] = stateOf(c);
+    tr.appendChild(withAdjustment(cell("state", label, cls, "state state-" + cls), note));
     return tr;
   });
   replaceRows($("categories").querySelector("tbody"), rows, "No categories yet.", 13);
@@ -268,8 +271,8 @@ function render(snap, interval) {
     tr.appendChild(cell("miss_overhead", e ? fmtSeconds(e.miss_overhead_s) : dash,
                         e && e.miss_overhead_s));
     tr.appendChild(cell("upstream", e ? fmtSeconds(e.upstream_s) : dash, e && e.upstream_s));
-    const [label, cls] = stateOf(c);
-    tr.appendChild(cell("state", label, cls, "state state-" + cls));
+    const [label, cls, note] = stateOf(c);
+    tr.appendChild(withAdjustment(cell("state", label, cls, "state state-" + cls), note));
     return tr;
   });
   replaceRows($("economics").querySelector("tbody"), econ, "No traffic yet.", 11);
@@ -481,7 +484,7 @@ function renderExplain(a) {
     tr.appendChild(cell("probability", c.probability == null ? dash : fmtPct(c.probability),
                         c.probability));
     tr.appendChild(cell("outcome", c.outcome || dash, c.outcome, ""));
-    tr.appendChild(cell("detail", c.detail || "", null, "text"));
+    tr.appendChild(cell("detail", c.detail || dash, null, "text"));
     const actions = el("td");
     if (c.entry) {
       const inv = el("button", "Invalidate", "small danger");
