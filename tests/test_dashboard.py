@@ -415,10 +415,20 @@ def test_dashboard_in_a_browser(make_proxy, browser) -> None:
     assert severe_console_entries(browser) == []
 
 
-def test_signing_out_forgets_the_token(make_proxy, browser) -> None:
+def test_keyboard_reaches_every_control_and_signing_out_forgets_the_token(make_proxy,
+                                                                         browser) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     proxy = make_proxy(**ADMIN)
     sign_in(browser, proxy)
+    visited = set()
+    for _ in range(80):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        visited.add(browser.switch_to.active_element.get_attribute("id"))
+    controls = {"logout", "show-idle", "ex-query", "ex-tenant", "ex-model", "ex-category",
+                "inv-kind", "inv-value", "inv-submit", "fb-entry", "fb-reason"}
+    assert controls <= visited, controls - visited
     browser.find_element(By.ID, "logout").click()
     assert browser.find_element(By.ID, "login").is_displayed()
     assert browser.execute_script(

@@ -102,7 +102,9 @@ async function start() {
     if (err instanceof Unauthorized) { signOut("The admin API refused the token: " + err.message); return; }
     $("status").textContent = "Error: " + err.message;
   }
+  const fromForm = !$("login").hidden;
   showApp(true);
+  if (fromForm) $("main").focus();  // the form is gone: keyboard and reader users start here
   schedule();
 }
 
