@@ -23,22 +23,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from prismcache import decision
-from prismcache.classify import (
-    CategoryRouter,
-    Classification,
-    EmbeddingClassifier,
-    examples_digest,
-    load_examples,
-)
+from prismcache.classify import CategoryRouter, Classification, build_classifier
 from prismcache.config import CacheConfig, CategoryPolicy, load_config
+from prismcache.counters import Counters
 from prismcache.decision import Candidate, MissReason, Query
 from prismcache.embedders import Embedder, open_embedder
 from prismcache.entry import Entry, EntryRef, new_entry_id
@@ -120,10 +113,10 @@ class SemanticCache:
         self._policies = policies or PolicyResolver.from_config(config)
         self._verifiers = dict(verifiers) if verifiers is not None else _open_verifiers(config)
         self._index_spec = IndexSpec(**config.index)
-        self._router = CategoryRouter(config, self._train_classifier())
-        self._stats: dict[str, CategoryStats] = {name: CategoryStats() for name in config.categories}
+        self._router = CategoryRouter(config, build_classifier(config.classifier, embedder))
+        self._counters = Counters(config.categories)
+        self._count = self._counters.count
         self._inflation: dict[str, float] = {}
-        self._stats_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
@@ -319,13 +312,8 @@ class SemanticCache:
         guarded = [d for o, _, d in verdict.outcomes if o is decision.Outcome.GUARD]
         verified = sum(1 for o, p, _ in verdict.outcomes
                        if o is decision.Outcome.VERIFIER and p is not None)
-        if not guarded and not verified:
-            return
-        with self._stats_lock:
-            stat = self._stat(category)
-            stat.verifier_rejections += verified
-            for name in guarded:
-                stat.guard_rejections[name] = stat.guard_rejections.get(name, 0) + 1
+        if guarded or verified:
+            self._counters.rejections(category, guarded, verified)
 
     def _serve(self, entry: Entry, policy: CategoryPolicy, similarity: float,
                probability: float | None, tier: str, now: float, count: _Counter,
@@ -395,7 +383,7 @@ class SemanticCache:
                     return Stored(entry_id=None, category=classification.category,
                                   reason="category disabled")
                 refused = None if self.admission is None else self.admission(
-                    entry, self._stat_copy(entry.category))
+                    entry, self._counters.copy(entry.category))
                 if refused is not None:
                     return Stored(entry_id=None, category=entry.category,
                                   reason=f"admission:{refused}")
@@ -521,16 +509,7 @@ class SemanticCache:
         except StoreError as exc:
             log.warning("store usage unavailable: %s", exc)
             usage = {}
-        with self._stats_lock:
-            out = {}
-            for name in sorted(set(self._stats) | set(usage)):
-                s = self._stats.get(name) or CategoryStats()
-                u = usage.get(name)
-                copy = replace(s, guard_rejections=dict(s.guard_rejections))
-                if u is not None:
-                    copy.entries, copy.bytes = u.entries, u.bytes
-                out[name] = copy
-        return out
+        return self._counters.merged(usage)
 
     def save_snapshot(self, path: str | Path | None = None) -> Path:
         """Write the in-memory tiers to ``path`` (default: the config's ``snapshot``) so the
@@ -596,23 +575,6 @@ class SemanticCache:
                 self._memo.popitem(last=False)
         return vector
 
-    def _train_classifier(self) -> EmbeddingClassifier | None:
-        spec = self.config.classifier
-        if spec.examples is None:
-            return None
-        pairs = load_examples(spec.examples)
-        if spec.examples == "builtin":
-            # Shipped pre-trained for the bundled embedder: start-up embeds nothing.
-            shipped = resources.files("prismcache").joinpath(f"data/classifier-{spec.kind}.npz")
-            with resources.as_file(shipped) as path:
-                model = EmbeddingClassifier.load(path, embedder_id=self._embedder.id,
-                                                 digest=examples_digest(pairs))
-            if model is not None:
-                return model
-        texts = [text for text, _ in pairs]
-        vectors = self._embedder.embed(texts)  # embedders batch large inputs themselves
-        return EmbeddingClassifier.fit(vectors, [c for _, c in pairs], kind=spec.kind)
-
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id
         now = self._clock()
@@ -629,23 +591,6 @@ class SemanticCache:
         self._store.expire(now)
         tiers.add(self._store.scan(documents=False))
         return tiers
-
-    def _count(self, category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:
-        with self._stats_lock:
-            stat = self._stat(category)
-            setattr(stat, field, getattr(stat, field) + n)
-            if extra is not None:
-                setattr(stat, extra, getattr(stat, extra) + n)
-
-    def _stat_copy(self, category: str) -> CategoryStats:
-        with self._stats_lock:
-            return replace(self._stat(category), guard_rejections={})
-
-    def _stat(self, category: str) -> CategoryStats:
-        stat = self._stats.get(category)
-        if stat is None:
-            stat = self._stats[category] = CategoryStats()
-        return stat
 
     def _fail_open(self, what: str, classification: Classification | None,
                    exc: Exception, count: _Counter) -> Miss:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Features", "check", "features"]
+__all__ = ["GUARD_TESTS", "Features", "check", "features"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
@@ -170,8 +170,10 @@ def _antonyms(q: Features, c: Features) -> bool:
     return False
 
 
-_GUARDS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
-           "antonyms": _antonyms}
+#: guard name -> its test on two texts' :class:`Features` (``True``: the pair differs)
+GUARD_TESTS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
+               "antonyms": _antonyms}
+_GUARDS = GUARD_TESTS
 
 
 def check(query: str, candidate: str, guards: Sequence[str]) -> str | None:

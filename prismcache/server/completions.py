@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from prismcache.errors import RequestError, UpstreamError
-from prismcache.request import RequestKey, key_request, parse_body
+from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss, MissReason
 from prismcache.server.auth import Caller
@@ -63,6 +63,11 @@ class _Call:
     store: bool
     pass_on: dict[str, str]
     shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
+
+    @property
+    def prepared(self) -> PreparedRequest:
+        """The request as parsed and keyed here, handed to the cache as it is."""
+        return PreparedRequest(self.body, self.key)
 
 
 async def completions(request: Request) -> Response:
@@ -124,10 +129,10 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
 
 async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
     if state.economics is not None:  # the proxy times hits and misses end to end itself
-        lookup = partial(state.economics.lookup, state.cache, call.body,
+        lookup = partial(state.economics.lookup, state.cache, call.prepared,
                          tenant=call.caller.tenant, category=call.category, timed=False)
     else:
-        lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
+        lookup = partial(state.cache.lookup, call.prepared, tenant=call.caller.tenant,
                          category=call.category)
     result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
     if isinstance(result, Miss) and result.reason is MissReason.ERROR:
@@ -332,7 +337,7 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
     if call.shadow and state.economics is not None:  # the shadow cache keeps learning
         store = partial(state.cache.store, shadow=True)
     stored = await state.in_thread(
-        store, call.body, answer, tenant=call.caller.tenant, category=call.category,
+        store, call.prepared, answer, tenant=call.caller.tenant, category=call.category,
         chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)
     reason = stored.reason or ""
     outcome = "stored" if stored.stored else "error" if reason.startswith("error:") else "refused"
