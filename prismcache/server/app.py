@@ -17,10 +17,12 @@ from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
+from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.forward import passthrough
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
+from prismcache.server.timeline import Timeline
 from prismcache.server.upstream import Upstream
 from prismcache.server.wire import error_response, json_response
 from prismcache.stores import redact_url
@@ -60,14 +62,17 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).
     state.economics = cache.policies.economics
     state.adaptive = cache.policies.adaptive
+    sampler = Sampler(state, Timeline())  # the dashboard's last hour
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("proxying to %s (%s mode)", redact_url(settings.upstream),
                  "pass-through" if settings.pass_through else "configured-tenants")
+        sampler.start()
         try:
             yield
         finally:
+            await sampler.stop()
             await upstream.aclose()
 
     routes = [
@@ -77,9 +82,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *admin_routes(),
+        *dashboard_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.prism = state
+    app.state.prism_sampler = sampler
     return app
 
 
