@@ -219,7 +219,7 @@ class LoadController:
             elif signal <= s.down_at:
                 level = max(0.0, level - s.fall_per_second * dt)
             if abs(level - logged) >= 0.1 or (level in (0.0, 1.0) and level != logged):
-                log.info("prismcache: load level of %s %.2f -> %.2f (signal %.2f)",
+                log.info("load level of %s %.2f -> %.2f (signal %.2f)",
                          model, logged, level, signal)
                 logged = level
             self._levels[model] = (level, now, logged)

@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from prismcache.errors import ConfigError
+
 __all__ = ["SUBCOMMANDS", "main"]
 
 #: subcommand name -> "module:register function"
@@ -72,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         _parser(None).print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # a bad config is the user's to fix: the message, no traceback
+        print(f"prismcache {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

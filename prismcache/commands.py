@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prismcache.config import format_duration, load_config
-from prismcache.errors import ConfigError
 from prismcache.stores import open_store, redact_url
 
 __all__ = ["register_config", "register_stats", "store_location"]
@@ -72,11 +70,7 @@ def register_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:  # every unknown key, one per line with its path
-        print(f"prismcache config: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)  # a ConfigError lists every unknown key (cli.main)
     out: dict[str, Any] = {
         "store": redact_url(config.store), "embedder": config.embedder,
         "capacity": {"entries": config.capacity_entries, "bytes": config.capacity_bytes},

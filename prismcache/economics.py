@@ -301,14 +301,14 @@ class EconomicsTracker:
                              and now - state.enabled_since >= s.window)
             if state.flagged and s.auto_disables(name):
                 state.disabled = True
-                log.warning("prismcache: disabling category %s: hit rate %.3f below break-even "
+                log.warning("disabling category %s: hit rate %.3f below break-even "
                             "%s over %d requests; shadow mode 1 in %d", name, h,
                             _fmt(break_even), lookups, s.shadow_sample)
         elif (w["shadow_n"] >= s.min_shadow and shadow_rate is not None
               and break_even is not None and shadow_rate >= break_even * s.reenable_margin):
             state.disabled = state.flagged = False
             state.enabled_since = now
-            log.warning("prismcache: re-enabling category %s: shadow hit rate %.3f >= %.2f x "
+            log.warning("re-enabling category %s: shadow hit rate %.3f >= %.2f x "
                         "break-even %.3f", name, shadow_rate, s.reenable_margin, break_even)
         rate_h = h if not state.disabled else 0.0
         net_s = rate_h * saved - (1 - rate_h) * overhead if lookups else 0.0

@@ -80,3 +80,10 @@ def test_prismcache_config_lists_every_unknown_key(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "economics.windw" in out.stderr and "categories.code.treshold" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_bad_config_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "prismcache.cli", "stats", "--config",
+                          str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert out.returncode == 2 and "cannot read config" in out.stderr
+    assert "Traceback" not in out.stderr

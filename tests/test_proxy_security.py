@@ -176,3 +176,16 @@ def test_unknown_endpoints_are_not_forwarded(make_proxy, upstream) -> None:
         status, body = raw_request(proxy, "GET", path)
         assert status == 404 and body["error"]["code"] == "invalid_path"
     assert upstream.others == []
+
+
+def test_model_names_clients_invent_do_not_grow_the_load_metrics(make_proxy) -> None:
+    from prismcache.server.metrics import MODEL_LABELS
+
+    proxy = make_proxy({"adaptive": {"enabled": True}})
+    with proxy.http() as http:
+        for i in range(MODEL_LABELS + 20):
+            assert http.post("/v1/chat/completions", json={
+                "model": f"model-{i}", "messages": user("hi")}).status_code == 200
+    text = metrics_text(proxy)
+    levels = [line for line in text.splitlines() if line.startswith("prismcache_load_level{")]
+    assert len(levels) == MODEL_LABELS + 1 and 'model="other"' in text

@@ -241,7 +241,7 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
     """The flight's runner: call the upstream, publish the answer, store it if complete."""
     upstream, metrics = state.upstream, state.metrics
     auth = call.caller.upstream_authorization
-    load = _Load(state, call.key.model)
+    load = _Load(state, state.metrics.models(call.key.model))
     t0 = time.perf_counter()
     try:
         if not call.stream:

@@ -16,14 +16,37 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from prismcache.results import CategoryStats
 
-__all__ = ["OTHER", "Counter", "Histogram", "ProxyMetrics"]
+__all__ = ["OTHER", "BoundedLabels", "Counter", "Histogram", "ProxyMetrics"]
 
 OTHER = "other"  # the label of every value outside a label's bounded set
+MODEL_LABELS = 64
 Clamp = Mapping[str, Callable[[str], str]]  # label name -> maps a value into its bounded set
 
 # Seconds: from a sub-millisecond hit to a slow generation.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class BoundedLabels:
+    """A label whose values clients choose (the model a request names): the first ``limit``
+    distinct values keep their name, later ones are :data:`OTHER`.
+
+    >>> models = BoundedLabels(2)
+    >>> [models(m) for m in ("a", "b", "c", "a")]
+    ['a', 'b', 'other', 'a']
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
 
 
 class Counter:
@@ -159,6 +182,9 @@ class ProxyMetrics:
             "Requests refused before reaching the cache (bad_request, unauthorized).",
             ("endpoint", "reason"))
         self.inflight = 0
+        # Models are named by clients: the load controller's per-model signals (and their
+        # metric lines) keep the first MODEL_LABELS names and pool the rest as "other".
+        self.models = BoundedLabels(MODEL_LABELS)
 
     def all(self) -> list[Counter | Histogram]:
         """Every metric, in exposition order."""
