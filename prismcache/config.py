@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 EVICTIONS = ("lru", "lfu", "gdsf")
-GUARDS = ("numbers", "negation", "entities", "antonyms")
+GUARDS = ("numbers", "negation", "entities", "antonyms", "question", "scope")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)

@@ -315,7 +315,7 @@ def test_a_broken_embedder_turns_lookups_into_misses(make_cache) -> None:
 def test_a_reopened_sqlite_cache_rebuilds_its_index(tmp_path: Path, clock) -> None:
     config = {"store": f"sqlite:///{tmp_path}/c.db", "embedder": "hash:64",
               "classifier": {"examples": None}, "rules": [],
-              "categories": {"loose": {"threshold": 0.5}}}
+              "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, clock=clock) as cache:
         cache.store(chat("how can i reset my password"), reply("x"), tenant="t", category="loose")
     with SemanticCache.open(config, clock=clock) as cache:
@@ -326,7 +326,7 @@ def test_a_reopened_sqlite_cache_rebuilds_its_index(tmp_path: Path, clock) -> No
 def test_a_snapshot_restores_and_catches_up_with_the_store(tmp_path: Path, clock) -> None:
     config = {"store": f"sqlite:///{tmp_path}/c.db", "embedder": "hash:64",
               "classifier": {"examples": None}, "rules": [],
-              "snapshot": str(tmp_path / "snap"), "categories": {"loose": {"threshold": 0.5}}}
+              "snapshot": str(tmp_path / "snap"), "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, clock=clock) as cache:
         cache.store(chat("how can i reset my password"), reply("x"), tenant="t", category="loose")
     assert (tmp_path / "snap" / "manifest.json").exists()
@@ -345,7 +345,7 @@ def test_a_snapshot_restores_and_catches_up_with_the_store(tmp_path: Path, clock
 def test_entries_of_another_embedder_are_refused_clearly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/c.db"
     config = {"store": url, "classifier": {"examples": None}, "rules": [],
-              "categories": {"loose": {"threshold": 0.5}}}
+              "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, embedder=HashEmbedder(dim=64)) as cache:
         cache.store(chat("q"), reply("x"), tenant="t", category="loose")
     with pytest.raises(EmbedderMismatch, match="hash-v1:64"):

@@ -27,6 +27,7 @@ CONFIG = textwrap.dedent("""\
     rules: []
     default_category: loose
     capacity: {entries: 1000}
+    defaults: {verifier: none}
     categories:
       strict: {threshold: 0.99, ttl: 1h, quota: 0.5}
       loose: {threshold: 0.5, ttl: 1h, quota: 0.5}
