@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +33,14 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process without persistence, restartable on the same port."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, args: tuple[str, ...] = (),
+                 config: str | None = None) -> None:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.args = args  # extra command-line options (--replicaof, --cluster-enabled, ...)
+        self.config = config  # a config file's text, for servers that rewrite it (Sentinel)
+        self.log = directory / ("redis.log" if not (args or config) else f"redis-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,18 +50,24 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server; return once it answers PING (else raise ``RuntimeError``)."""
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        if self.config is not None:
+            path = self.directory / f"sentinel-{self.port}.conf"
+            if not path.exists():
+                path.write_text(f"port {self.port}\nbind 127.0.0.1\n{self.config}")
+            command = [self.binary, str(path), "--sentinel"]
+        else:
+            command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+                       "", "--appendonly", "no", "--dir", str(self.directory),
+                       "--protected-mode", "yes", *self.args]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=self.directory)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
-                                   + (self.directory / "redis.log").read_text()[-500:])
+                                   + self.log.read_text()[-500:])
             if self.ping():
                 return
             time.sleep(0.02)
@@ -79,6 +89,11 @@ class RedisServer:
             sock.sendall(" ".join(words).encode() + b"\r\n")
             return sock.recv(4096)
 
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         """Kill the server's process group and wait for it; idempotent."""
         process, self.process = self.process, None
@@ -91,15 +106,45 @@ class RedisServer:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the session; skips if it cannot be found or started."""
+def redis_binary() -> str:
+    """The path of ``redis-server``; skips the test (reason printed) when there is none."""
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
     if binary is None:
         reason = "redis-server not found on PATH or at /usr/bin/redis-server"
         print(f"\nSKIP Redis tests: {reason}")
         pytest.skip(reason)
+    return binary
+
+
+def start_all(servers: list[RedisServer], what: str) -> None:
+    """Start ``servers``; skips (reason printed) when the first cannot run at all."""
+    for n, server in enumerate(servers):
+        try:
+            server.start()
+        except (OSError, RuntimeError) as exc:
+            for other in servers:
+                other.stop()
+            if n:
+                raise
+            reason = f"{what} could not run: {exc}"
+            print(f"\nSKIP {what} tests: {reason}")
+            pytest.skip(reason)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms until it is true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; skips if it cannot be found or started."""
+    binary = redis_binary()
     directory = Path(tempfile.mkdtemp(prefix="prism-redis-"))
     server = RedisServer(binary, directory)
     try:
