@@ -166,3 +166,97 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     assert redis_server.command("FLUSHALL").startswith(b"+OK")
     return redis_server.url
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterOfRedis:
+    """A Redis Cluster on loopback: ``masters`` primaries with one replica each, made by
+    ``redis-cli --cluster create`` (slots in equal contiguous ranges)."""
+
+    def __init__(self, binary: str, directory: Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.nodes: list[RedisServer] = []
+        for _ in range(2 * masters):
+            port = free_cluster_port()
+            node = RedisServer(binary, directory, args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0"))
+            node.port = port
+            node.log = directory / f"redis-{port}.log"
+            self.nodes.append(node)
+
+    def start(self) -> None:
+        """Start the nodes, create the cluster, wait until every node says ``cluster_state:ok``."""
+        start_all(self.nodes, "redis-server --cluster-enabled")
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-800:]}"
+                               f"{done.stderr[-800:]}")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node reports ``cluster_state:ok`` and all slots served."""
+        wait_until(lambda: all(b"cluster_state:ok" in n.command("CLUSTER", "INFO")
+                               for n in self.nodes if n.running), timeout, "cluster state ok")
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming two of the nodes as seeds."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are primaries now."""
+        return [n for n in self.nodes
+                if n.running and b"role:master" in n.command("INFO", "replication")]
+
+    def flush(self) -> None:
+        """Empty every primary."""
+        for node in self.masters():
+            assert node.command("FLUSHALL").startswith(b"+OK")
+
+    def stop(self) -> None:
+        """Kill every node; idempotent."""
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterOfRedis]:
+    """A 3-primary, 3-replica Redis Cluster for the session; skips when it cannot run."""
+    binary = redis_binary()
+    directory = Path(tempfile.mkdtemp(prefix="prism-cluster-"))
+    cluster = ClusterOfRedis(binary, directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: ClusterOfRedis) -> str:
+    """The URL of the running cluster, every primary emptied (stopped nodes restarted)."""
+    for node in redis_cluster.nodes:
+        if not node.running:
+            node.start()
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url

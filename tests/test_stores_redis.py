@@ -15,6 +15,7 @@ from store_contract import StoreContract, assert_same_entry, make_entry, usage_o
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from prismcache.stores import DocumentStore, open_store
 from prismcache.stores import redis as redis_store
+from prismcache.stores import redis_connect, redis_records
 from prismcache.stores.redis import RedisStore
 from prismcache.sync import ChangeFeed
 
@@ -185,8 +186,9 @@ def test_translation(error: Exception, kind: type) -> None:
     assert type(translated) is kind and "redis://h:***@x/0" in str(translated)
 
 
-def test_doctests() -> None:
-    assert doctest.testmod(redis_store).failed == 0
+@pytest.mark.parametrize("module", [redis_store, redis_records, redis_connect])
+def test_doctests(module: object) -> None:
+    assert doctest.testmod(module).failed == 0
 
 
 def test_built_from_a_client_as_with_sentinel(redis_url: str) -> None:  # noqa: F811

@@ -21,6 +21,8 @@ prefix plus one bucket's hash tag, ``prism:{pc:b07}``, for each of ``buckets`` (
     P epoch          string  random token naming this incarnation of the feed
     P layout         string  "2" once every entry is in its partition's set
 
+and, on a cluster only, ``prefix{pc:meta}buckets``: the bucket count, set by the first process.
+
 An entry lives in bucket ``id % buckets``: :meth:`RedisStore.get`, ``touch`` and ``delete``
 are given only ids, so the key of an entry must follow from its id alone. Every bucket's keys
 share one hash tag, so each Lua script (:mod:`prismcache.stores.redis_lua`) touches one slot;
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import struct
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -57,27 +58,22 @@ from typing import Any
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreUnavailable
 from prismcache.stores import redis_lua as lua
-from prismcache.stores.codec import FIELDS, Record, decode, encode
-from prismcache.stores.codec import decode_vector as _decode_vector
+from prismcache.stores import redis_records as rec
+from prismcache.stores.codec import FIELDS, decode, encode
 from prismcache.stores.redis_connect import open_clients, redis_module
 from prismcache.stores.redis_connect import translate as _translate
 from prismcache.sync import Change, ChangeBatch
 
 __all__ = ["RedisStore"]
 
-_MAX_ID = 2**63
 _BATCH = lua.BATCH
 _MIN_VERSION = (7, 0)
 _NO_STREAM = "0-0"
-_SLOTS = 16384
 _CLUSTER_BUCKETS = 16
 _MAX_BUCKETS = 1024
 _POLL_S = 0.02  # a cluster's feed is polled (XREAD cannot block on streams of several slots)
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
-_INTS = frozenset({"id", "hits", "size"})
-_FLOATS = frozenset({"created", "expires", "last_access", "cost", "latency", "priority"})
-_BYTES = frozenset({"request", "response", "chunks", "vector"})
 
 
 class RedisStore:
@@ -101,7 +97,7 @@ class RedisStore:
             raise ConfigError("a Redis store prefix must not be empty (e.g. 'prism:')")
         if int(stream_maxlen) < 1:
             raise ConfigError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
-        self._cluster = _is_cluster_client(client)
+        self._cluster = rec.is_cluster_client(client)
         if self._cluster and "{" in prefix:
             raise ConfigError(f"on a Redis Cluster the prefix {prefix!r} must not hold a hash "
                               "tag ('{'): the store tags its keys per bucket")
@@ -113,7 +109,7 @@ class RedisStore:
         self._client = client
         self._feed_client = feed_client
         self._prefix = prefix
-        self._spaces = ([prefix + "{" + tag + "}" for tag in bucket_tags(count)]
+        self._spaces = ([prefix + "{" + tag + "}" for tag in rec.bucket_tags(count)]
                         if self._cluster else [prefix])
         self._maxlen = str(int(stream_maxlen))
         self._shown = shown
@@ -178,15 +174,15 @@ class RedisStore:
         fields: list[Any] = []
         for name, value in zip(FIELDS, record, strict=True):
             if value is not None:
-                fields += [name, _scalar(value)]
-        ref_json = _ref_json(record)
-        event: list[Any] = ["op", "put", "id", _key(record.id), "ref", ref_json,
+                fields += [name, rec.scalar(value)]
+        ref_json = rec.ref_json(record)
+        event: list[Any] = ["op", "put", "id", rec.key(record.id), "ref", ref_json,
                             "embedder", record.embedder]
         if record.vector is not None:
             event += ["vector", record.vector]
         args = [
-            _key(record.id), ref_json, repr(record.priority),
-            _member(record.last_access, record.id), record.category, record.tenant,
+            rec.key(record.id), ref_json, repr(record.priority),
+            rec.member(record.last_access, record.id), record.category, record.tenant,
             record.model, str(record.size),
             "" if record.expires is None else repr(record.expires), self._epoch, len(fields),
             *fields, *event,
@@ -196,7 +192,7 @@ class RedisStore:
     def get(self, entry_id: int) -> Entry | None:
         """The entry with ``entry_id``, or ``None`` (also when Redis expired its hash, which
         is then unindexed); expired entries not yet removed are still returned."""
-        key = _valid(entry_id)
+        key = rec.valid(entry_id)
         if key is None:
             return None
         space = self._space_of(int(entry_id))
@@ -209,29 +205,29 @@ class RedisStore:
             if indexed:
                 self._run(self._delete, space, ["gone", key])
             return None
-        return decode(_record(found))
+        return decode(rec.record(found))
 
     def touch(self, entry_id: int, *, now: float, priority: float) -> None:
         """Record a hit on ``entry_id`` and move it in its category's eviction order; a
         missing id is ignored."""
-        key = _valid(entry_id)
+        key = rec.valid(entry_id)
         if key is not None:
             self._run(self._touch, self._space_of(int(entry_id)),
                       [key, repr(float(now)), repr(float(priority)),
-                       _member(float(now), int(entry_id))])
+                       rec.member(float(now), int(entry_id))])
 
     def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
         """Delete ``entry_ids`` (scripts of 512 ids per bucket, each atomic); refs of those
         that existed."""
         groups: dict[str, list[str]] = {}
         for entry_id in entry_ids:
-            key = _valid(entry_id)
+            key = rec.valid(entry_id)
             if key is not None:
                 groups.setdefault(self._space_of(int(entry_id)), []).append(key)
         refs: list[EntryRef] = []
         for space, keys in groups.items():
             for start in range(0, len(keys), _BATCH):
-                refs += _refs(self._run(self._delete, space,
+                refs += rec.refs(self._run(self._delete, space,
                                         ["all", *keys[start:start + _BATCH]]))
         return refs
 
@@ -247,7 +243,7 @@ class RedisStore:
         args: list[str] = []
         for value in (tenant, category, model):
             args += ["0", ""] if value is None else ["1", value]
-        return [ref for space in self._spaces for ref in _refs(self._run(self._find, space, args))]
+        return [ref for space in self._spaces for ref in rec.refs(self._run(self._find, space, args))]
 
     def evict_over(
         self, category: str, *, max_entries: int | None, max_bytes: int | None
@@ -261,7 +257,7 @@ class RedisStore:
                 "" if max_bytes is None else str(int(max_bytes))]
         if len(self._spaces) > 1:
             return self._evict_across(category, max_entries, max_bytes)
-        return _refs(self._run(self._evict, self._spaces[0], args))
+        return rec.refs(self._run(self._evict, self._spaces[0], args))
 
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now``; return their refs, and those of
@@ -270,7 +266,7 @@ class RedisStore:
         for space in self._spaces:
             while True:
                 out = self._run(self._expire, space, [repr(float(now)), str(_BATCH)])
-                refs += _refs(out[1:])
+                refs += rec.refs(out[1:])
                 if int(out[0]) < _BATCH:
                     break
         return refs
@@ -358,9 +354,9 @@ class RedisStore:
             if isinstance(epoch, Exception):
                 raise _translate(epoch, self._shown)
             if isinstance(info, Exception):
-                parts.append(f"{_text(epoch)}/{_NO_STREAM}/0")
+                parts.append(f"{rec.text(epoch)}/{_NO_STREAM}/0")
             else:
-                parts.append(f"{_text(epoch)}/{_text(info['last-generated-id'])}/"
+                parts.append(f"{rec.text(epoch)}/{rec.text(info['last-generated-id'])}/"
                              f"{int(info['entries-added'])}")
         return "/".join(parts)
 
@@ -408,7 +404,7 @@ class RedisStore:
             rows, info, current = replies[3 * n:3 * n + 3]
             if isinstance(rows, Exception):
                 raise _translate(rows, self._shown)
-            if current is None or isinstance(current, Exception) or _text(current) != epoch:
+            if current is None or isinstance(current, Exception) or rec.text(current) != epoch:
                 return ChangeBatch([], "/".join(w for m in marks for w in map(str, m)),
                                    behind=True)  # the stream was recreated
             if not isinstance(info, Exception):  # no stream yet: nothing logged in this epoch
@@ -416,9 +412,9 @@ class RedisStore:
                 if trimmed > seen:
                     return ChangeBatch([], "/".join(w for m in marks for w in map(str, m)),
                                        behind=True)  # entries after the cursor are gone
-                changes += [_change(fields) for _, fields in rows]
+                changes += [rec.change(fields) for _, fields in rows]
                 if rows:
-                    last, seen = _text(rows[-1][0]), seen + len(rows)
+                    last, seen = rec.text(rows[-1][0]), seen + len(rows)
             parts.append(f"{epoch}/{last}/{seen}")
         return ChangeBatch(changes, "/".join(parts))
 
@@ -446,9 +442,9 @@ class RedisStore:
         for row in rows:
             if documents:
                 if row:
-                    entries.append(decode(_record(row)))
+                    entries.append(decode(rec.record(row)))
             elif row[0] is not None:
-                entries.append(decode(_record(dict(zip(_INDEX_FIELDS, row, strict=True)),
+                entries.append(decode(rec.record(dict(zip(_INDEX_FIELDS, row, strict=True)),
                                               documents=False), documents=False))
         return entries
 
@@ -492,7 +488,7 @@ class RedisStore:
             for _, member, space in merged[:depth]:
                 if within(n, b):
                     break
-                refs = _refs(self._run(self._delete, space, ["all", member[16:].decode()]))
+                refs = rec.refs(self._run(self._delete, space, ["all", member[16:].decode()]))
                 if not refs:  # a member whose entry is gone: drop it from the order
                     with self._session():
                         self._client.zrem(space + "c:" + category, member)
@@ -506,10 +502,10 @@ class RedisStore:
         """On a cluster, record the bucket count (first opener) or check it is the same."""
         if not self._cluster:
             return
-        key = self._spaces[0] + "buckets"
+        key = self._prefix + "{pc:meta}buckets"
         count = str(len(self._spaces))
         self._client.set(key, count, nx=True)
-        stored = _text(self._client.get(key) or count.encode())
+        stored = rec.text(self._client.get(key) or count.encode())
         if stored != count:
             raise ConfigError(f"Redis store {self._shown} holds {stored} buckets under prefix "
                               f"{self._prefix!r}, not {count}: every process must use the same")
@@ -543,118 +539,3 @@ class RedisStore:
             raise StoreError(f"Redis store {self._shown}: text not encodable: {exc}") from exc
         except redis_module().RedisError as exc:
             raise _translate(exc, self._shown) from exc
-
-
-def bucket_tags(count: int) -> list[str]:
-    """The hash tags of ``count`` buckets: bucket ``b``'s tag hashes into the ``b``-th of
-    ``count`` equal ranges of the 16384 cluster slots (``pc:b07``, or ``pc:b07.<n>`` for the
-    first ``n`` that does).
-
-    >>> bucket_tags(2)
-    ['pc:b00.1', 'pc:b01']
-    """
-    from redis.crc import key_slot
-
-    tags = []
-    for bucket in range(count):
-        low, high = bucket * _SLOTS // count, (bucket + 1) * _SLOTS // count
-        n = 0
-        while True:
-            tag = f"pc:b{bucket:02d}" + (f".{n}" if n else "")
-            if low <= key_slot(tag.encode()) < high:
-                break
-            n += 1
-        tags.append(tag)
-    return tags
-
-
-def _is_cluster_client(client: Any) -> bool:
-    """Whether ``client`` is redis-py's cluster client (the store then tags its keys)."""
-    try:
-        from redis.cluster import RedisCluster
-    except ImportError:
-        return False
-    return isinstance(client, RedisCluster)
-
-
-def _valid(entry_id: int) -> str | None:
-    """The 19-digit key of a valid id, or ``None`` (such an id cannot be stored)."""
-    value = int(entry_id)
-    return f"{value:019d}" if 0 < value < _MAX_ID else None
-
-
-def _key(entry_id: int) -> str:
-    return f"{entry_id:019d}"
-
-
-def _member(last_access: float, entry_id: int) -> str:
-    """Eviction-order member: sortable hex of ``last_access`` then the 19-digit id, so equal
-    priorities order by last access, then id (lexicographic order within a score)."""
-    (bits,) = struct.unpack(">Q", struct.pack(">d", last_access))
-    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
-    return f"{bits:016x}{entry_id:019d}"
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    return value
-
-
-def _ref_json(record: Record) -> str:
-    return json.dumps(
-        [record.category, record.partition, record.exact_key, str(record.size),
-         repr(record.priority), record.tenant, record.model,
-         _member(record.last_access, record.id)],
-        ensure_ascii=False, separators=(",", ":"),
-    )
-
-
-def _refs(flat: list[Any]) -> list[EntryRef]:
-    """Refs from a script's ``[id, ref json, id, ref json, ...]``."""
-    return [_ref(key, blob) for key, blob in zip(flat[::2], flat[1::2], strict=True)]
-
-
-def _ref(key: bytes | str, blob: bytes | str) -> EntryRef:
-    category, partition, exact_key, size, priority, *_ = json.loads(blob)
-    return EntryRef(id=int(key), partition=partition, category=category, exact_key=exact_key,
-                    size=int(size), priority=float(priority))
-
-
-def _record(row: dict[Any, bytes], *, documents: bool = True) -> Record:
-    """A :class:`Record` from an entry hash (field names as bytes or str)."""
-    values: dict[str, Any] = {}
-    for raw_name, raw in row.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-        if raw is None:
-            continue
-        if name in _BYTES:
-            values[name] = raw
-        elif name in _INTS:
-            values[name] = int(raw)
-        elif name in _FLOATS:
-            values[name] = float(raw)
-        else:
-            values[name] = raw.decode("utf-8")
-    if not documents:
-        values.update(request=b"{}", response=b"{}", chunks=None)
-    try:
-        return Record(**{name: values.get(name) for name in FIELDS})
-    except TypeError as exc:
-        raise StoreError(f"stored entry is malformed: {exc}") from exc
-
-
-def _change(fields: dict[bytes, bytes]) -> Change:
-    ref = _ref(fields[b"id"], fields[b"ref"])
-    if fields[b"op"] == b"delete":
-        return Change(op="delete", ref=ref)
-    vector = fields.get(b"vector")
-    return Change(op="put", ref=ref, embedder=fields.get(b"embedder", b"").decode(),
-                  vector=None if vector is None else _decode_vector(vector))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-

@@ -132,7 +132,7 @@ def open_clients(url: str, given: dict[str, Any]) -> tuple[Clients, Options]:
                             parts, rest, options, timeouts, shown), options
         if rest:
             raise ConfigError(f"unknown option(s) {', '.join(n for n, _ in rest)} in {shown}")
-        userinfo, _, hosts = parts.netloc.rpartition("@")
+        hosts = parts.netloc.rpartition("@")[2]
         default_port = 6379 if scheme == "redis+cluster" else 26379
         nodes = [_host_port(item, default_port, shown) for item in hosts.split(",") if item]
         if not nodes:
