@@ -97,7 +97,7 @@ class SemanticCache:
         self._store = store
         self._embedder = embedder
         self._clock = clock
-        self._index_spec = IndexSpec(**config.index)
+        self._index_spec = IndexSpec(**{k: v for k, v in config.index.items() if k != "max_bytes"})
         self._router = CategoryRouter(config, self._train_classifier())
         self._stats: dict[str, CategoryStats] = {name: CategoryStats() for name in config.categories}
         self._inflation: dict[str, float] = {}
@@ -185,7 +185,7 @@ class SemanticCache:
             return self._fail_open("lookup", classification, exc)
 
     def _exact_lookup(self, key: RequestKey, now: float) -> Hit | None:
-        entry_id = self._tiers.exact(key.exact_key)
+        entry_id = self._tiers.exact(key.exact_key, key.partition)
         if entry_id is None:
             return None
         entry = self._store.get(entry_id)
@@ -507,6 +507,10 @@ class SemanticCache:
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id
         now = self._clock()
+        if self.config.index.get("max_bytes") is not None:  # partitions load when first used
+            return Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
+                         max_bytes=self.config.index["max_bytes"],
+                         loader=self._store.scan_partition)
         if self.config.snapshot and Path(self.config.snapshot, "manifest.json").exists():
             try:
                 tiers, taken_at = Tiers.load(Path(self.config.snapshot),

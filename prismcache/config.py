@@ -203,7 +203,9 @@ class CacheConfig:
         limits: request bounds (size, semantic window, temperature).
         neighbours: candidates examined per semantic lookup (the best that passes the
             threshold and the guards is served).
-        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index.
+        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index,
+            and ``max_bytes``: the per-process memory budget of the indexes (``None``: hold
+            every partition; else partitions load on first use, least recently used dropped).
         snapshot: directory for index snapshots (faster start-up), or ``None``.
         server: the ``server:`` section, validated by :mod:`prismcache.server` (the proxy).
         sections: other top-level sections owned by optional parts (e.g. ``economics``),
@@ -328,8 +330,13 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
     _known("classifier", classifier, {"examples", "kind", "min_confidence"})
     limits = raw.get("limits") or {}
     _known("limits", limits, {"max_query_bytes", "max_semantic_chars", "max_temperature"})
-    index = raw.get("index") or {}
-    _known("index", index, {"kind", "m", "ef_construction", "ef_search", "promote_at"})
+    index = dict(raw.get("index") or {})
+    _known("index", index, {"kind", "m", "ef_construction", "ef_search", "promote_at",
+                            "max_bytes"})
+    index["max_bytes"] = _parse_size(index.get("max_bytes"), key="index.max_bytes")
+    if index["max_bytes"] is not None and raw.get("snapshot"):
+        raise ConfigError("index.max_bytes loads partitions on demand; it cannot be combined "
+                          "with snapshot (which holds every partition)")
     try:
         return CacheConfig(
             store=str(raw.get("store", CacheConfig.store)),
