@@ -46,7 +46,7 @@ from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
 from prismcache.stores.codec import encode
 from prismcache.sync import Follower
-from prismcache.tiers import Tiers
+from prismcache.tiers import BudgetStats, Tiers
 
 __all__ = ["SemanticCache"]
 
@@ -461,6 +461,11 @@ class SemanticCache:
     def embedder(self) -> Embedder:
         """The embedder the cache's vectors are made with."""
         return self._embedder
+
+    @property
+    def index_budget(self) -> BudgetStats | None:
+        """Counters of the index memory budget (``index.max_bytes``), ``None`` without one."""
+        return self._tiers.budget_stats()
 
     @property
     def document_store(self) -> DocumentStore:

@@ -81,6 +81,34 @@ class BudgetStats:
     refused: int = 0  #: loads abandoned because the partition alone exceeds the budget
     load_errors: int = 0  #: loads that failed (the store failed): the partition misses
 
+    def metric_lines(self) -> list[str]:
+        """Prometheus text lines (gauges and counters ``prismcache_index_*``).
+
+        >>> BudgetStats(max_bytes=10, loads=2).metric_lines()[2]
+        'prismcache_index_max_bytes 10'
+        """
+        lines = []
+        for name, kind, help in _METRICS:
+            metric = f"prismcache_index_{name}"
+            lines += [f"# HELP {metric} {help}", f"# TYPE {metric} {kind}",
+                      f"{metric} {getattr(self, name.removesuffix('_total'))}"]
+        return lines
+
+
+_METRICS = (
+    ("max_bytes", "gauge", "The per-process index memory budget (index.max_bytes)."),
+    ("bytes", "gauge", "Estimated bytes of the partitions held."),
+    ("partitions", "gauge", "Partitions whose index is held."),
+    ("loading", "gauge", "Partitions being loaded from the store."),
+    ("loads_total", "counter", "Partitions loaded from the store."),
+    ("loaded_entries_total", "counter", "Entries read from the store by partition loads."),
+    ("load_seconds_total", "counter", "Time spent loading partitions."),
+    ("evictions_total", "counter", "Partitions dropped to stay within the budget."),
+    ("load_misses_total", "counter", "Lookups that missed because their partition was loading."),
+    ("refused_total", "counter", "Partitions too large for the budget on their own."),
+    ("load_errors_total", "counter", "Partition loads that failed."),
+)
+
 
 def _exact_int(exact_key: str) -> int:
     return int(exact_key[:16], 16)

@@ -197,11 +197,14 @@ def test_a_cache_within_a_budget_hits_once_the_partition_is_loaded() -> None:
     with SemanticCache.open(dict(CONFIG), store=store) as writer:
         assert writer.store(chat("how do I reset my password"), REPLY, tenant="t").stored
         reader = SemanticCache(writer.config, store=store, embedder=writer.embedder)
-        first = reader.lookup(chat("how do I reset my password"), tenant="t")
-        assert not first.hit  # not loaded yet: a miss, never a wait
+        reader.lookup(chat("how do I reset my password"), tenant="t")  # starts the load
         wait_for(lambda: reader.lookup(chat("how can I reset my password?"), tenant="t").hit)
         assert reader.lookup(chat("how do I reset my password"), tenant="t").tier == "exact"
         assert reader.lookup(chat("how do I reset my password"), tenant="other").hit is False
+        budget = reader.index_budget
+        assert budget is not None and budget.loads >= 1 and budget.partitions >= 1
+        assert "prismcache_index_loads_total" in "\n".join(budget.metric_lines())
+        reader.close()
 
 
 def test_the_change_feed_keeps_loaded_partitions_current(redis_url: str) -> None:  # noqa: F811
@@ -219,6 +222,14 @@ def test_the_change_feed_keeps_loaded_partitions_current(redis_url: str) -> None
     finally:
         a.close()
         b.close()
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from prismcache import tiers
+
+    assert doctest.testmod(tiers).failed == 0
 
 
 def test_redis_partition_sets_are_built_for_older_data(redis_url: str) -> None:  # noqa: F811

@@ -17,7 +17,8 @@ prefix plus one bucket's hash tag, ``prism:{pc:b07}``, for each of ``buckets`` (
     P p:<partition>  set     ids per partition: loading one partition's index
     P exp            zset    id by ``expires``: ``expire(now)`` and the reaper
     P usage          hash    ``n:<category>`` entries, ``b:<category>`` bytes
-    P changes        stream  the change feed (:mod:`prismcache.sync`), MAXLEN ~ 100k
+    P changes        stream  the change feed (:mod:`prismcache.sync`), MAXLEN ~ 100k in all
+                             (``stream_maxlen`` is shared equally by the buckets)
     P epoch          string  random token naming this incarnation of the feed
     P layout         string  "2" once every entry is in its partition's set
 
@@ -111,7 +112,7 @@ class RedisStore:
         self._prefix = prefix
         self._spaces = ([prefix + "{" + tag + "}" for tag in rec.bucket_tags(count)]
                         if self._cluster else [prefix])
-        self._maxlen = str(int(stream_maxlen))
+        self._maxlen = str(-(-int(stream_maxlen) // len(self._spaces)))  # the total, shared
         self._shown = shown
         self._epoch = secrets.token_hex(8)
         self._closed = False
