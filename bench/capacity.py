@@ -26,7 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,141 +83,135 @@ def used_memory(server: RedisServer) -> int:
     raise RuntimeError("no used_memory in INFO")
 
 
-def capacity(n: int, say: Callable[[str], None]) -> None:
-    """Redis and index bytes per entry, and the load time of one partition of ``n``."""
+@contextmanager
+def redis_store() -> Iterator[tuple[RedisServer, RedisStore]]:
+    """A fresh ``redis-server`` in a temporary directory and a store over it."""
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer("redis-server", Path(tmp))
         server.start()
         try:
             store = open_store(server.url)
             assert isinstance(store, RedisStore)
-            before = used_memory(server)
-            rate = fill(store, n, partition=PARTITION)
-            with_stream = used_memory(server) - before
-            server.command("XTRIM", "prism:changes", "MAXLEN", "0")
-            trimmed = used_memory(server) - before
-            say(f"  Redis, {n} entries of ~1.1 KB JSON + {DIM}-d vector (filled at "
-                f"{rate:.0f} puts/s, 4 threads)")
-            say(f"    bytes per entry: {with_stream / n:,.0f} with the change stream holding "
-                f"every put, {trimmed / n:,.0f} after trimming it")
-            spec = IndexSpec()
-            estimate = sum(entry_bytes(DIM, spec))
-            tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec,
-                          max_bytes=10 * n * estimate, loader=store.scan_partition)
-            start_rss = rss()
-            started = time.perf_counter()
-            tiers.search(PARTITION, "faq", np.ones(DIM, dtype=np.float32), 1)  # starts the load
-            while (stats := tiers.budget_stats()) is not None and stats.loads == 0:
-                time.sleep(0.01)
-            seconds = time.perf_counter() - started
-            grown = rss() - start_rss
-            say(f"  index of one partition of {n} entries (tiered: HNSW m=16 past 2048)")
-            say(f"    load from Redis + build: {seconds:.1f} s = {seconds * 100_000 / n:.1f} s "
-                f"per 100k entries")
-            say(f"    RSS per entry: {grown / n:,.0f} bytes (the budget counts "
-                f"{estimate:,} per entry)")
-            store.close()
+            with store:
+                yield server, store
         finally:
             server.stop()
+
+
+def capacity(n: int, say: Callable[[str], None]) -> None:
+    """Redis and index bytes per entry, and the load time of one partition of ``n``."""
+    with redis_store() as (server, store):
+        before = used_memory(server)
+        rate = fill(store, n, partition=PARTITION)
+        with_stream = used_memory(server) - before
+        server.command("XTRIM", "prism:changes", "MAXLEN", "0")
+        trimmed = used_memory(server) - before
+        say(f"  Redis, {n} entries of ~1.1 KB JSON + {DIM}-d vector (filled at "
+            f"{rate:.0f} puts/s, 4 threads)")
+        say(f"    bytes per entry: {with_stream / n:,.0f} with the change stream holding "
+            f"every put, {trimmed / n:,.0f} after trimming it")
+        spec = IndexSpec()
+        estimate = sum(entry_bytes(DIM, spec))
+        tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec,
+                      max_bytes=10 * n * estimate, loader=store.scan_partition)
+        start_rss = rss()
+        started = time.perf_counter()
+        tiers.search(PARTITION, "faq", np.ones(DIM, dtype=np.float32), 1)  # starts the load
+        while (stats := tiers.budget_stats()) is not None and stats.loads == 0:
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        grown = rss() - start_rss
+        say(f"  index of one partition of {n} entries (tiered: HNSW m=16 past 2048)")
+        say(f"    load from Redis + build: {seconds:.1f} s = {seconds * 100_000 / n:.1f} s "
+            f"per 100k entries")
+        say(f"    RSS per entry: {grown / n:,.0f} bytes (the budget counts "
+            f"{estimate:,} per entry)")
 
 
 def burst(partitions: int, per_partition: int, say: Callable[[str], None]) -> None:
     """RSS of a process whose budget holds 2 of ``partitions`` while a burst touches all of
     them, against one holding every partition (the same entries, from the same Redis)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer("redis-server", Path(tmp))
-        server.start()
-        try:
-            store = open_store(server.url)
-            assert isinstance(store, RedisStore)
-            names = [f"{p:064x}" for p in range(partitions)]
-            rng = np.random.default_rng(9)
-            for n in range(partitions * per_partition):
-                entry = make_entry(n + 1, rng)
-                entry.partition = names[n % partitions]
-                store.put(entry)
-            spec = IndexSpec()
-            per_entry = sum(entry_bytes(DIM, spec))
-            budget = 2 * per_partition * per_entry
-            query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
-            start = rss()
-            tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec, max_bytes=budget,
-                          loader=store.scan_partition)
-            peak = 0
-            for _ in range(2):
-                for name in names:
-                    while not tiers.search(name, "faq", query, 1) and not tiers.search(
-                            name, "code", query, 1):
-                        time.sleep(0.005)
-                    peak = max(peak, rss() - start)
-            stats = tiers.budget_stats()
-            assert stats is not None
-            bounded = rss() - start
-            del tiers
-            full = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec)
-            start_full = rss()
-            full.add(store.scan(documents=False))
-            unbounded = rss() - start_full
-            say(f"  burst over {partitions} partitions of {per_partition} entries, twice; "
-                f"budget {budget / 2**20:.1f} MiB (2 partitions by the estimate)")
-            say(f"    within the budget: RSS grew {bounded / 2**20:.1f} MiB (peak "
-                f"{peak / 2**20:.1f} MiB); held {stats.partitions}, loads {stats.loads}, "
-                f"evictions {stats.evictions}, estimate {stats.bytes / 2**20:.1f} MiB")
-            say(f"    holding every partition: RSS grew {unbounded / 2**20:.1f} MiB")
-            store.close()
-        finally:
-            server.stop()
+    with redis_store() as (_, store):
+        names = [f"{p:064x}" for p in range(partitions)]
+        rng = np.random.default_rng(9)
+        for n in range(partitions * per_partition):
+            entry = make_entry(n + 1, rng)
+            entry.partition = names[n % partitions]
+            store.put(entry)
+        spec = IndexSpec()
+        per_entry = sum(entry_bytes(DIM, spec))
+        budget = 2 * per_partition * per_entry
+        query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+        start = rss()
+        tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec, max_bytes=budget,
+                      loader=store.scan_partition)
+        peak = 0
+        for _ in range(2):
+            for name in names:
+                while not tiers.search(name, "faq", query, 1) and not tiers.search(
+                        name, "code", query, 1):
+                    time.sleep(0.005)
+                peak = max(peak, rss() - start)
+        stats = tiers.budget_stats()
+        assert stats is not None
+        bounded = rss() - start
+        del tiers
+        full = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec)
+        start_full = rss()
+        full.add(store.scan(documents=False))
+        unbounded = rss() - start_full
+        say(f"  burst over {partitions} partitions of {per_partition} entries, twice; "
+            f"budget {budget / 2**20:.1f} MiB (2 partitions by the estimate)")
+        say(f"    within the budget: RSS grew {bounded / 2**20:.1f} MiB (peak "
+            f"{peak / 2**20:.1f} MiB); held {stats.partitions}, loads {stats.loads}, "
+            f"evictions {stats.evictions}, estimate {stats.bytes / 2**20:.1f} MiB")
+        say(f"    holding every partition: RSS grew {unbounded / 2**20:.1f} MiB")
 
 
 def hot_and_cold(partitions: int, per_partition: int, say: Callable[[str], None]) -> None:
     """Lookup latency in a held partition vs the first lookups in cold ones."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer("redis-server", Path(tmp))
-        server.start()
-        try:
-            config = {"store": server.url, "embedder": f"hash:{DIM}",
-                      "classifier": {"examples": None}, "rules": [], "default_category": "c",
-                      "capacity": {"entries": 10 * partitions * per_partition},
-                      "index": {"max_bytes": 4 * per_partition * sum(entry_bytes(DIM, IndexSpec()))},
-                      "categories": {"c": {"threshold": 0.8, "ttl": "1h", "quota": 1.0,
-                                           "guards": []}}}
-            reply = {"choices": [{"message": {"role": "assistant", "content": "ok"},
-                                  "finish_reason": "stop"}]}
-            with SemanticCache.open(dict(config, index={"max_bytes": None})) as writer:
-                for t in range(partitions):
-                    for q in range(per_partition):
-                        writer.store(chat(f"question {q} about topic {q * 7 % 13}"), reply,
-                                     tenant=f"tenant-{t}")
-            with SemanticCache.open(config) as cache:
-                hot, cold, until = [], [], []
-                body = chat("question 3 about topic 8 please")
-                cache.lookup(body, tenant="tenant-0")
-                while not cache.lookup(body, tenant="tenant-0").hit:
-                    time.sleep(0.005)
-                for _ in range(300):
-                    t0 = time.perf_counter()
-                    assert cache.lookup(body, tenant="tenant-0").hit
-                    hot.append((time.perf_counter() - t0) * 1000)
-                for t in range(1, partitions):
-                    t0 = time.perf_counter()
-                    result = cache.lookup(body, tenant=f"tenant-{t}")
-                    cold.append((time.perf_counter() - t0) * 1000)
-                    assert not result.hit
-                    while not cache.lookup(body, tenant=f"tenant-{t}").hit:
-                        time.sleep(0.002)
-                    until.append((time.perf_counter() - t0) * 1000)
-                stats = cache.index_budget
-            say(f"  {partitions} partitions of {per_partition} entries, budget of 4 partitions, "
-                f"embedder hash:{DIM}")
-            say(f"    hot lookup (held, a hit)      : {summary(hot)}")
-            say(f"    cold lookup (a miss, no wait) : {summary(cold)}")
-            say(f"    cold partition serves after   : {summary(until)}")
-            if stats is not None:
-                say(f"    loads {stats.loads}, evictions {stats.evictions}, load misses "
-                    f"{stats.load_misses}, held {stats.partitions}, "
-                    f"{stats.bytes:,} of {stats.max_bytes:,} bytes")
-        finally:
-            server.stop()
+    with redis_store() as (server, _):
+        config = {"store": server.url, "embedder": f"hash:{DIM}",
+                  "classifier": {"examples": None}, "rules": [], "default_category": "c",
+                  "capacity": {"entries": 10 * partitions * per_partition},
+                  "index": {"max_bytes": 4 * per_partition * sum(entry_bytes(DIM, IndexSpec()))},
+                  "categories": {"c": {"threshold": 0.8, "ttl": "1h", "quota": 1.0,
+                                       "guards": []}}}
+        reply = {"choices": [{"message": {"role": "assistant", "content": "ok"},
+                              "finish_reason": "stop"}]}
+        with SemanticCache.open(dict(config, index={"max_bytes": None})) as writer:
+            for t in range(partitions):
+                for q in range(per_partition):
+                    writer.store(chat(f"question {q} about topic {q * 7 % 13}"), reply,
+                                 tenant=f"tenant-{t}")
+        with SemanticCache.open(config) as cache:
+            hot, cold, until = [], [], []
+            body = chat("question 3 about topic 8 please")
+            cache.lookup(body, tenant="tenant-0")
+            while not cache.lookup(body, tenant="tenant-0").hit:
+                time.sleep(0.005)
+            for _ in range(300):
+                t0 = time.perf_counter()
+                assert cache.lookup(body, tenant="tenant-0").hit
+                hot.append((time.perf_counter() - t0) * 1000)
+            for t in range(1, partitions):
+                t0 = time.perf_counter()
+                result = cache.lookup(body, tenant=f"tenant-{t}")
+                cold.append((time.perf_counter() - t0) * 1000)
+                assert not result.hit
+                while not cache.lookup(body, tenant=f"tenant-{t}").hit:
+                    time.sleep(0.002)
+                until.append((time.perf_counter() - t0) * 1000)
+            stats = cache.index_budget
+        say(f"  {partitions} partitions of {per_partition} entries, budget of 4 partitions, "
+            f"embedder hash:{DIM}")
+        say(f"    hot lookup (held, a hit)      : {summary(hot)}")
+        say(f"    cold lookup (a miss, no wait) : {summary(cold)}")
+        say(f"    cold partition serves after   : {summary(until)}")
+        if stats is not None:
+            say(f"    loads {stats.loads}, evictions {stats.evictions}, load misses "
+                f"{stats.load_misses}, held {stats.partitions}, "
+                f"{stats.bytes:,} of {stats.max_bytes:,} bytes")
 
 
 def chat(text: str) -> dict[str, object]:

@@ -148,6 +148,13 @@ async def misses(port: int, upstream: int, n: int, seed: int) -> list[float]:
     return added
 
 
+def miss_overhead(store: str, upstream: int, tmp: Path, n: int) -> list[float]:
+    """Paired miss overheads (ms) of one proxy over ``store``, after a warm-up."""
+    with proxies(1, store, upstream, tmp) as ports:
+        asyncio.run(misses(ports[0], upstream, 50, 1))
+        return asyncio.run(misses(ports[0], upstream, n, 2))
+
+
 def one_redis_vs_cluster(args: argparse.Namespace, n_sync: int, n_miss: int) -> None:
     """Two proxies over one Redis, then over a 3-primary cluster: hits, sync, misses."""
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -166,10 +173,8 @@ def one_redis_vs_cluster(args: argparse.Namespace, n_sync: int, n_miss: int) -> 
                         say(f"\n== 2 proxy processes over {label}")
                         asyncio.run(throughput(ports, args))
                         asyncio.run(sync_delay(ports, n_sync))
-                    with proxies(1, url, upstream_port, tmp) as ports:
-                        asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
-                        added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
-                        say(f"  miss overhead (1 proxy): {summary(added)}")
+                    added = miss_overhead(url, upstream_port, tmp, n_miss)
+                    say(f"  miss overhead (1 proxy): {summary(added)}")
         finally:
             server.stop()
             cluster.stop()
@@ -223,10 +228,8 @@ def main() -> None:
                 say("\n== miss overhead, one proxy (added to a direct upstream call; paired)")
                 for label, store in (("redis", server.url), ("sqlite", f"sqlite:///{tmp}/m.db")):
                     server.command("FLUSHALL")
-                    with proxies(1, store, upstream_port, tmp) as ports:
-                        asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
-                        added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
-                        say(f"  {label:6s} store: {summary(added)}")
+                    added = miss_overhead(store, upstream_port, tmp, n_miss)
+                    say(f"  {label:6s} store: {summary(added)}")
         finally:
             server.stop()
     if args.out:

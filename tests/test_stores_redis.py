@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_py
+import redis.sentinel
 from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 from store_contract import StoreContract, assert_same_entry, make_entry, usage_of
 
@@ -163,7 +164,9 @@ def test_unreachable_at_open_is_unavailable_and_redacted() -> None:
 @pytest.mark.parametrize(
     "url",
     ["redis://127.0.0.1:1/0?socket_timeout=zero", "redis://127.0.0.1:1/0?socket_timeout=0",
-     "redis://127.0.0.1:1/0?cluster=true", "redis://127.0.0.1:1/0?prefix="],
+     "redis://127.0.0.1:1/0?cluster=true", "redis://127.0.0.1:1/0?prefix=",
+     "redis+cluster://127.0.0.1:x/", "redis+cluster://127.0.0.1:1/?frobnicate=1",
+     "redis+cluster:///?prefix=p:", "redis://127.0.0.1:1/0?buckets=many"],
 )
 def test_bad_options_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
@@ -177,6 +180,10 @@ def test_bad_options_are_config_errors(url: str) -> None:
         (redis_py.exceptions.BusyLoadingError("loading"), StoreUnavailable),
         (redis_py.exceptions.AuthenticationError("bad password"), StoreUnavailable),
         (redis_py.exceptions.ReadOnlyError("replica"), StoreUnavailable),
+        (redis_py.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+         StoreUnavailable),
+        (redis_py.exceptions.TryAgainError("TRYAGAIN"), StoreUnavailable),
+        (redis_py.sentinel.MasterNotFoundError("no master"), StoreUnavailable),
         (redis_py.exceptions.TimeoutError("timed out"), StoreTimeout),
         (redis_py.exceptions.ResponseError("OOM command not allowed"), StoreError),
     ],

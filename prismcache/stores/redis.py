@@ -73,6 +73,7 @@ _NO_STREAM = "0-0"
 _CLUSTER_BUCKETS = 16
 _MAX_BUCKETS = 1024
 _POLL_S = 0.02  # a cluster's feed is polled (XREAD cannot block on streams of several slots)
+_Command = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # space, method, args, kwargs
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
 
@@ -198,10 +199,14 @@ class RedisStore:
             return None
         space = self._space_of(int(entry_id))
         with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hgetall(space + "e:" + key)
-            pipe.hexists(space + "refs", key)
-            found, indexed = pipe.execute()
+            if self._cluster:  # one command: a cluster pipeline costs more than a round trip
+                found = self._client.hgetall(space + "e:" + key)
+                indexed = not found and self._client.hexists(space + "refs", key)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.hgetall(space + "e:" + key)
+                pipe.hexists(space + "refs", key)
+                found, indexed = pipe.execute()
         if not found:
             if indexed:
                 self._run(self._delete, space, ["gone", key])
@@ -293,11 +298,8 @@ class RedisStore:
         """Yield the entries of ``partition`` without their JSON documents (as
         ``scan(documents=False)``), from its id set in every bucket: O(entries of the
         partition), one pipeline for the sets and one per 512 entries."""
-        with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            for space in self._spaces:
-                pipe.smembers(space + "p:" + partition)
-            members = pipe.execute()
+        members = self._fan([(space, "smembers", (space + "p:" + partition,), {})
+                             for space in self._spaces])
         for space, ids in zip(self._spaces, members, strict=True):
             keys = sorted(k.decode() for k in ids)
             for start in range(0, len(keys), _BATCH):
@@ -342,13 +344,12 @@ class RedisStore:
         ``FLUSHDB``, starts another); the count of entries ever added detects trimming: entries
         after the cursor were lost when more were trimmed than the cursor had seen.
         """
-        with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            for space in self._spaces:
-                pipe.set(space + "epoch", self._epoch, nx=True)
-                pipe.get(space + "epoch")
-                pipe.xinfo_stream(space + "changes")
-            replies = pipe.execute(raise_on_error=False)
+        commands: list[_Command] = []
+        for space in self._spaces:
+            commands += [(space, "set", (space + "epoch", self._epoch), {"nx": True}),
+                         (space, "get", (space + "epoch",), {}),
+                         (space, "xinfo_stream", (space + "changes",), {})]
+        replies = self._fan(commands, raise_on_error=False)
         parts = []
         for n in range(len(self._spaces)):
             _, epoch, info = replies[3 * n:3 * n + 3]
@@ -390,36 +391,86 @@ class RedisStore:
         return self._read(marks, limit) if woke else batch
 
     def _read(self, marks: list[tuple[str, str, int]], limit: int) -> ChangeBatch:
-        """One look at every bucket's stream: the entries after its mark, then its counters,
-        then its epoch (in that order, so a trim or a recreation during the read is seen)."""
-        with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            for space, (_, last, _) in zip(self._spaces, marks, strict=True):
-                pipe.xrange(space + "changes", min="(" + last, max="+", count=limit)
-                pipe.xinfo_stream(space + "changes")
-                pipe.get(space + "epoch")
-            replies = pipe.execute(raise_on_error=False)
-        changes: list[Change] = []
-        parts: list[str] = []
-        for n, (epoch, last, seen) in enumerate(marks):
-            rows, info, current = replies[3 * n:3 * n + 3]
+        """One look at every bucket's stream: the entries after its mark; then, for the
+        streams that had some, their counters and epoch (read after the entries, so a trim or
+        a recreation before or during the read is seen). A stream with nothing after the mark
+        needs no check: trimming (MAXLEN >= 1) never removes the newest entries."""
+        rows_of = self._fan([(space, "xrange", (space + "changes",),
+                              {"min": "(" + last, "max": "+", "count": limit})
+                             for space, (_, last, _) in zip(self._spaces, marks, strict=True)],
+                            raise_on_error=False)
+        for rows in rows_of:
             if isinstance(rows, Exception):
                 raise _translate(rows, self._shown)
+        news = [n for n, rows in enumerate(rows_of) if rows]
+        checks: list[_Command] = []
+        for n in news:
+            space = self._spaces[n]
+            checks += [(space, "xinfo_stream", (space + "changes",), {}),
+                       (space, "get", (space + "epoch",), {})]
+        replies = self._fan(checks, raise_on_error=False) if checks else []
+        behind = ChangeBatch([], "/".join(w for m in marks for w in map(str, m)), behind=True)
+        changes: list[Change] = []
+        parts = [f"{epoch}/{last}/{seen}" for epoch, last, seen in marks]
+        for k, n in enumerate(news):
+            info, current = replies[2 * k:2 * k + 2]
+            epoch, _, seen = marks[n]
             if current is None or isinstance(current, Exception) or rec.text(current) != epoch:
-                return ChangeBatch([], "/".join(w for m in marks for w in map(str, m)),
-                                   behind=True)  # the stream was recreated
-            if not isinstance(info, Exception):  # no stream yet: nothing logged in this epoch
-                trimmed = int(info["entries-added"]) - int(info["length"])  # we never XDEL
-                if trimmed > seen:
-                    return ChangeBatch([], "/".join(w for m in marks for w in map(str, m)),
-                                       behind=True)  # entries after the cursor are gone
-                changes += [rec.change(fields) for _, fields in rows]
-                if rows:
-                    last, seen = rec.text(rows[-1][0]), seen + len(rows)
-            parts.append(f"{epoch}/{last}/{seen}")
+                return behind  # the stream was recreated
+            if isinstance(info, Exception):
+                raise _translate(info, self._shown)
+            if int(info["entries-added"]) - int(info["length"]) > seen:  # we never XDEL
+                return behind  # entries after the cursor were trimmed
+            rows = rows_of[n]
+            changes += [rec.change(fields) for _, fields in rows]
+            parts[n] = f"{epoch}/{rec.text(rows[-1][0])}/{seen + len(rows)}"
         return ChangeBatch(changes, "/".join(parts))
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _fan(self, commands: list[_Command], *, raise_on_error: bool = True) -> list[Any]:
+        """Run ``(space, method, args, kwargs)`` commands in pipelines, replies in order.
+
+        One Redis: one pipeline. A cluster: one plain pipeline per node owning the buckets
+        named (redis-py's cluster pipeline costs several times the CPU per command, which a
+        follower polling 16 streams every 20 ms would pay continually); when a node answers
+        ``MOVED``/``ASK`` or cannot be reached (resharding, failover), the commands run again
+        through the cluster client, which follows the redirections and refreshes its map.
+        """
+        with self._session():
+            if not self._cluster:
+                return self._pipeline(self._client, commands, raise_on_error)
+            groups: dict[str, tuple[Any, list[int]]] = {}
+            for n, (space, *_) in enumerate(commands):
+                node = self._client.get_node_from_key(space + "usage")
+                groups.setdefault(node.name, (node, []))[1].append(n)
+            replies: list[Any] = [None] * len(commands)
+            redis = redis_module()
+            redirected = (redis.exceptions.AskError, redis.exceptions.ConnectionError,
+                          redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+                          redis.exceptions.TryAgainError)
+            moved = False
+            try:
+                for node, members in groups.values():
+                    client = self._client.get_redis_connection(node)
+                    got = self._pipeline(client, [commands[n] for n in members], False)
+                    for n, reply in zip(members, got, strict=True):
+                        replies[n] = reply
+            except redirected:
+                moved = True
+            if moved or any(isinstance(r, redirected) for r in replies):
+                return self._pipeline(self._client, commands, raise_on_error)
+            for reply in replies:
+                if raise_on_error and isinstance(reply, Exception):
+                    raise reply
+            return replies
+
+    @staticmethod
+    def _pipeline(client: Any, commands: list[_Command], raise_on_error: bool) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for _, method, args, kwargs in commands:
+            getattr(pipe, method)(*args, **kwargs)
+        return list(pipe.execute(raise_on_error=raise_on_error))
 
     def _space_of(self, entry_id: int) -> str:
         """The namespace of the bucket holding ``entry_id``."""
@@ -463,11 +514,8 @@ class RedisStore:
             return (max_entries is None or n <= max_entries) and (
                 max_bytes is None or b <= max_bytes)
 
-        with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            for space in self._spaces:
-                pipe.hmget(space + "usage", ["n:" + category, "b:" + category])
-            rows = pipe.execute()
+        rows = self._fan([(space, "hmget", (space + "usage", ["n:" + category, "b:" + category]),
+                           {}) for space in self._spaces])
         n = sum(int(row[0] or 0) for row in rows)
         b = sum(int(row[1] or 0) for row in rows)
         if within(n, b):
@@ -477,11 +525,8 @@ class RedisStore:
         evicted: list[EntryRef] = []
         depth = 8
         while not within(n, b):
-            with self._session():
-                pipe = self._client.pipeline(transaction=False)
-                for space in self._spaces:
-                    pipe.zrange(space + "c:" + category, 0, depth - 1, withscores=True)
-                lowest = pipe.execute()
+            lowest = self._fan([(space, "zrange", (space + "c:" + category, 0, depth - 1),
+                                 {"withscores": True}) for space in self._spaces])
             merged = sorted((score, member, space) for space, members in
                             zip(self._spaces, lowest, strict=True) for member, score in members)
             if not merged:
