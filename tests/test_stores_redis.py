@@ -14,9 +14,8 @@ from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - f
 from store_contract import StoreContract, assert_same_entry, make_entry, usage_of
 
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
-from prismcache.stores import DocumentStore, open_store
+from prismcache.stores import DocumentStore, open_store, redis_connect, redis_records
 from prismcache.stores import redis as redis_store
-from prismcache.stores import redis_connect, redis_records
 from prismcache.stores.redis import RedisStore
 from prismcache.sync import ChangeFeed
 

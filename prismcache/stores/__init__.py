@@ -61,7 +61,7 @@ def open_store(url: str, **options: Any) -> DocumentStore:
     if target is None:
         known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         raise ConfigError(f"unknown store URL {redact_url(url)!r}; known schemes: {known}")
-    factory = getattr(_load(target, scheme), "from_url")
+    factory = _load(target, scheme).from_url
     try:
         inspect.signature(factory).bind(url, **options)
     except TypeError as exc:

@@ -249,7 +249,8 @@ class RedisStore:
         args: list[str] = []
         for value in (tenant, category, model):
             args += ["0", ""] if value is None else ["1", value]
-        return [ref for space in self._spaces for ref in rec.refs(self._run(self._find, space, args))]
+        return [ref for space in self._spaces
+                for ref in rec.refs(self._run(self._find, space, args))]
 
     def evict_over(
         self, category: str, *, max_entries: int | None, max_bytes: int | None
