@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -36,7 +37,7 @@ from benchkit import ROOT, summary
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from redis_support import RedisServer  # noqa: E402
-from stores import DIM, make_entry  # noqa: E402
+from stores import CATEGORIES, DIM, make_entry  # noqa: E402
 
 from prismcache import SemanticCache  # noqa: E402
 from prismcache.index import IndexSpec  # noqa: E402
@@ -130,8 +131,9 @@ def capacity(n: int, say: Callable[[str], None]) -> None:
 
 def burst(partitions: int, per_partition: int, say: Callable[[str], None]) -> None:
     """RSS of a process whose budget holds 2 of ``partitions`` while a burst touches all of
-    them, against one holding every partition (the same entries, from the same Redis)."""
-    with redis_store() as (_, store):
+    them three times, against one holding every partition (the same entries, from the same
+    Redis); each measured in a fresh child process."""
+    with redis_store() as (server, store):
         names = [f"{p:064x}" for p in range(partitions)]
         rng = np.random.default_rng(9)
         for n in range(partitions * per_partition):
@@ -139,33 +141,60 @@ def burst(partitions: int, per_partition: int, say: Callable[[str], None]) -> No
             entry.partition = names[n % partitions]
             store.put(entry)
         spec = IndexSpec()
-        per_entry = sum(entry_bytes(DIM, spec))
-        budget = 2 * per_partition * per_entry
-        query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
-        start = rss()
-        tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec, max_bytes=budget,
-                      loader=store.scan_partition)
-        peak = 0
-        for _ in range(2):
-            for name in names:
-                while not tiers.search(name, "faq", query, 1) and not tiers.search(
-                        name, "code", query, 1):
-                    time.sleep(0.005)
-                peak = max(peak, rss() - start)
-        stats = tiers.budget_stats()
-        assert stats is not None
-        bounded = rss() - start
-        del tiers
-        full = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec)
-        start_full = rss()
-        full.add(store.scan(documents=False))
-        unbounded = rss() - start_full
-        say(f"  burst over {partitions} partitions of {per_partition} entries, twice; "
+        budget = 2 * per_partition * sum(entry_bytes(DIM, spec))
+
+        def bounded() -> str:
+            with open_store(server.url) as child_store:
+                start = rss()
+                tiers = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec,
+                              max_bytes=budget, loader=child_store.scan_partition)
+                query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+                peak, after = 0, []
+                for _ in range(3):
+                    for name in names:
+                        while not any(tiers.search(name, category, query, 1)
+                                      for category in CATEGORIES):
+                            time.sleep(0.005)
+                        peak = max(peak, rss() - start)
+                    after.append(f"{(rss() - start) / 2**20:.1f}")
+                stats = tiers.budget_stats()
+                assert stats is not None
+                return (f"    within the budget: RSS grew {(rss() - start) / 2**20:.1f} MiB "
+                        f"(peak {peak / 2**20:.1f}; after each pass {', '.join(after)}); held "
+                        f"{stats.partitions}, loads {stats.loads}, evictions {stats.evictions}, "
+                        f"estimate {stats.bytes / 2**20:.1f} MiB")
+
+        def unbounded() -> str:
+            with open_store(server.url) as child_store:
+                start = rss()
+                full = Tiers(dim=DIM, embedder_id=f"minilm:{DIM}", spec=spec)
+                full.add(child_store.scan(documents=False))
+                return (f"    holding every partition: RSS grew "
+                        f"{(rss() - start) / 2**20:.1f} MiB ({full.vectors} vectors)")
+
+        say(f"  burst over {partitions} partitions of {per_partition} entries, 3 times; "
             f"budget {budget / 2**20:.1f} MiB (2 partitions by the estimate)")
-        say(f"    within the budget: RSS grew {bounded / 2**20:.1f} MiB (peak "
-            f"{peak / 2**20:.1f} MiB); held {stats.partitions}, loads {stats.loads}, "
-            f"evictions {stats.evictions}, estimate {stats.bytes / 2**20:.1f} MiB")
-        say(f"    holding every partition: RSS grew {unbounded / 2**20:.1f} MiB")
+        say(in_child(bounded))
+        say(in_child(unbounded))
+
+
+def in_child(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child process (fresh RSS accounting); return its result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read)
+        try:
+            out = work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            out = f"    failed: {exc!r}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        out = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return out
 
 
 def hot_and_cold(partitions: int, per_partition: int, say: Callable[[str], None]) -> None:

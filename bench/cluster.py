@@ -15,13 +15,14 @@ Measures, against a local ``redis-server`` (no persistence) and the fake upstrea
 * ``--part cluster``: two proxies over a 3-primary Redis Cluster (3 replicas, 16 buckets)
   against two proxies over one Redis: hit throughput, sync delay, miss overhead;
 * ``--part capacity``: the measurements of the capacity model (``bench/capacity.py``): bytes
-  per entry in Redis and in the index, load time of a partition per 100k entries, and lookup
-  latency in a held (hot) partition vs a cold one (loading) within an index memory budget.
+  per entry in Redis and in the index, load time of a partition per 100k entries;
+* ``--part budget``: within an index memory budget, RSS during a burst over more partitions
+  than fit, and lookup latency in a held (hot) partition vs a cold one (loading).
 
 The client, the proxies, Redis and the upstream share the machine's CPUs: read throughput as
 what this box does, not what the proxies would do each on their own cores.
 
-    .venv/bin/python bench/cluster.py [--quick] [--part proxies|cluster|capacity|all]
+    .venv/bin/python bench/cluster.py [--quick] [--part proxies|cluster|capacity|budget|all]
                                       [--out bench/results/cluster.txt]
 """
 
@@ -183,7 +184,7 @@ def one_redis_vs_cluster(args: argparse.Namespace, n_sync: int, n_miss: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
-    parser.add_argument("--part", choices=("proxies", "cluster", "capacity", "all"),
+    parser.add_argument("--part", choices=("proxies", "cluster", "capacity", "budget", "all"),
                         default="all", help="which measurements (default: all)")
     parser.add_argument("--out", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -203,6 +204,7 @@ def main() -> None:
     if args.part in ("capacity", "all"):
         say("\n== capacity (in-process, one redis-server)")
         capacity(20_000 if args.quick else 100_000, lambda line: say(line))
+    if args.part in ("budget", "all"):
         say("\n== index memory budget: a burst over more partitions than fit")
         burst(8, 1000 if args.quick else 5000, lambda line: say(line))
         say("\n== hot vs cold partitions within an index memory budget")
