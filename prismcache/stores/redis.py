@@ -50,7 +50,6 @@ Every redis-py exception becomes a :class:`~prismcache.errors.StoreError` in ``t
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,7 +60,7 @@ from prismcache.errors import ConfigError, StoreError, StoreUnavailable
 from prismcache.stores import redis_lua as lua
 from prismcache.stores import redis_records as rec
 from prismcache.stores.codec import FIELDS, decode, encode
-from prismcache.stores.redis_connect import open_clients, redis_module
+from prismcache.stores.redis_connect import open_clients, redis_module, run_pipeline
 from prismcache.stores.redis_connect import translate as _translate
 from prismcache.sync import Change, ChangeBatch
 
@@ -76,6 +75,7 @@ _MAX_BUCKETS = 1024
 # 1 ms per bucket when more, so an idle poll (about 0.05 ms of CPU per bucket) stays ~5% of a core.
 _POLL_S = 0.02
 _POLL_PER_BUCKET_S = 0.001
+_EPOCH_CHECK_S = 1.0  # how often a cluster's idle streams have their epochs checked
 _Command = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # space, method, args, kwargs
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
@@ -118,7 +118,7 @@ class RedisStore:
                         if self._cluster else [prefix])
         self._maxlen = str(-(-int(stream_maxlen) // len(self._spaces)))  # the total, shared
         self._shown = shown
-        self._epoch = secrets.token_hex(8)
+        self._next_epoch_check = 0.0
         self._closed = False
         self._put = client.register_script(lua.PUT)
         self._touch = client.register_script(lua.TOUCH)
@@ -189,7 +189,7 @@ class RedisStore:
             rec.key(record.id), ref_json, repr(record.priority),
             rec.member(record.last_access, record.id), record.category, record.tenant,
             record.model, str(record.size),
-            "" if record.expires is None else repr(record.expires), self._epoch, len(fields),
+            "" if record.expires is None else repr(record.expires), rec.new_epoch(), len(fields),
             *fields, *event,
         ]
         self._run(self._put, self._space_of(record.id), args)
@@ -350,7 +350,7 @@ class RedisStore:
         """
         commands: list[_Command] = []
         for space in self._spaces:
-            commands += [(space, "set", (space + "epoch", self._epoch), {"nx": True}),
+            commands += [(space, "set", (space + "epoch", rec.new_epoch()), {"nx": True}),
                          (space, "get", (space + "epoch",), {}),
                          (space, "xinfo_stream", (space + "changes",), {})]
         replies = self._fan(commands, raise_on_error=False)
@@ -398,8 +398,10 @@ class RedisStore:
     def _read(self, marks: list[tuple[str, str, int]], limit: int) -> ChangeBatch:
         """One look at every bucket's stream: the entries after its mark; then, for the
         streams that had some, their counters and epoch (read after the entries, so a trim or
-        a recreation before or during the read is seen). A stream with nothing after the mark
-        needs no check: trimming (MAXLEN >= 1) never removes the newest entries."""
+        a recreation before or during the read is seen). A stream with nothing after its mark
+        needs no counters (trimming, MAXLEN >= 1, never removes the newest entries), only its
+        epoch, to notice a Redis restarted empty: checked on every read of one Redis, once a
+        second on a cluster (where it would double the commands of a poll)."""
         rows_of = self._fan([(space, "xrange", (space + "changes",),
                               {"min": "(" + last, "max": "+", "count": limit})
                              for space, (_, last, _) in zip(self._spaces, marks, strict=True)],
@@ -408,13 +410,23 @@ class RedisStore:
             if isinstance(rows, Exception):
                 raise _translate(rows, self._shown)
         news = [n for n, rows in enumerate(rows_of) if rows]
+        now = time.monotonic()
+        every = len(self._spaces) == 1 or now >= self._next_epoch_check
+        if every:
+            self._next_epoch_check = now + _EPOCH_CHECK_S
+        quiet = [n for n, rows in enumerate(rows_of) if not rows] if every else []
         checks: list[_Command] = []
         for n in news:
             space = self._spaces[n]
             checks += [(space, "xinfo_stream", (space + "changes",), {}),
                        (space, "get", (space + "epoch",), {})]
+        checks += [(self._spaces[n], "get", (self._spaces[n] + "epoch",), {}) for n in quiet]
         replies = self._fan(checks, raise_on_error=False) if checks else []
         behind = ChangeBatch([], "/".join(w for m in marks for w in map(str, m)), behind=True)
+        for n, current in zip(quiet, replies[2 * len(news):], strict=True):
+            if current is None or isinstance(current, Exception) or (
+                    rec.text(current) != marks[n][0]):
+                return behind  # the stream is gone or was recreated (a restart, FLUSHDB)
         changes: list[Change] = []
         parts = [f"{epoch}/{last}/{seen}" for epoch, last, seen in marks]
         for k, n in enumerate(news):
@@ -444,7 +456,7 @@ class RedisStore:
         """
         with self._session():
             if not self._cluster:
-                return self._pipeline(self._client, commands, raise_on_error)
+                return run_pipeline(self._client, commands, raise_on_error)
             groups: dict[str, tuple[Any, list[int]]] = {}
             for n, (space, *_) in enumerate(commands):
                 node = self._client.get_node_from_key(space + "usage")
@@ -458,24 +470,17 @@ class RedisStore:
             try:
                 for node, members in groups.values():
                     client = self._client.get_redis_connection(node)
-                    got = self._pipeline(client, [commands[n] for n in members], False)
+                    got = run_pipeline(client, [commands[n] for n in members], False)
                     for n, reply in zip(members, got, strict=True):
                         replies[n] = reply
             except redirected:
                 moved = True
             if moved or any(isinstance(r, redirected) for r in replies):
-                return self._pipeline(self._client, commands, raise_on_error)
+                return run_pipeline(self._client, commands, raise_on_error)
             for reply in replies:
                 if raise_on_error and isinstance(reply, Exception):
                     raise reply
             return replies
-
-    @staticmethod
-    def _pipeline(client: Any, commands: list[_Command], raise_on_error: bool) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for _, method, args, kwargs in commands:
-            getattr(pipe, method)(*args, **kwargs)
-        return list(pipe.execute(raise_on_error=raise_on_error))
 
     def _space_of(self, entry_id: int) -> str:
         """The namespace of the bucket holding ``entry_id``."""

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from prismcache.stores import redact_url
 
-__all__ = ["Clients", "Options", "open_clients", "redis_module", "translate"]
+__all__ = ["Clients", "Options", "open_clients", "redis_module", "run_pipeline", "translate"]
 
 # Options that are ours, taken from the URL's query string (the rest go to redis-py).
 _OPTIONS = ("prefix", "socket_timeout", "connect_timeout", "stream_maxlen", "buckets")
@@ -67,6 +67,16 @@ def translate(exc: Exception, shown: str) -> StoreError:
                         "TRYAGAIN")):
         return StoreUnavailable(message)
     return StoreError(message)
+
+
+def run_pipeline(client: Any, commands: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]],
+                 raise_on_error: bool) -> list[Any]:
+    """Run ``(key group, method, args, kwargs)`` commands in one non-transactional pipeline
+    of ``client``; the replies in order (exceptions in place when not ``raise_on_error``)."""
+    pipe = client.pipeline(transaction=False)
+    for _, method, args, kwargs in commands:
+        getattr(pipe, method)(*args, **kwargs)
+    return list(pipe.execute(raise_on_error=raise_on_error))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ bucket hash tags, 19-digit ids, eviction-order members, refs, entry hashes, feed
 from __future__ import annotations
 
 import json
+import secrets
 import struct
 from typing import Any
 
@@ -13,8 +14,8 @@ from prismcache.stores.codec import FIELDS, Record
 from prismcache.stores.codec import decode_vector as _decode_vector
 from prismcache.sync import Change
 
-__all__ = ["bucket_tags", "change", "is_cluster_client", "key", "member", "record", "ref",
-           "ref_json", "refs", "scalar", "text", "valid"]
+__all__ = ["bucket_tags", "change", "is_cluster_client", "key", "member", "new_epoch", "record",
+           "ref", "ref_json", "refs", "scalar", "text", "valid"]
 
 _SLOTS = 16384
 _MAX_ID = 2**63
@@ -136,3 +137,9 @@ def change(fields: dict[bytes, bytes]) -> Change:
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
+
+def new_epoch() -> str:
+    """A fresh random epoch token, offered with ``SET NX`` by every write and cursor: the
+    first after a restart or ``FLUSHDB`` names the new incarnation, unlike any before (a token
+    per process would let a process's old cursor match the epoch it sets again)."""
+    return secrets.token_hex(8)
