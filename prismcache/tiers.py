@@ -192,7 +192,8 @@ class Tiers:
         """Add entries to the exact tier and, when they carry a vector, to their index.
 
         Consumes ``entries`` in chunks, so a rebuild streams from the store. Raises
-        :class:`EmbedderMismatch` for a vector made by another embedder.
+        :class:`EmbedderMismatch` for a vector made by another embedder. Within a budget,
+        entries of partitions neither held nor being loaded are ignored (read when needed).
         """
         chunk: list[Entry] = []
         for entry in entries:
@@ -204,17 +205,18 @@ class Tiers:
 
     def _add_chunk(self, entries: list[Entry]) -> None:
         if self._stats is None:
-            self._add_unlocked(entries)
+            self._add_entries(entries)
             return
         with self._lock:
             with self._lru_lock:
                 kept = [e for e in entries if e.partition in self._held
                         or e.partition in self._loading]
-            self._add_unlocked(kept, budgeted=True)
+            self._add_entries(kept, budgeted=True)
             self._make_room()
 
-    def _add_unlocked(self, entries: list[Entry], *, budgeted: bool = False) -> None:
-        """Add ``entries``; within a budget the caller holds ``_lock`` (``budgeted``)."""
+    def _add_entries(self, entries: list[Entry], *, budgeted: bool = False) -> None:
+        """Add ``entries`` (taking ``_lock``); within a budget (``budgeted``) the caller holds
+        it already and the partitions' sizes are recounted."""
         groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
         for entry in entries:
             if entry.vector is not None and entry.embedder != self.embedder_id:
@@ -341,7 +343,7 @@ class Tiers:
         while) when it alone no longer fits the budget."""
         assert self._stats is not None
         with self._lock:
-            self._add_unlocked(chunk, budgeted=True)
+            self._add_entries(chunk, budgeted=True)
             size = self._size(partition)
             if size <= self._stats.max_bytes:
                 self._make_room(loading=size)
