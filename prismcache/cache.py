@@ -46,7 +46,7 @@ from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
 from prismcache.stores.codec import encode
 from prismcache.sync import Follower
-from prismcache.tiers import Tiers
+from prismcache.tiers import BudgetStats, Tiers
 from prismcache.verifiers import Verifier, open_verifier
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class SemanticCache:
         self._clock = clock
         self._policies = policies or PolicyResolver.from_config(config)
         self._verifiers = dict(verifiers) if verifiers is not None else _open_verifiers(config)
-        self._index_spec = IndexSpec(**config.index)
+        self._index_spec = IndexSpec(**{k: v for k, v in config.index.items() if k != "max_bytes"})
         self._router = CategoryRouter(config, build_classifier(config.classifier, embedder))
         self._counters = Counters(config.categories)
         self._count = self._counters.count
@@ -236,7 +236,7 @@ class SemanticCache:
 
     def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool
                       ) -> Hit | None:
-        entry_id = self._tiers.exact(key.exact_key)
+        entry_id = self._tiers.exact(key.exact_key, key.partition)
         if entry_id is None:
             return None
         entry = self._store.get(entry_id)
@@ -551,6 +551,11 @@ class SemanticCache:
         return self._embedder
 
     @property
+    def index_budget(self) -> BudgetStats | None:
+        """Counters of the index memory budget (``index.max_bytes``), ``None`` without one."""
+        return self._tiers.budget_stats()
+
+    @property
     def document_store(self) -> DocumentStore:
         """The document store (the source of truth)."""
         return self._store
@@ -578,6 +583,10 @@ class SemanticCache:
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id
         now = self._clock()
+        if self.config.index.get("max_bytes") is not None:  # partitions load when first used
+            return Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
+                         max_bytes=self.config.index["max_bytes"],
+                         loader=self._store.scan_partition)
         if self.config.snapshot and Path(self.config.snapshot, "manifest.json").exists():
             try:
                 tiers, taken_at = Tiers.load(Path(self.config.snapshot),

@@ -240,7 +240,9 @@ class CacheConfig:
         limits: request bounds (size, semantic window, temperature).
         neighbours: candidates examined per semantic lookup (the best that passes the
             threshold and the guards is served).
-        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index.
+        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index,
+            and ``max_bytes``: the per-process memory budget of the indexes (``None``: hold
+            every partition; else partitions load on first use, least recently used dropped).
         snapshot: directory for index snapshots (faster start-up), or ``None``.
         server: the ``server:`` section, validated by :mod:`prismcache.server` (the proxy).
         sections: other top-level sections owned by optional parts (e.g. ``economics``),
@@ -337,7 +339,7 @@ def _schema(user: Mapping[str, Any]) -> dict[str, Any]:
         "classifier": _fields(ClassifierConfig),
         "limits": _fields(RequestLimits),
         "index": {"kind": None, "m": None, "ef_construction": None, "ef_search": None,
-                  "promote_at": None},
+                  "promote_at": None, "max_bytes": None},
         "server": None,
         "economics": _fields(EconomicsSettings, categories=_Each({"auto_disable": None}),
                              admission=_fields(AdmissionSettings)),
@@ -442,7 +444,11 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
                           keywords=tuple(spec.get("keywords") or ()), regex=spec.get("regex")))
     classifier = _section(raw, "classifier")
     limits = _section(raw, "limits")
-    index = _section(raw, "index")
+    index = dict(_section(raw, "index"))
+    index["max_bytes"] = parse_size(index.get("max_bytes"), key="index.max_bytes")
+    if index["max_bytes"] is not None and raw.get("snapshot"):
+        raise ConfigError("index.max_bytes loads partitions on demand; it cannot be combined "
+                          "with snapshot (which holds every partition)")
     try:
         config = CacheConfig(
             store=str(raw.get("store", CacheConfig.store)),

@@ -15,6 +15,10 @@ Redis Stream — lets each process tail that log and apply it to its tiers:
   (Redis restarted empty, ``FLUSHDB``), the follower rebuilds the tiers from the store.
 * Failures of the feed (the store is down) are logged, counted in :attr:`Follower.errors` and
   retried with exponential backoff; the cache meanwhile fails open on its own.
+* On a Redis Cluster the feed is one stream per bucket of keys; the store reads them together
+  (one pipeline per node) and its cursor covers all of them, so the follower is the same.
+  Within an index memory budget (:class:`~prismcache.tiers.Tiers` with ``max_bytes``), the
+  tiers apply changes only to the partitions they hold or are loading.
 
 The guarantee is bounded staleness: another process's store becomes a hit here within one
 round trip of the feed (measured in ``docs/deployment.md``); a delete may be seen late, but a

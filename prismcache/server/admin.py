@@ -71,6 +71,7 @@ async def stats(request: Request) -> Response:
                   "coalesced": state.coalescer.followers,
                   "tenants": list(state.auth.tenant_names),
                   "mode": "pass-through" if state.settings.pass_through else "configured"},
+        "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
 
 
