@@ -40,6 +40,7 @@ from prismcache.entry import Entry, EntryRef, new_entry_id
 from prismcache.errors import EmbeddingError, IndexError_, StoreError
 from prismcache.eviction import eviction_policy
 from prismcache.index import IndexSpec
+from prismcache.quotas import Quotas
 from prismcache.request import RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
@@ -343,19 +344,14 @@ class SemanticCache:
         self._store.put(entry)
         self._tiers.add([entry])
         self._count(entry.category, "stores")
-        policy = self.policy_for(entry.category, entry.model)
-        cap_bytes = self.config.capacity_bytes
-        evicted = self._store.evict_over(
-            entry.category,
-            max_entries=int(policy.quota * self.config.capacity_entries),
-            max_bytes=None if cap_bytes is None else int(policy.quota * cap_bytes),
-        )
-        if evicted:
-            self._tiers.drop(evicted)
-            self._count(entry.category, "evictions", n=len(evicted))
-            top = max(ref.priority for ref in evicted)
-            if policy.eviction != "lru" and top > self._inflation.get(entry.category, 0.0):
-                self._inflation[entry.category] = top
+        # Work-conserving quotas: the victims may be of any category (prismcache.quotas).
+        evicted = self._store.evict_for(entry.category, Quotas.of(self.config))
+        for ref in evicted:
+            self._count(ref.category, "evictions")
+            if (self.policy_for(ref.category, entry.model).eviction != "lru"
+                    and ref.priority > self._inflation.get(ref.category, 0.0)):
+                self._inflation[ref.category] = ref.priority
+        self._tiers.drop(evicted)
 
     # -- maintenance -------------------------------------------------------------------------
 

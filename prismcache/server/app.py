@@ -16,6 +16,7 @@ from prismcache.adaptive import AdaptivePolicy, AdaptiveSettings
 from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
 from prismcache.errors import UpstreamError
+from prismcache.quotas import Quotas
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
@@ -131,7 +132,7 @@ async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the proxy's metrics and the cache's size."""
     state = state_of(request)
     stats = await state.in_thread(state.cache.stats)
-    text = state.metrics.render(stats)
+    text = state.metrics.render(stats, Quotas.of(state.cache.config))
     if state.adaptive is not None:
         text += "\n".join(state.adaptive.metric_lines(state.cache.config.categories)) + "\n"
     if state.economics is not None:

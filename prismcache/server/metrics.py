@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from prismcache.entry import UsageCount
+from prismcache.quotas import Quotas
 from prismcache.results import CategoryStats
 
 __all__ = ["Counter", "Histogram", "ProxyMetrics"]
@@ -133,9 +135,12 @@ class ProxyMetrics:
                 self.upstream_seconds, self.tokens_saved, self.usd_saved, self.stores,
                 self.cache_errors, self.upstream_errors, self.coalesced, self.rejected]
 
-    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None) -> str:
+    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None,
+               quotas: Quotas | None = None) -> str:
         """The text exposition of every metric, plus gauges of the cache's size per category
-        (``prismcache_entries``, ``prismcache_bytes``) when ``cache_stats`` is given."""
+        (``prismcache_entries``, ``prismcache_bytes``) when ``cache_stats`` is given, and of
+        what each holds above its guaranteed share (``prismcache_borrowed_entries``,
+        ``prismcache_borrowed_bytes``) when ``quotas`` is given too."""
         lines: list[str] = []
         for metric in self.all():
             lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
@@ -149,6 +154,16 @@ class ProxyMetrics:
                 lines += [f"# HELP {name} {help} per category", f"# TYPE {name} gauge"]
                 lines += [f'{name}{{category="{_escape(c)}"}} {getattr(s, field)}'
                           for c, s in sorted(cache_stats.items())]
+        if cache_stats is not None and quotas is not None:
+            borrowed = quotas.borrowed({c: UsageCount(entries=s.entries, bytes=s.bytes)
+                                        for c, s in cache_stats.items()})
+            for name, field in (("prismcache_borrowed_entries", "entries"),
+                                ("prismcache_borrowed_bytes", "bytes")):
+                lines += [f"# HELP {name} {field.capitalize()} held above the category's "
+                          "guaranteed share (given back first when the cache is full).",
+                          f"# TYPE {name} gauge"]
+                lines += [f'{name}{{category="{_escape(c)}"}} {getattr(u, field)}'
+                          for c, u in sorted(borrowed.items())]
         return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from prismcache.quotas import Quotas
 from prismcache.stores import redact_url
 from prismcache.stores.codec import FIELDS, Record, decode, encode
 from prismcache.stores.codec import decode_vector as _decode_vector
@@ -206,6 +207,84 @@ end
 return out
 """
 
+# ARGV: 3 admitting category, 4 capacity entries, 5 capacity bytes or '', 6 number of
+# categories k, then k triples: name, share, ceiling or ''. Restates Quotas.next_victim
+# (prismcache/quotas.py), the one statement of the rule: keep the two in step.
+_EVICT_FOR = _PRELUDE + r"""
+reap(""" + str(_REAP) + r""")
+local admitting = ARGV[3]
+local capn = tonumber(ARGV[4])
+local capb = tonumber(ARGV[5])
+local shares, ceilings = {}, {}
+for i = 0, tonumber(ARGV[6]) - 1 do
+  local name = ARGV[7 + 3 * i]
+  shares[name] = tonumber(ARGV[8 + 3 * i])
+  ceilings[name] = tonumber(ARGV[9 + 3 * i])
+end
+local n, b = {}, {}
+local flat = redis.call('HGETALL', P .. 'usage')
+for i = 1, #flat, 2 do
+  local kind, cat = string.sub(flat[i], 1, 1), string.sub(flat[i], 3)
+  if kind == 'n' then n[cat] = tonumber(flat[i + 1]) else b[cat] = tonumber(flat[i + 1]) end
+end
+-- Python orders str by code point = UTF-8 byte order; Lua's '<' follows the locale.
+local function before(x, y)
+  for i = 1, math.min(#x, #y) do
+    local cx, cy = string.byte(x, i), string.byte(y, i)
+    if cx ~= cy then return cx < cy end
+  end
+  return #x < #y
+end
+local function victim()
+  local over, tn, tb = nil, 0, 0
+  for cat, count in pairs(n) do
+    if count > 0 then
+      local size = b[cat] or 0
+      tn, tb = tn + count, tb + size
+      local c = ceilings[cat]
+      if c and (count > math.floor(c * capn) or (capb and size > math.floor(c * capb)))
+         and (over == nil or before(cat, over)) then over = cat end
+    end
+  end
+  if over then return over end
+  local fulln, fullb = tn > capn, capb ~= nil and tb > capb
+  if not (fulln or fullb) then return nil end
+  local best, most = nil, 0.0
+  for cat, count in pairs(n) do
+    if count > 0 then
+      local share = shares[cat] or 0.0
+      local above = -1.0
+      if fulln then above = count / capn - share end
+      if fullb then above = math.max(above, (b[cat] or 0) / capb - share) end
+      if above > most or (best ~= nil and above == most and before(cat, best)) then
+        best, most = cat, above
+      end
+    end
+  end
+  if best == nil and (n[admitting] or 0) > 0 then return admitting end
+  return best
+end
+local out = {}
+while true do
+  local cat = victim()
+  if cat == nil then break end
+  local zkey = P .. 'c:' .. cat
+  local first = redis.call('ZRANGE', zkey, 0, 0)
+  if #first == 0 then break end
+  local id = string.sub(first[1], 17)
+  local blob = redis.call('HGET', P .. 'refs', id)
+  if blob then
+    unindex(id, blob)
+    n[cat] = n[cat] - 1
+    b[cat] = (b[cat] or 0) - tonumber(cjson.decode(blob)[4])
+    out[#out + 1] = id; out[#out + 1] = blob
+  else
+    redis.call('ZREM', zkey, first[1])
+  end
+end
+return out
+"""
+
 # ARGV: 3..8 flag and value of tenant, category, model. Returns {id, ref, ...}.
 _FIND = _PRELUDE + r"""
 reap(""" + str(_REAP) + r""")
@@ -300,6 +379,7 @@ class RedisStore:
         self._delete = client.register_script(_DELETE)
         self._expire = client.register_script(_EXPIRE)
         self._evict = client.register_script(_EVICT)
+        self._evict_for = client.register_script(_EVICT_FOR)
         self._find = client.register_script(_FIND)
         self._usage = client.register_script(_USAGE)
         with self._session():
@@ -456,6 +536,21 @@ class RedisStore:
         args = [category, "" if max_entries is None else str(int(max_entries)),
                 "" if max_bytes is None else str(int(max_bytes))]
         return _refs(self._run(self._evict, args))
+
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """Delete entries until every limit of ``quotas`` holds, victims chosen as by
+        :meth:`Quotas.next_victim` (restated in the script), atomically in one script that
+        reads the usage counters first (O(categories) within the limits, O(k (categories +
+        log n)) to evict k); refs in eviction order."""
+        names = sorted(set(quotas.shares) | set(quotas.ceilings))
+        args = [category, str(int(quotas.capacity_entries)),
+                "" if quotas.capacity_bytes is None else str(int(quotas.capacity_bytes)),
+                str(len(names))]
+        for name in names:
+            ceiling = quotas.ceilings.get(name)
+            args += [name, repr(float(quotas.shares.get(name, 0.0))),
+                     "" if ceiling is None else repr(float(ceiling))]
+        return _refs(self._run(self._evict_for, args))
 
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now``; return their refs, and those of
