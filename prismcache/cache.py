@@ -230,7 +230,12 @@ class SemanticCache:
                     rejections[rejected] = rejections.get(rejected, 0) + 1
                 continue
             return self._serve(entry, similarity, "semantic", now)
-        return self._miss(category, reason, similarity=best)
+        miss = self._miss(category, reason, similarity=best)
+        floor = policy.fallback_threshold
+        near = None if floor is None else next(
+            ((i, s) for i, s in candidates if floor <= s < policy.threshold), None)
+        return miss if near is None else replace(
+            miss, near_entry=int(near[0]), near_similarity=float(near[1]))
 
     def _serve(self, entry: Entry, similarity: float, tier: str, now: float) -> Hit:
         policy = self.policy_for(entry.category, entry.model)

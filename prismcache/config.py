@@ -112,8 +112,6 @@ class CategoryPolicy:
         fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
             or above this similarity (and below ``threshold``) may be served marked ``near``;
             ``None`` never (see :mod:`prismcache.server.overload`).
-        stale_if_error: when the upstream is overloaded, an entry expired for less than this
-            may be served marked ``stale``; ``None`` never.
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -130,7 +128,6 @@ class CategoryPolicy:
     price_per_1k_tokens: float = 0.002
     max_share: float | None = None
     fallback_threshold: float | None = None
-    stale_if_error: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -153,8 +150,6 @@ class CategoryPolicy:
                 0.0 < self.fallback_threshold <= self.threshold):
             raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
                               f"(0, {self.threshold}], got {self.fallback_threshold}")
-        if self.stale_if_error is not None and self.stale_if_error.total_seconds() <= 0:
-            raise ConfigError(f"stale_if_error must be positive, got {self.stale_if_error}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
@@ -298,9 +293,8 @@ def _policy(name: str, data: Mapping[str, Any]) -> CategoryPolicy:
     names = {f.name for f in fields(CategoryPolicy)}
     _known(f"categories.{name}", data, names)
     values = dict(data)
-    for key in ("ttl", "stale_if_error"):
-        if key in values:
-            values[key] = parse_duration(values[key], key=f"categories.{name}.{key}")
+    if "ttl" in values:
+        values["ttl"] = parse_duration(values["ttl"], key=f"categories.{name}.ttl")
     if "guards" in values:
         values["guards"] = tuple(values["guards"] or ())
     try:

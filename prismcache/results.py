@@ -46,12 +46,19 @@ class Miss:
         category: the request's category, when it got that far.
         similarity: the best similarity seen, when a search ran.
         cacheable: whether the response may be stored afterwards.
+        near_entry: the best candidate below the category's threshold but at or above its
+            ``fallback_threshold`` (not read, not guard-checked): what
+            :mod:`prismcache.server.overload` may serve, marked ``near``, when the upstream
+            is overloaded. ``None`` when there is none or the policy sets no fallback.
+        near_similarity: that candidate's similarity.
     """
 
     reason: str
     category: str | None = None
     similarity: float | None = None
     cacheable: bool = True
+    near_entry: int | None = None
+    near_similarity: float | None = None
 
     @property
     def hit(self) -> bool:

@@ -24,6 +24,7 @@ from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss
+from prismcache.server import overload
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head
 from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
@@ -85,7 +86,9 @@ async def completions(request: Request) -> Response:
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
                    shadow=isinstance(result, Miss) and result.reason.startswith("shadow:"))
-    return await _serve_flight(state, call, prism_headers(result, state=outcome), started)
+    response = await _serve_flight(state, call, prism_headers(result, state=outcome), started)
+    return await overload.fallback(state, endpoint=endpoint, key=call.key, body=call.body,
+                                   stream=call.stream, result=result, response=response) or response
 
 
 async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call | Response:

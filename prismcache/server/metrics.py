@@ -127,13 +127,18 @@ class ProxyMetrics:
             "prismcache_rejected_total",
             "Requests refused before reaching the cache (bad_request, unauthorized).",
             ("endpoint", "reason"))
+        self.fallbacks = Counter(
+            "prismcache_fallback_total",
+            "Requests the upstream refused (429/503/timeout) answered from a near entry "
+            "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"))
         self.inflight = 0
 
     def all(self) -> list[Counter | Histogram]:
         """Every metric, in exposition order."""
         return [self.requests, self.false_hits, self.hit_seconds, self.miss_overhead_seconds,
                 self.upstream_seconds, self.tokens_saved, self.usd_saved, self.stores,
-                self.cache_errors, self.upstream_errors, self.coalesced, self.rejected]
+                self.cache_errors, self.upstream_errors, self.coalesced, self.rejected,
+                self.fallbacks]
 
     def render(self, cache_stats: Mapping[str, CategoryStats] | None = None,
                quotas: Quotas | None = None) -> str:

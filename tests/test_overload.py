@@ -1,0 +1,115 @@
+"""Near answers instead of upstream overload errors, through a real proxy and fake upstream."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from fake_upstream import FakeUpstream
+from proxy_support import make_proxy, upstream, user  # noqa: F401 - fixtures
+
+STORED = "how do I reset my password"
+PARAPHRASE = "how can I reset my password please"  # cosine 0.76 under hash:64
+OVERLOAD: dict[str, Any] = {"categories": {
+    "loose": {"threshold": 0.99, "ttl": "1h", "quota": 0.5, "fallback_threshold": 0.6},
+    "strict": {"threshold": 0.99, "ttl": "1h", "quota": 0.5},  # no fallback: pass through
+}}
+
+
+def _post(http: Any, query: str, category: str, **extra: Any) -> Any:
+    return http.post("/v1/chat/completions", headers={"x-prism-category": category},
+                     json={"model": "m1", "messages": user(query), **extra})
+
+
+def _prime(proxy: Any, category: str, query: str = STORED) -> str:
+    with proxy.http() as http:
+        reply = _post(http, query, category)
+    assert reply.status_code == 200 and reply.headers["x-prism-cache"] == "miss"
+    return reply.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_overload_is_answered_from_a_near_entry_where_allowed(
+        make_proxy, upstream: FakeUpstream, status: int) -> None:
+    proxy = make_proxy(OVERLOAD)
+    answer = _prime(proxy, "loose")
+    upstream.behaviour.status = status
+    with proxy.http() as http:
+        reply = _post(http, PARAPHRASE, "loose")
+        metrics = http.get("/metrics").text
+    assert reply.status_code == 200
+    assert reply.headers["x-prism-cache"] == "near"
+    assert reply.headers["x-prism-upstream-status"] == str(status)
+    assert 0.6 <= float(reply.headers["x-prism-similarity"]) < 0.99
+    assert "x-prism-age" in reply.headers and "x-prism-entry" in reply.headers
+    assert reply.json()["choices"][0]["message"]["content"] == answer
+    assert upstream.calls["chat"] == 2  # it did ask the upstream first
+    assert re.search(r'^prismcache_fallback_total\{endpoint="chat",tenant="[^"]+",'
+                     r'category="loose",kind="near"\} 1$', metrics, re.M)
+    assert proxy.cache.stats()["loose"].hits == 0  # a near answer is not a hit
+
+
+def test_overload_passes_through_where_not_allowed(make_proxy, upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD)
+    _prime(proxy, "strict")
+    upstream.behaviour.status = 429
+    with proxy.http() as http:
+        reply = _post(http, PARAPHRASE, "strict")
+    assert reply.status_code == 429
+    assert reply.headers["x-prism-cache"] == "miss"
+
+
+def test_near_answers_never_cross_partitions_nor_replace_other_errors(
+        make_proxy, upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD)
+    _prime(proxy, "loose")
+    upstream.behaviour.status = 429
+    with proxy.http() as http:
+        other_system = http.post("/v1/chat/completions", headers={"x-prism-category": "loose"},
+                                 json={"model": "m1", "messages": [
+                                     {"role": "system", "content": "be terse"},
+                                     *user(PARAPHRASE)]})
+        other_model = _post(http, PARAPHRASE, "loose", model="m2")
+    assert other_system.status_code == other_model.status_code == 429
+    upstream.behaviour.status = 500  # a failure, not an overload: the error goes through
+    with proxy.http() as http:
+        assert _post(http, PARAPHRASE, "loose").status_code == 500
+
+
+def test_a_429_storm_is_answered_where_allowed_and_passed_through_where_not(
+        make_proxy, upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD)
+    _prime(proxy, "loose")
+    _prime(proxy, "strict", "how do I change my email address")
+    upstream.behaviour.status = 429
+    with proxy.http() as http:
+        replies = [_post(http, query, category) for category, query in (
+            ("loose", PARAPHRASE), ("strict", "how can I change my email address please"))
+            for _ in range(5)]
+    states = [(r.status_code, r.headers["x-prism-cache"]) for r in replies]
+    assert states[:5] == [(200, "near")] * 5
+    assert states[5:] == [(429, "miss")] * 5
+
+
+def test_a_streamed_request_gets_a_replayed_near_answer(make_proxy,
+                                                        upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD)
+    answer = _prime(proxy, "loose")
+    upstream.behaviour.status = 429
+    with proxy.http() as http:
+        reply = _post(http, PARAPHRASE, "loose", stream=True)
+    assert reply.status_code == 200 and reply.headers["x-prism-cache"] == "near"
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.text.rstrip().endswith("data: [DONE]")
+    assert answer.split()[0] in reply.text
+
+
+def test_a_far_candidate_is_not_served(make_proxy, upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD)
+    _prime(proxy, "loose")
+    upstream.behaviour.status = 429
+    with proxy.http() as http:
+        reply = _post(http, "what is the weather like on mars", "loose")
+    assert reply.status_code == 429
