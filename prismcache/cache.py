@@ -209,7 +209,7 @@ class SemanticCache:
         policy = self.policy_for(category, key.model)
         candidates = self._tiers.search(key.partition, category, vector, self.config.neighbours)
         if not candidates:
-            return self._miss(category, "empty")
+            return replace(self._miss(category, "empty"), vector=vector)
         best = candidates[0][1]
         reason = "below-threshold"
         for entry_id, similarity in candidates:
@@ -230,12 +230,12 @@ class SemanticCache:
                     rejections[rejected] = rejections.get(rejected, 0) + 1
                 continue
             return self._serve(entry, similarity, "semantic", now)
-        miss = self._miss(category, reason, similarity=best)
-        floor = policy.fallback_threshold
-        near = None if floor is None else next(
-            ((i, s) for i, s in candidates if floor <= s < policy.threshold), None)
-        return miss if near is None else replace(
-            miss, near_entry=int(near[0]), near_similarity=float(near[1]))
+        miss = replace(self._miss(category, reason, similarity=best), vector=vector)
+        floor = policy.fallback_threshold  # the near candidate overload.py may serve
+        for entry_id, similarity in candidates if floor is not None else ():
+            if floor <= similarity < policy.threshold:
+                return replace(miss, near_entry=int(entry_id), near_similarity=float(similarity))
+        return miss
 
     def _serve(self, entry: Entry, similarity: float, tier: str, now: float) -> Hit:
         policy = self.policy_for(entry.category, entry.model)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 __all__ = ["CategoryStats", "Hit", "LookupResult", "Miss", "Stored"]
 
 
@@ -51,6 +53,8 @@ class Miss:
             :mod:`prismcache.server.overload` may serve, marked ``near``, when the upstream
             is overloaded. ``None`` when there is none or the policy sets no fallback.
         near_similarity: that candidate's similarity.
+        vector: the query's embedding, when a semantic search ran (the proxy matches it
+            against requests in flight: :mod:`prismcache.server.coalesce`).
     """
 
     reason: str
@@ -59,6 +63,7 @@ class Miss:
     cacheable: bool = True
     near_entry: int | None = None
     near_similarity: float | None = None
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def hit(self) -> bool:

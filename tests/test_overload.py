@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -113,3 +115,69 @@ def test_a_far_candidate_is_not_served(make_proxy, upstream: FakeUpstream) -> No
     with proxy.http() as http:
         reply = _post(http, "what is the weather like on mars", "loose")
     assert reply.status_code == 429
+
+
+# -- semantic coalescing ----------------------------------------------------------------------
+
+COALESCE: dict[str, Any] = {"categories": {
+    "loose": {"threshold": 0.7, "ttl": "1h", "quota": 0.5},
+    "strict": {"threshold": 0.99, "ttl": "1h", "quota": 0.5},
+}}
+
+
+def _concurrently(proxy: Any, requests: list[tuple[str, str, str]]) -> list[Any]:
+    """POST each ``(api key, query, category)`` at once (the first slightly ahead)."""
+    results: list[Any] = [None] * len(requests)
+
+    def send(i: int) -> None:
+        api_key, query, category = requests[i]
+        time.sleep(0.1 * (i > 0))  # the first one is in flight when the others arrive
+        with proxy.http(api_key) as http:
+            results[i] = _post(http, query, category)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_paraphrases_in_flight_share_one_upstream_call(make_proxy,
+                                                       upstream: FakeUpstream) -> None:
+    proxy = make_proxy(COALESCE)
+    with proxy.http() as http:  # the index must exist for the lookup to embed and search
+        _post(http, "what is the weather like on mars", "loose")
+    upstream.reset()
+    upstream.behaviour.latency = 0.6
+    first, second = _concurrently(proxy, [("sk-client-a", STORED, "loose"),
+                                          ("sk-client-a", PARAPHRASE, "loose")])
+    assert upstream.calls["chat"] == 1
+    assert first.headers["x-prism-cache"] == "miss"
+    assert second.headers["x-prism-cache"] == "coalesced"
+    assert 0.7 <= float(second.headers["x-prism-similarity"]) < 1.0
+    assert first.json()["choices"][0]["message"]["content"] == \
+        second.json()["choices"][0]["message"]["content"]
+
+
+def test_coalescing_needs_the_threshold_and_the_same_partition(make_proxy,
+                                                               upstream: FakeUpstream) -> None:
+    proxy = make_proxy(COALESCE)
+    with proxy.http() as http:
+        _post(http, "what is the weather like on mars", "loose")
+        _post(http, "what is the weather like on mars", "strict")
+    with proxy.http("sk-client-b") as http:
+        _post(http, "what is the weather like on mars", "loose")
+    upstream.reset()
+    upstream.behaviour.latency = 0.6
+    replies = _concurrently(proxy, [("sk-client-a", STORED, "loose"),
+                                    ("sk-client-b", PARAPHRASE, "loose"),  # another tenant
+                                    ("sk-client-a", "how do I bake bread", "loose"),
+                                    ])
+    assert upstream.calls["chat"] == 3
+    assert [r.headers["x-prism-cache"] for r in replies] == ["miss"] * 3
+    upstream.reset()
+    upstream.behaviour.latency = 0.6
+    replies = _concurrently(proxy, [("sk-client-a", STORED + " now", "strict"),
+                                    ("sk-client-a", PARAPHRASE + " now", "strict")])
+    assert upstream.calls["chat"] == 2  # 0.76 is below strict's 0.99
