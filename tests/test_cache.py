@@ -227,8 +227,11 @@ def test_a_category_borrows_free_capacity_and_gives_it_back(make_cache, clock) -
                         "categories": {"strict": {"quota": 0.3}, "loose": {"quota": 0.7}}})
     _fill(cache, clock, 9, "strict")  # far above its 3 guaranteed: loose is empty
     assert cache.stats()["strict"].entries == 9
-    loose = [cache.store(chat(f"other thing {i}"), reply(f"o{i}"), tenant="t",
-                         category="loose").entry_id for i in range(8)]
+    loose = []
+    for i in range(8):
+        clock.tick(1)
+        loose.append(cache.store(chat(f"other thing {i}"), reply(f"o{i}"), tenant="t",
+                                 category="loose").entry_id)
     stats = cache.stats()
     # full at the 2nd loose entry: each loose admission takes strict's oldest entry
     assert (stats["strict"].entries, stats["loose"].entries) == (3, 7)

@@ -87,7 +87,8 @@ async def completions(request: Request) -> Response:
     call = replace(call, store=call.store and cacheable, label=label,
                    shadow=isinstance(result, Miss) and result.reason.startswith("shadow:"))
     similar = similar_for(result, call.key, state.cache.policy_for(label, call.key.model),
-                          (call.endpoint, call.stream, call.store))
+                          (call.endpoint, call.stream, call.store)
+                          ) if state.settings.coalesce_similar else None
     response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
                                    similar)
     return await overload.fallback(state, endpoint=endpoint, key=call.key, body=call.body,

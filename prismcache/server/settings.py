@@ -15,6 +15,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       timeout: 300s                        # upstream read timeout -> 504
       connect_timeout: 5s                  # upstream connect timeout -> 504
       coalesce: true                       # identical in-flight requests share one upstream call
+      coalesce_similar: true               # ... and paraphrases above the category threshold
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
 """
@@ -65,6 +66,8 @@ class ServerSettings:
         timeout: seconds the upstream may take between bytes before a 504.
         connect_timeout: seconds to connect to the upstream before a 504.
         coalesce: identical in-flight requests share one upstream call.
+        coalesce_similar: with ``coalesce``, so do requests of one partition and category whose
+            queries pass the category's threshold and guards (:mod:`prismcache.server.coalesce`).
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
 
@@ -81,6 +84,7 @@ class ServerSettings:
     timeout: float = 300.0
     connect_timeout: float = 5.0
     coalesce: bool = True
+    coalesce_similar: bool = True
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
 
@@ -128,7 +132,7 @@ class ServerSettings:
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))
         if "max_body_bytes" in raw:
             values["max_body_bytes"] = _size(raw["max_body_bytes"])
-        for name in ("cache_truncated", "coalesce", "lookup_inline"):
+        for name in ("cache_truncated", "coalesce", "coalesce_similar", "lookup_inline"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
