@@ -53,6 +53,18 @@ def test_overload_is_answered_from_a_near_entry_where_allowed(
     assert proxy.cache.stats()["loose"].hits == 0  # a near answer is not a hit
 
 
+def test_an_upstream_timeout_is_answered_from_a_near_entry(make_proxy,
+                                                          upstream: FakeUpstream) -> None:
+    proxy = make_proxy(OVERLOAD, server={"timeout": "0.3s"})
+    answer = _prime(proxy, "loose")
+    upstream.behaviour.latency = 1.0
+    with proxy.http() as http:
+        reply = _post(http, PARAPHRASE, "loose")
+    assert reply.status_code == 200 and reply.headers["x-prism-cache"] == "near"
+    assert reply.headers["x-prism-upstream-status"] == "504"
+    assert reply.json()["choices"][0]["message"]["content"] == answer
+
+
 def test_overload_passes_through_where_not_allowed(make_proxy, upstream: FakeUpstream) -> None:
     proxy = make_proxy(OVERLOAD)
     _prime(proxy, "strict")
