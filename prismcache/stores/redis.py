@@ -84,6 +84,22 @@ local function unindex(id, blob)
   redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAXLEN, '*',
              'op', 'delete', 'id', id, 'ref', blob)
 end
+-- Unindex the lowest entry of category cat's eviction order: its id, ref and size, or nil
+-- when the order is empty (a member whose ref is gone is dropped and the next one tried).
+local function evict_lowest(cat)
+  local zkey = P .. 'c:' .. cat
+  while true do
+    local first = redis.call('ZRANGE', zkey, 0, 0)
+    if #first == 0 then return nil end
+    local id = string.sub(first[1], 17)
+    local blob = redis.call('HGET', P .. 'refs', id)
+    if blob then
+      unindex(id, blob)
+      return id, blob, tonumber(cjson.decode(blob)[4])
+    end
+    redis.call('ZREM', zkey, first[1])
+  end
+end
 local function reap(limit, out)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -184,25 +200,16 @@ return out
 _EVICT = _PRELUDE + r"""
 reap(""" + str(_REAP) + r""")
 local cat = ARGV[3]
-local zkey = P .. 'c:' .. cat
 local n = tonumber(redis.call('HGET', P .. 'usage', 'n:' .. cat) or '0')
 local b = tonumber(redis.call('HGET', P .. 'usage', 'b:' .. cat) or '0')
 local maxn = tonumber(ARGV[4])
 local maxb = tonumber(ARGV[5])
 local out = {}
 while (maxn and n > maxn) or (maxb and b > maxb) do
-  local first = redis.call('ZRANGE', zkey, 0, 0)
-  if #first == 0 then break end
-  local id = string.sub(first[1], 17)
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob then
-    unindex(id, blob)
-    n = n - 1
-    b = b - tonumber(cjson.decode(blob)[4])
-    out[#out + 1] = id; out[#out + 1] = blob
-  else
-    redis.call('ZREM', zkey, first[1])
-  end
+  local id, blob, size = evict_lowest(cat)
+  if not id then break end
+  n, b = n - 1, b - size
+  out[#out + 1] = id; out[#out + 1] = blob
 end
 return out
 """
@@ -268,19 +275,10 @@ local out = {}
 while true do
   local cat = victim()
   if cat == nil then break end
-  local zkey = P .. 'c:' .. cat
-  local first = redis.call('ZRANGE', zkey, 0, 0)
-  if #first == 0 then break end
-  local id = string.sub(first[1], 17)
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob then
-    unindex(id, blob)
-    n[cat] = n[cat] - 1
-    b[cat] = (b[cat] or 0) - tonumber(cjson.decode(blob)[4])
-    out[#out + 1] = id; out[#out + 1] = blob
-  else
-    redis.call('ZREM', zkey, first[1])
-  end
+  local id, blob, size = evict_lowest(cat)
+  if not id then break end
+  n[cat], b[cat] = n[cat] - 1, (b[cat] or 0) - size
+  out[#out + 1] = id; out[#out + 1] = blob
 end
 return out
 """
