@@ -8,10 +8,11 @@ calls per second. The offered load ramps in stages past that rate. Each request 
 ``answer_key`` in ``metadata``; the upstream echoes it into the answer, so a hit is correct
 when the served answer carries the request's key.
 
-Policies: ``static`` (no load adaptation, no near answers, identical-request coalescing only)
-and ``policies`` (the ``adaptive`` section below, ``near`` answers in place of upstream 429s in
-the categories whose policy sets a ``fallback_threshold`` (the shipped defaults), and semantic
-coalescing of in-flight paraphrases: ``server.coalesce_similar``).
+Policies: ``static`` (no load adaptation, no near answers, no upstream gate, identical-request
+coalescing only) and ``policies`` (the ``adaptive`` section below; ``near`` answers in place of
+upstream 429s in the categories whose policy sets a ``fallback_threshold``, the shipped
+defaults; the upstream gate, ``server.upstream_gate``, with its 10-s queue; and semantic
+coalescing of in-flight paraphrases, ``server.coalesce_similar``).
 
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
 client errors, client p50/p99 latency, hit rate, the shares of ``near`` and ``coalesced``
@@ -137,7 +138,7 @@ async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
     if policies:
         config["adaptive"] = ADAPTIVE
     else:  # the static baseline: none of the overload policies
-        config["server"]["coalesce_similar"] = False
+        config["server"].update(coalesce_similar=False, upstream_gate=False)
         config["categories"] = {name: {"fallback_threshold": None}
                                 for name in load_config(None).categories}
     port = free_port()
@@ -160,9 +161,15 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
                                  headers={"authorization": "Bearer sk-bench"}) as http:
         async def one(i: int, stage: int, line: dict[str, Any]) -> None:
             t = time.perf_counter()
-            reply = await http.post("/v1/chat/completions", json={
-                "model": "m1", "messages": [{"role": "user", "content": line["query"]}],
-                "metadata": {"answer_key": line["answer_key"]}})
+            try:
+                reply = await http.post("/v1/chat/completions", json={
+                    "model": "m1", "messages": [{"role": "user", "content": line["query"]}],
+                    "metadata": {"answer_key": line["answer_key"]}})
+            except httpx.TransportError:  # a dropped connection is an error the client sees
+                records.append({"stage": stage, "status": 0, "state": "error",
+                                "seconds": time.perf_counter() - t, "correct": None,
+                                "category": ""})
+                return
             seconds = time.perf_counter() - t
             state = reply.headers.get("x-prism-cache", "error")
             correct = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from fake_upstream import FakeUpstream
+from prismcache.server.overload import UpstreamGate
 from proxy_support import make_proxy, upstream, user  # noqa: F401 - fixtures
 
 STORED = "how do I reset my password"
@@ -193,3 +195,61 @@ def test_coalescing_needs_the_threshold_and_the_same_partition(make_proxy,
     replies = _concurrently(proxy, [("sk-client-a", STORED + " now", "strict"),
                                     ("sk-client-a", PARAPHRASE + " now", "strict")])
     assert upstream.calls["chat"] == 2  # 0.76 is below strict's 0.99
+
+
+# -- the upstream gate ------------------------------------------------------------------------
+
+def test_gate_limits_calls_in_flight_and_adapts_to_overload() -> None:
+    async def scenario() -> None:
+        gate = UpstreamGate(max_wait=5.0, initial=2.0)
+        await gate.acquire()
+        await gate.acquire()
+        order: list[int] = []
+
+        async def wait(i: int) -> None:
+            await gate.acquire()
+            order.append(i)
+
+        waiters = [asyncio.create_task(wait(i)) for i in range(3)]
+        await asyncio.sleep(0.01)
+        assert (gate.inflight, len(gate), order) == (2, 3, [])
+        gate.observe(429)  # two in flight refused: the limit falls to 1.5
+        assert gate.limit == 1.5
+        gate.release()
+        await asyncio.sleep(0.01)
+        assert order == []  # one in flight = int(1.5): nobody moves
+        gate.observe(200)
+        gate.observe(200)  # 1.5 -> 2.17 -> 2.63: two slots
+        gate.release()
+        await asyncio.sleep(0.01)
+        assert gate.limit > 2.0 and order == [0, 1]  # first in, first out
+        gate.release()
+        await asyncio.gather(*waiters)
+        assert order == [0, 1, 2] and gate.queued == 3 and gate.timed_out == 0
+
+    asyncio.run(scenario())
+
+
+def test_gate_sends_a_call_anyway_after_the_longest_wait() -> None:
+    async def scenario() -> None:
+        gate = UpstreamGate(max_wait=0.05, initial=1.0)
+        await gate.acquire()
+        await gate.acquire()  # waits 50 ms, then goes anyway
+        assert (gate.inflight, gate.timed_out, len(gate)) == (2, 1, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_past_the_upstream_capacity_waits_instead_of_failing(
+        make_proxy, upstream: FakeUpstream) -> None:
+    upstream.behaviour.latency = 0.2
+    upstream.behaviour.max_inflight = 2
+    outcomes = {}
+    for gate in (False, True):
+        proxy = make_proxy(COALESCE, server={"upstream_gate": gate})
+        replies = _concurrently(proxy, [("sk-client-a", f"distinct question {w}", "strict")
+                                        for w in ("alpha", "bravo", "charlie", "delta",
+                                                  "echo", "foxtrot", "golf", "hotel")])
+        outcomes[gate] = sum(r.status_code == 429 for r in replies)
+    assert outcomes[False] >= 3  # the first request's 2 slots, then refusals
+    assert outcomes[True] < outcomes[False]

@@ -22,6 +22,7 @@ from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
 from prismcache.server.metrics import ProxyMetrics
+from prismcache.server.overload import UpstreamGate
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import Upstream, pass_on_headers
@@ -54,7 +55,9 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     upstream = Upstream(settings.upstream, timeout=settings.timeout,
                         connect_timeout=settings.connect_timeout, transport=transport)
     state = ProxyState(cache=cache, settings=settings, auth=Auth(settings), upstream=upstream,
-                       metrics=ProxyMetrics(), coalescer=Coalescer())
+                       metrics=ProxyMetrics(), coalescer=Coalescer(
+                           UpstreamGate(max_wait=settings.upstream_queue_wait)
+                           if settings.upstream_gate else None))
     # Economics are always measured (GET /admin/economics); they disable a category only when
     # the config says auto_disable. Load-adaptive control runs when `adaptive:` is configured.
     state.economics = EconomicsTracker(EconomicsSettings.from_config(cache.config),

@@ -27,6 +27,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -145,6 +146,17 @@ class Flight:
 Runner = Callable[[Flight], Awaitable[None]]
 
 
+class Gate(Protocol):
+    """What the coalescer needs of an upstream gate (:class:`~prismcache.server.overload.
+    UpstreamGate`): a slot per upstream call, and the status each call ended with."""
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def observe(self, status: int) -> None: ...
+
+
 def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPolicy,
             flags: tuple[Hashable, ...]) -> Similar | None:
     """The :class:`Similar` of a missed request whose lookup embedded its query (else
@@ -161,7 +173,8 @@ def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPoli
 class Coalescer:
     """In-flight requests by key. Used from the event loop only (no locking needed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: Gate | None = None) -> None:
+        self.gate = gate  # limits upstream calls in flight (prismcache.server.overload)
         self._flights: dict[Hashable, Flight] = {}
         self._groups: dict[Hashable, list[Flight]] = {}  # flights semantic followers may join
         self.followers = 0  # requests that joined someone else's flight
@@ -220,9 +233,26 @@ class Coalescer:
         if flight.subscribers <= 0 and not flight.done and flight.task is not None:
             flight.task.cancel()
 
-    async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:
+    @staticmethod
+    async def _gated(gate: Gate, flight: Flight, runner: Runner) -> None:
+        await gate.acquire()
+        status = 0
         try:
             await runner(flight)
+            status = flight.head.status if flight.head is not None else 0
+        except UpstreamError as exc:
+            status = exc.status or 502
+            raise
+        finally:
+            gate.observe(status)
+            gate.release()
+
+    async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:
+        try:
+            if self.gate is None:
+                await runner(flight)
+            else:  # queued flights take followers too: they are registered already
+                await self._gated(self.gate, flight, runner)
         except UpstreamError as exc:
             flight.fail(exc)
         except Exception:  # a bug in the proxy: answer 500, never leave subscribers hanging

@@ -1,4 +1,4 @@
-"""Near answers instead of errors while the upstream is overloaded.
+"""Fewer errors and upstream calls while the upstream is overloaded: near answers, and a gate.
 
 When the upstream refuses a missed request with 429 or 503, or the proxy's call to it times out
 (504), the client would get an error. If the request's category allows it (a
@@ -11,6 +11,14 @@ the request's partition (it was found by a search within that partition; this is
 again on the document). Categories without a ``fallback_threshold`` (``volatile`` and ``math``
 by default) pass the upstream's error through unchanged.
 
+**The upstream gate** (:class:`UpstreamGate`, ``server.upstream_gate``): the proxy limits its
+own upstream calls in flight, additive-increase/multiplicative-decrease on the upstream's
+answers (x0.75 of the calls in flight on a 429/503/timeout, +1/limit on a success), and holds
+calls beyond the limit in a FIFO queue for at most ``server.upstream_queue_wait`` before sending
+them anyway. A burst past the upstream's capacity then waits instead of being refused, and the
+flights waiting in the queue take on identical and similar followers
+(:mod:`prismcache.server.coalesce`), so fewer calls reach the upstream at all.
+
 A near answer is a trade the operator opts into per category: while the upstream refuses, the
 alternative is an error, not a fresh answer; a wrong answer is still worse than a miss, so the
 bound stays well above what a ``general`` paraphrase search would accept (``docs/economics.md``).
@@ -18,8 +26,10 @@ bound stays well above what a ``general`` paraphrase search would accept (``docs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +44,7 @@ from prismcache.server.sse import assemble, replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
 
-__all__ = ["OVERLOADED", "fallback", "near_hit"]
+__all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -92,3 +102,68 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
         return Response(b"".join(replay(answer, hit.chunks, include_usage=usage)),
                         headers=headers, media_type="text/event-stream")
     return json_response(answer, headers=headers)
+
+
+class UpstreamGate:
+    """An adaptive limit on upstream calls in flight with a bounded FIFO queue (AIMD: see the
+    module docstring). Used from the event loop only.
+
+    ``acquire`` waits for a slot at most ``max_wait`` seconds, then proceeds anyway (counted in
+    ``timed_out``); every ``acquire`` is paired with one ``release``; ``observe`` feeds the
+    status of each finished call (0 for a call that ended without one).
+    """
+
+    def __init__(self, *, max_wait: float, initial: float = 64.0, ceiling: float = 1024.0) -> None:
+        if max_wait < 0 or not 1.0 <= initial <= ceiling:
+            raise ValueError("max_wait must be >= 0 and 1 <= initial <= ceiling")
+        self.max_wait = max_wait
+        self.limit = initial
+        self.ceiling = ceiling
+        self.inflight = 0
+        self.queued = 0  # calls that had to wait, since start
+        self.timed_out = 0  # ... of them, sent without a slot after max_wait
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def __len__(self) -> int:
+        """Calls waiting for a slot now."""
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in line at most ``max_wait`` seconds."""
+        if self.inflight < int(self.limit) and not self._waiters:
+            self.inflight += 1
+            return
+        self.queued += 1
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await asyncio.wait_for(asyncio.shield(slot), self.max_wait)
+        except TimeoutError:
+            if slot.done():
+                return  # handed over just as the wait ran out: the slot is ours
+            self._waiters.remove(slot)
+            slot.cancel()
+            self.timed_out += 1
+            self.inflight += 1  # sent anyway: the upstream decides
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():
+                self.release()  # handed over to a caller that left: pass it on
+            elif slot in self._waiters:
+                self._waiters.remove(slot)
+            raise
+
+    def release(self) -> None:
+        """Give back a slot; the longest waiter gets it when the limit allows."""
+        self.inflight -= 1
+        while self._waiters and self.inflight < int(self.limit):
+            slot = self._waiters.popleft()
+            if not slot.done():
+                self.inflight += 1
+                slot.set_result(None)
+
+    def observe(self, status: int) -> None:
+        """Adapt the limit to the status of a finished call (before its ``release``)."""
+        if status in OVERLOADED:
+            self.limit = max(1.0, min(self.limit, self.inflight) * 0.75)
+        elif 0 < status < 400:
+            self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
