@@ -48,17 +48,19 @@ TRACE = ROOT / "bench" / "out" / "overload_trace.jsonl"
 TRAIN = ROOT / "bench" / "out" / "overload_trace_train.jsonl"  # where the bounds were chosen
 # (offered req/s, seconds): ramp past the upstream's 20 calls/s, then back down
 STAGES = ((10, 15), (20, 15), (30, 15), (45, 15), (60, 15), (10, 30))
-# The bounds were chosen from the drop sweep on the *train* split (``--sweep``): per category,
-# the largest drop whose extra hits cost few false hits; none where the first extra hits were
-# wrong (general, creative, volatile) or where nothing was gained (math).
+# The bounds are half of those chosen from the drop sweep on the *train* split (``--sweep``:
+# per category, the largest drop whose extra hits cost few false hits; none where the first
+# extra hits were wrong (general, creative, volatile) or where nothing was gained (math)):
+# with the upstream gate, answers that static would lose to 429s are stored and hit too, so the
+# full drops overran the +1 point budget (+1.10, docs/economics.md).
 ADAPTIVE = {
     "window": "10s", "inflight_high": 5, "latency_high": "1s", "error_rate_high": 0.05,
     "up_at": 1.0, "down_at": 0.6, "rise_per_second": 0.25, "fall_per_second": 0.05,
     "defaults": {"max_threshold_drop": 0.0, "max_ttl_factor": 2},
-    "categories": {"support": {"max_threshold_drop": 0.08},
-                   "conversation": {"max_threshold_drop": 0.10},
-                   "factual": {"max_threshold_drop": 0.04},
-                   "code": {"max_threshold_drop": 0.02},
+    "categories": {"support": {"max_threshold_drop": 0.04},
+                   "conversation": {"max_threshold_drop": 0.05},
+                   "factual": {"max_threshold_drop": 0.02},
+                   "code": {"max_threshold_drop": 0.01},
                    "volatile": {"max_ttl_factor": 1}},
 }
 DROPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15)
@@ -184,8 +186,12 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
         async def watch(stop: asyncio.Event) -> None:
             start = time.perf_counter()
             while not stop.is_set():
-                body = (await http.get("/admin/economics",
-                                       headers={"authorization": f"Bearer {admin}"})).json()
+                try:
+                    body = (await http.get("/admin/economics",
+                                           headers={"authorization": f"Bearer {admin}"})).json()
+                except httpx.TransportError:  # a dropped keep-alive connection: next second
+                    await asyncio.sleep(1.0)
+                    continue
                 levels.append((time.perf_counter() - start, max((body.get("load") or {}).values(),
                                                                 default=0.0)))
                 await asyncio.sleep(1.0)
