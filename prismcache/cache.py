@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from prismcache.eviction import eviction_policy
 from prismcache.explain import Explanation
 from prismcache.index import IndexSpec
 from prismcache.policies import PolicyResolver
+from prismcache.quotas import Quotas
 from prismcache.request import PreparedRequest, RequestKey, prepare_request
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
@@ -296,8 +298,18 @@ class SemanticCache:
         reason = verdict.reason or MissReason.EMPTY
         if reason is MissReason.EMPTY and best is not None and best < low:
             reason = MissReason.BELOW_THRESHOLD  # the search found some, all too far
-        miss = self._miss(category, reason, count,
-                          detail=verdict.detail, similarity=best)
+        miss = replace(self._miss(category, reason, count, detail=verdict.detail,
+                                  similarity=best), vector=vector)
+        floor = policy.fallback_threshold  # the near candidate overload.py may serve
+        if floor is not None:
+            guarded = {c.entry_id for c, (o, _, _) in zip(candidates, verdict.outcomes,
+                                                           strict=False)
+                       if o is decision.Outcome.GUARD}
+            for entry_id, similarity in found:
+                if similarity >= floor and entry_id not in guarded:
+                    miss = replace(miss, near_entry=int(entry_id),
+                                   near_similarity=float(similarity))
+                    break
         return self._explained(miss, policy, candidates, dry, verdict)
 
     def _explained(self, result: LookupResult, policy: CategoryPolicy | None,
@@ -437,19 +449,14 @@ class SemanticCache:
         self._store.put(entry)
         self._tiers.add([entry])
         self._count(entry.category, "stores")
-        policy = self.policy_for(entry.category, entry.model)
-        cap_bytes = self.config.capacity_bytes
-        evicted = self._store.evict_over(
-            entry.category,
-            max_entries=int(policy.quota * self.config.capacity_entries),
-            max_bytes=None if cap_bytes is None else int(policy.quota * cap_bytes),
-        )
-        if evicted:
-            self._tiers.drop(evicted)
-            self._count(entry.category, "evictions", n=len(evicted))
-            top = max(ref.priority for ref in evicted)
-            if policy.eviction != "lru" and top > self._inflation.get(entry.category, 0.0):
-                self._inflation[entry.category] = top
+        # Work-conserving quotas: the victims may be of any category (prismcache.quotas).
+        evicted = self._store.evict_for(entry.category, Quotas.of(self.config))
+        for ref in evicted:
+            self._count(ref.category, "evictions")
+            if (self.policy_for(ref.category, entry.model).eviction != "lru"
+                    and ref.priority > self._inflation.get(ref.category, 0.0)):
+                self._inflation[ref.category] = ref.priority
+        self._tiers.drop(evicted)
 
     # -- maintenance -------------------------------------------------------------------------
 

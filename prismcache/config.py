@@ -111,7 +111,11 @@ class CategoryPolicy:
         enabled: serve and store this category at all.
         threshold: cosine similarity at or above which a neighbour may be served.
         ttl: absolute lifetime of an entry; ``None`` never expires.
-        quota: share of the cache's capacity (entries and bytes) this category may hold.
+        quota: share of the cache's capacity (entries and bytes) this category is guaranteed
+            when the cache is full; it may borrow more while space is free (see
+            :mod:`prismcache.quotas`).
+        max_share: hard ceiling on the share it may hold even while space is free; ``None``
+            (the default) for none. At least ``quota``.
         eviction: ``"lru"``, ``"lfu"`` or ``"gdsf"`` (cost-aware: hits x upstream cost / size).
         guards: lexical checks a semantic match must also pass (see :mod:`prismcache.guards`).
         exact_only: serve verbatim repeats only; never match by similarity.
@@ -125,6 +129,9 @@ class CategoryPolicy:
         cutoff: the verifier's probability at or above which a grey-zone candidate is served.
         upstream_latency: seconds a hit saves when the caller does not measure it.
         price_per_1k_tokens: upstream price used to estimate the money a hit saves.
+        fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
+            or above this similarity (and below ``threshold``) may be served marked ``near``;
+            ``None`` never (see :mod:`prismcache.server.overload`).
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -143,6 +150,8 @@ class CategoryPolicy:
     cutoff: float = 0.5
     upstream_latency: float = 2.0
     price_per_1k_tokens: float = 0.002
+    max_share: float | None = None
+    fallback_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -168,6 +177,13 @@ class CategoryPolicy:
                               "'builtin', 'cross-encoder:PATH' or 'llm:URL?model=NAME'")
         if self.upstream_latency < 0 or self.price_per_1k_tokens < 0:
             raise ConfigError("upstream_latency and price_per_1k_tokens must be >= 0")
+        if self.max_share is not None and not self.quota <= self.max_share <= 1.0:
+            raise ConfigError(f"max_share must be in [quota, 1] = [{self.quota}, 1], "
+                              f"got {self.max_share}")
+        if self.fallback_threshold is not None and not (
+                0.0 < self.fallback_threshold <= self.threshold):
+            raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
+                              f"(0, {self.threshold}], got {self.fallback_threshold}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
@@ -180,6 +196,8 @@ class CategoryPolicy:
         if self.verifier != "none":
             shown.append(f"verifier={self.verifier!r}, verify=[{self.verify_low}, "
                          f"{self.verify_high}), cutoff={self.cutoff}")
+        if self.max_share is not None:
+            shown.append(f"max_share={self.max_share}")
         return f"CategoryPolicy({', '.join(shown)})"
 
 

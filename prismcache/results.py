@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from prismcache.decision import MissReason
 
 __all__ = ["CategoryStats", "Hit", "LookupResult", "Miss", "MissReason", "Stored"]
@@ -54,6 +56,13 @@ class Miss:
         category: the request's category, when it got that far.
         similarity: the best similarity seen, when a search ran.
         cacheable: whether the response may be stored afterwards.
+        near_entry: the best candidate below the category's threshold but at or above its
+            ``fallback_threshold`` (not read, not guard-checked): what
+            :mod:`prismcache.server.overload` may serve, marked ``near``, when the upstream
+            is overloaded. ``None`` when there is none or the policy sets no fallback.
+        near_similarity: that candidate's similarity.
+        vector: the query's embedding, when a semantic search ran (the proxy matches it
+            against requests in flight: :mod:`prismcache.server.coalesce`).
     """
 
     reason: MissReason
@@ -61,6 +70,9 @@ class Miss:
     category: str | None = None
     similarity: float | None = None
     cacheable: bool = True
+    near_entry: int | None = None
+    near_similarity: float | None = None
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def hit(self) -> bool:

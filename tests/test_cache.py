@@ -168,9 +168,10 @@ def _fill(cache: SemanticCache, clock: FakeClock, n: int, category: str) -> list
     return ids
 
 
-def test_quota_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) -> None:
+def test_max_share_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.3, "eviction": "lru"}}})
+                        "categories": {"strict": {"quota": 0.3, "max_share": 0.3,
+                                                  "eviction": "lru"}}})
     _fill(cache, clock, 3, "strict")
     clock.tick(1)
     assert cache.lookup(chat("question number 0"), tenant="t").hit  # 0 is now most recent
@@ -184,7 +185,8 @@ def test_quota_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) 
 
 def test_lfu_keeps_the_most_hit_entry(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.2, "eviction": "lfu"}}})
+                        "categories": {"strict": {"quota": 0.2, "max_share": 0.2,
+                                                  "eviction": "lfu"}}})
     _fill(cache, clock, 2, "strict")
     for _ in range(3):
         clock.tick(1)
@@ -199,7 +201,8 @@ def test_lfu_keeps_the_most_hit_entry(make_cache, clock) -> None:
 
 def test_gdsf_keeps_an_expensive_often_hit_entry_over_a_cheap_one(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.2, "eviction": "gdsf"}}})
+                        "categories": {"strict": {"quota": 0.2, "max_share": 0.2,
+                                                  "eviction": "gdsf"}}})
     cache.store(chat("expensive"), reply("e"), tenant="t", category="strict", cost=0.50)
     clock.tick(1)
     cache.store(chat("cheap"), reply("c"), tenant="t", category="strict", cost=0.0001)
@@ -212,11 +215,38 @@ def test_gdsf_keeps_an_expensive_often_hit_entry_over_a_cheap_one(make_cache, cl
     assert not cache.lookup(chat("cheap"), tenant="t", category="strict").hit
 
 
-def test_a_zero_quota_keeps_nothing(make_cache) -> None:
-    cache = make_cache({"categories": {"strict": {"quota": 0.0}}})
+def test_a_zero_max_share_keeps_nothing(make_cache) -> None:
+    cache = make_cache({"categories": {"strict": {"quota": 0.0, "max_share": 0.0}}})
     cache.store(chat("q"), reply("x"), tenant="t", category="strict")
     assert cache.stats()["strict"].entries == 0
     assert not cache.lookup(chat("q"), tenant="t", category="strict").hit
+
+
+def test_a_category_borrows_free_capacity_and_gives_it_back(make_cache, clock) -> None:
+    cache = make_cache({"capacity": {"entries": 10},
+                        "categories": {"strict": {"quota": 0.3}, "loose": {"quota": 0.7}}})
+    _fill(cache, clock, 9, "strict")  # far above its 3 guaranteed: loose is empty
+    assert cache.stats()["strict"].entries == 9
+    loose = []
+    for i in range(8):
+        clock.tick(1)
+        loose.append(cache.store(chat(f"other thing {i}"), reply(f"o{i}"), tenant="t",
+                                 category="loose").entry_id)
+    stats = cache.stats()
+    # full at the 2nd loose entry: each loose admission takes strict's oldest entry
+    assert (stats["strict"].entries, stats["loose"].entries) == (3, 7)
+    assert stats["strict"].evictions == 6
+    assert stats["loose"].evictions == 1  # above its own share, loose evicts its own oldest
+    assert cache.lookup(chat("question number 8"), tenant="t", category="strict").hit
+    assert not cache.lookup(chat("question number 0"), tenant="t", category="strict").hit
+    assert cache.lookup(chat("other thing 7"), tenant="t", category="loose").entry_id == loose[7]
+    assert not cache.lookup(chat("other thing 0"), tenant="t", category="loose").hit
+    # Both at their share: a strict admission evicts strict's own (loose is not a borrower).
+    clock.tick(1)
+    cache.store(chat("question number 0"), reply("again"), tenant="t", category="strict")
+    stats = cache.stats()
+    assert (stats["strict"].entries, stats["loose"].entries) == (3, 7)
+    assert not cache.lookup(chat("question number 6"), tenant="t", category="strict").hit
 
 
 # -- what is never stored ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from prismcache.cache import SemanticCache
+from prismcache.quotas import Quotas
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
@@ -20,6 +21,7 @@ from prismcache.server.completions import completions
 from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.forward import passthrough
 from prismcache.server.metrics import ProxyMetrics
+from prismcache.server.overload import UpstreamGate
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.timeline import Timeline
@@ -56,7 +58,9 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     # Only configured tenants and categories are metric labels: clients cannot grow /metrics.
     labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)
     state = ProxyState(cache=cache, settings=settings, auth=auth, upstream=upstream,
-                       metrics=labels, coalescer=Coalescer())
+                       metrics=labels, coalescer=Coalescer(
+                           UpstreamGate(max_wait=settings.upstream_queue_wait)
+                           if settings.upstream_gate else None))
     # The proxy feeds the live controllers the cache resolves its policies through: the
     # economics (always measured, GET /admin/economics; they disable a category only when the
     # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).
@@ -105,7 +109,7 @@ async def metrics(request: Request) -> Response:
         return error_response(401, "/metrics needs Authorization: Bearer <metrics token>",
                               type="authentication_error", code="invalid_metrics_token")
     stats = await state.in_thread(state.cache.stats)
-    text = state.metrics.render(stats)
+    text = state.metrics.render(stats, Quotas.of(state.cache.config))
     if state.adaptive is not None:
         text += "\n".join(state.adaptive.metric_lines(state.cache.config.categories)) + "\n"
     if state.economics is not None:

@@ -24,8 +24,9 @@ from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss, MissReason
+from prismcache.server import overload
 from prismcache.server.auth import Caller
-from prismcache.server.coalesce import Flight, Head
+from prismcache.server.coalesce import Flight, Head, Similar, similar_for
 from prismcache.server.settings import ServerSettings
 from prismcache.server.sse import DONE, encode_event, iter_events, replay
 from prismcache.server.state import ProxyState, state_of
@@ -110,7 +111,13 @@ async def completions(request: Request) -> Response:
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
                    shadow=isinstance(result, Miss) and result.reason in _SHADOW)
-    return await _serve_flight(state, call, prism_headers(result, state=outcome), started)
+    similar = similar_for(result, call.key, state.cache.policy_for(label, call.key.model),
+                          (call.endpoint, call.stream, call.store, call.wants_usage)
+                          ) if state.settings.coalesce_similar else None
+    response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
+                                   similar)
+    return await overload.fallback(state, endpoint=endpoint, key=call.key, body=call.body,
+                                   stream=call.stream, result=result, response=response) or response
 
 
 async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call | Response:
@@ -184,14 +191,17 @@ def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Resp
 
 
 async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
-                        started: float) -> Response:
+                        started: float, similar: Similar | None = None) -> Response:
     coalescer = state.coalescer
     key = None
     if state.settings.coalesce and not call.key.bypass:
         key = (call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage)
-    flight, leader = coalescer.join(key, partial(_forward, state, call))
+    flight, leader = coalescer.join(key, partial(_forward, state, call),
+                                    similar if key is not None else None)
     if not leader:
         state.metrics.coalesced.inc(call.endpoint)
+        if (score := coalescer.similarity(flight, key, similar)) is not None:
+            headers = {**headers, "x-prism-cache": "coalesced", "x-prism-similarity": f"{score:.4f}"}
     state.metrics.inflight += 1
     done = False
     try:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+from prismcache.entry import UsageCount
+from prismcache.quotas import Quotas
 from prismcache.results import CategoryStats
 
 __all__ = ["OTHER", "BoundedLabels", "Counter", "Histogram", "ProxyMetrics"]
@@ -181,6 +183,10 @@ class ProxyMetrics:
             "prismcache_rejected_total",
             "Requests refused before reaching the cache (bad_request, unauthorized).",
             ("endpoint", "reason"))
+        self.fallbacks = Counter(
+            "prismcache_fallback_total",
+            "Requests the upstream refused (429/503/timeout) answered from a near entry "
+            "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"))
         self.inflight = 0
         # Models are named by clients: the load controller's per-model signals (and their
         # metric lines) keep the first MODEL_LABELS names and pool the rest as "other".
@@ -190,11 +196,15 @@ class ProxyMetrics:
         """Every metric, in exposition order."""
         return [self.requests, self.false_hits, self.hit_seconds, self.miss_overhead_seconds,
                 self.upstream_seconds, self.tokens_saved, self.usd_saved, self.stores,
-                self.cache_errors, self.upstream_errors, self.coalesced, self.rejected]
+                self.cache_errors, self.upstream_errors, self.coalesced, self.rejected,
+                self.fallbacks]
 
-    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None) -> str:
+    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None,
+               quotas: Quotas | None = None) -> str:
         """The text exposition of every metric, plus gauges of the cache's size per category
-        (``prismcache_entries``, ``prismcache_bytes``) when ``cache_stats`` is given."""
+        (``prismcache_entries``, ``prismcache_bytes``) when ``cache_stats`` is given, and of
+        what each holds above its guaranteed share (``prismcache_borrowed_entries``,
+        ``prismcache_borrowed_bytes``) when ``quotas`` is given too."""
         lines: list[str] = []
         for metric in self.all():
             lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
@@ -208,6 +218,16 @@ class ProxyMetrics:
                 lines += [f"# HELP {name} {help} per category", f"# TYPE {name} gauge"]
                 lines += [f'{name}{{category="{_escape(c)}"}} {getattr(s, field)}'
                           for c, s in sorted(cache_stats.items())]
+        if cache_stats is not None and quotas is not None:
+            borrowed = quotas.borrowed({c: UsageCount(entries=s.entries, bytes=s.bytes)
+                                        for c, s in cache_stats.items()})
+            for name, field in (("prismcache_borrowed_entries", "entries"),
+                                ("prismcache_borrowed_bytes", "bytes")):
+                lines += [f"# HELP {name} {field.capitalize()} held above the category's "
+                          "guaranteed share (given back first when the cache is full).",
+                          f"# TYPE {name} gauge"]
+                lines += [f'{name}{{category="{_escape(c)}"}} {getattr(u, field)}'
+                          for c, u in sorted(borrowed.items())]
         return "\n".join(lines) + "\n"
 
 

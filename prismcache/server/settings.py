@@ -16,6 +16,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       timeout: 300s                        # upstream read timeout -> 504
       connect_timeout: 5s                  # upstream connect timeout -> 504
       coalesce: true                       # identical in-flight requests share one upstream call
+      coalesce_similar: true               # ... and paraphrases above the category threshold
+      upstream_gate: true                  # adaptive limit on upstream calls in flight (AIMD on 429/503)
+      upstream_queue_wait: 10s             # calls over the limit wait this long, then go anyway
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
       share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
@@ -71,6 +74,11 @@ class ServerSettings:
         timeout: seconds the upstream may take between bytes before a 504.
         connect_timeout: seconds to connect to the upstream before a 504.
         coalesce: identical in-flight requests share one upstream call.
+        coalesce_similar: with ``coalesce``, so do requests of one partition and category whose
+            queries pass the category's threshold and guards (:mod:`prismcache.server.coalesce`).
+        upstream_gate: limit the upstream calls in flight adaptively and queue the rest
+            (:class:`prismcache.server.overload.UpstreamGate`).
+        upstream_queue_wait: seconds a call waits in that queue before it is sent anyway.
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
         share_upstream_objects: forward the endpoints of account-wide upstream objects
@@ -93,6 +101,9 @@ class ServerSettings:
     timeout: float = 300.0
     connect_timeout: float = 5.0
     coalesce: bool = True
+    coalesce_similar: bool = True
+    upstream_gate: bool = True
+    upstream_queue_wait: float = 10.0
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
     share_upstream_objects: bool = False
@@ -149,13 +160,13 @@ class ServerSettings:
         if "max_body_bytes" in raw:
             values["max_body_bytes"] = parse_size(raw["max_body_bytes"],
                                                   key="server.max_body_bytes")
-        for name in ("cache_truncated", "coalesce", "lookup_inline", "share_upstream_objects",
-                     "stream_usage"):
+        for name in ("cache_truncated", "coalesce", "coalesce_similar", "upstream_gate",
+                     "lookup_inline", "share_upstream_objects", "stream_usage"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
                 values[name] = raw[name]
-        for name in ("timeout", "connect_timeout", "shutdown_timeout"):
+        for name in ("timeout", "connect_timeout", "shutdown_timeout", "upstream_queue_wait"):
             if name in raw:
                 duration = parse_duration(raw[name], key=f"server.{name}")
                 if duration is None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from prismcache.entry import Entry, EntryRef, UsageCount
+from prismcache.quotas import Quotas
 
 __all__ = ["DocumentStore"]
 
@@ -71,6 +72,17 @@ class DocumentStore(Protocol):
 
         Ties in priority are broken by the older ``last_access`` first, then the lower id.
         Refs come in eviction order.
+        """
+        ...
+
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """After an entry of ``category`` was admitted, delete entries until every limit of
+        ``quotas`` holds; return their refs in eviction order (any categories).
+
+        The victim category of each step is :meth:`Quotas.next_victim` of the usage at that
+        step; within it, the lowest priority goes first, ties as in :meth:`evict_over`. Within
+        the limits it costs one read of the usage counters. Atomic per call where the backend
+        is shared (SQLite transaction, Redis script).
         """
         ...
 

@@ -57,6 +57,7 @@ from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreUnavailable
+from prismcache.quotas import Quotas
 from prismcache.stores import redis_lua as lua
 from prismcache.stores import redis_records as rec
 from prismcache.stores.codec import FIELDS, decode, encode
@@ -125,6 +126,7 @@ class RedisStore:
         self._delete = client.register_script(lua.DELETE)
         self._expire = client.register_script(lua.EXPIRE)
         self._evict = client.register_script(lua.EVICT)
+        self._evict_for = client.register_script(lua.EVICT_FOR)
         self._find = client.register_script(lua.FIND)
         self._usage = client.register_script(lua.USAGE)
         with self._session():
@@ -268,6 +270,35 @@ class RedisStore:
         if len(self._spaces) > 1:
             return self._evict_across(category, max_entries, max_bytes)
         return rec.refs(self._run(self._evict, self._spaces[0], args))
+
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """Delete entries until every limit of ``quotas`` holds, victims chosen as by
+        :meth:`Quotas.next_victim` (restated in the script), atomically in one script that
+        reads the usage counters first; refs in eviction order. On a cluster the victims are
+        chosen here, one :meth:`evict_over` step at a time (not atomic across buckets)."""
+        if len(self._spaces) > 1:
+            return self._evict_for_across(category, quotas)
+        names = sorted(set(quotas.shares) | set(quotas.ceilings))
+        args = [category, str(int(quotas.capacity_entries)),
+                "" if quotas.capacity_bytes is None else str(int(quotas.capacity_bytes)),
+                str(len(names))]
+        for name in names:
+            ceiling = quotas.ceilings.get(name)
+            args += [name, repr(float(quotas.shares.get(name, 0.0))),
+                     "" if ceiling is None else repr(float(ceiling))]
+        return rec.refs(self._run(self._evict_for, self._spaces[0], args))
+
+    def _evict_for_across(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        usage = {name: (u.entries, u.bytes) for name, u in self.usage().items()}
+        evicted: list[EntryRef] = []
+        while (victim := quotas.next_victim(usage, category)) is not None:
+            entries, size = usage[victim]
+            refs = self._evict_across(victim, entries - 1, None)
+            if not refs:
+                break
+            evicted += refs
+            usage[victim] = (entries - len(refs), size - sum(r.size for r in refs))
+        return evicted
 
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now``; return their refs, and those of

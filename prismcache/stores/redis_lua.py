@@ -33,6 +33,22 @@ local function unindex(id, blob)
   redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAXLEN, '*',
              'op', 'delete', 'id', id, 'ref', blob)
 end
+-- Unindex the lowest entry of category cat's eviction order: its id, ref and size, or nil
+-- when the order is empty (a member whose ref is gone is dropped and the next one tried).
+local function evict_lowest(cat)
+  local zkey = P .. 'c:' .. cat
+  while true do
+    local first = redis.call('ZRANGE', zkey, 0, 0)
+    if #first == 0 then return nil end
+    local id = string.sub(first[1], 17)
+    local blob = redis.call('HGET', P .. 'refs', id)
+    if blob then
+      unindex(id, blob)
+      return id, blob, tonumber(cjson.decode(blob)[4])
+    end
+    redis.call('ZREM', zkey, first[1])
+  end
+end
 local function reap(limit, out)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -153,6 +169,75 @@ while (maxn and n > maxn) or (maxb and b > maxb) do
   else
     redis.call('ZREM', zkey, first[1])
   end
+end
+return out
+"""
+
+# ARGV: 3 admitting category, 4 capacity entries, 5 capacity bytes or '', 6 number of
+# categories k, then k triples: name, share, ceiling or ''. Restates Quotas.next_victim
+# (prismcache/quotas.py), the one statement of the rule: keep the two in step.
+EVICT_FOR = PRELUDE + r"""
+reap(""" + str(REAP) + r""")
+local admitting = ARGV[3]
+local capn = tonumber(ARGV[4])
+local capb = tonumber(ARGV[5])
+local shares, ceilings = {}, {}
+for i = 0, tonumber(ARGV[6]) - 1 do
+  local name = ARGV[7 + 3 * i]
+  shares[name] = tonumber(ARGV[8 + 3 * i])
+  ceilings[name] = tonumber(ARGV[9 + 3 * i])
+end
+local n, b = {}, {}
+local flat = redis.call('HGETALL', P .. 'usage')
+for i = 1, #flat, 2 do
+  local kind, cat = string.sub(flat[i], 1, 1), string.sub(flat[i], 3)
+  if kind == 'n' then n[cat] = tonumber(flat[i + 1]) else b[cat] = tonumber(flat[i + 1]) end
+end
+-- Python orders str by code point = UTF-8 byte order; Lua's '<' follows the locale.
+local function before(x, y)
+  for i = 1, math.min(#x, #y) do
+    local cx, cy = string.byte(x, i), string.byte(y, i)
+    if cx ~= cy then return cx < cy end
+  end
+  return #x < #y
+end
+local function victim()
+  local over, tn, tb = nil, 0, 0
+  for cat, count in pairs(n) do
+    if count > 0 then
+      local size = b[cat] or 0
+      tn, tb = tn + count, tb + size
+      local c = ceilings[cat]
+      if c and (count > math.floor(c * capn) or (capb and size > math.floor(c * capb)))
+         and (over == nil or before(cat, over)) then over = cat end
+    end
+  end
+  if over then return over end
+  local fulln, fullb = tn > capn, capb ~= nil and tb > capb
+  if not (fulln or fullb) then return nil end
+  local best, most = nil, 0.0
+  for cat, count in pairs(n) do
+    if count > 0 then
+      local share = shares[cat] or 0.0
+      local above = -1.0
+      if fulln then above = count / capn - share end
+      if fullb then above = math.max(above, (b[cat] or 0) / capb - share) end
+      if above > most or (best ~= nil and above == most and before(cat, best)) then
+        best, most = cat, above
+      end
+    end
+  end
+  if best == nil and (n[admitting] or 0) > 0 then return admitting end
+  return best
+end
+local out = {}
+while true do
+  local cat = victim()
+  if cat == nil then break end
+  local id, blob, size = evict_lowest(cat)
+  if not id then break end
+  n[cat], b[cat] = n[cat] - 1, (b[cat] or 0) - size
+  out[#out + 1] = id; out[#out + 1] = blob
 end
 return out
 """
