@@ -9,7 +9,8 @@ timed, embedding excluded (it is the same under both rules; its own cost is the 
 
 - **far miss**: a query with nothing near (the common miss): the verifier must add nothing;
 - **grey miss**: a query whose nearest entries fall in the grey zone but are not its answer;
-- **verified hit**: a paraphrase of a stored query, served after the verifier ran.
+- **verified hit**: a reworded copy of a stored query ("can you tell me ..."), served after
+  the verifier ran (or, without it, on cosine >= threshold).
 
 Prints p50/p99 per kind and rule, and the difference; writes ``--json``.
 """
@@ -29,6 +30,7 @@ from prismcache.cache import SemanticCache
 from prismcache.config import load_config
 from prismcache.embedders import open_embedder
 from prismcache.evaluation import datasets as ds
+from prismcache.evaluation.perturb import reworded
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
 from prismcache.stores.memory import MemoryStore
 
@@ -51,11 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     for text, intent in rows:
         by_intent.setdefault(intent, []).append(text)
     stored = [texts[0] for texts in by_intent.values()]
-    paraphrases = [(texts[0], texts[1]) for texts in by_intent.values() if len(texts) > 1]
+    # reworded copies of stored questions: paraphrases the shipped decision serves
+    paraphrases = [(text, reworded(text, rng)) for text in stored]
     far = [q for q in ds.nq_open(root) if ds.half_of(q) == "test"][: args.queries]
     grey = [t for t, _ in ds.clinc(root, "test")[0]][: args.queries]
     table.ensure(stored + [p for _, p in paraphrases] + far + grey)
-    fillers = rng.choice(len(table), size=args.entries, replace=True)  # rows of real vectors
+    # rows of real vectors, none of them a stored text or a query (noise must not shadow them)
+    from prismcache.evaluation.vectors import _digest
+
+    mine = {table._rows[_digest(t)] for t in stored + [p for _, p in paraphrases] + far + grey}
+    pool = np.array([row for row in range(len(table)) if row not in mine])
+    fillers = rng.choice(pool, size=args.entries, replace=True)
     yardstick = _single_query_ms(embedder, far[:50])
 
     results = {"entries": args.entries, "yardstick_single_query_ms_p50": yardstick}

@@ -302,3 +302,26 @@ def test_the_llm_judge_verifier_honours_the_contract() -> None:
     with pytest.raises(VerifierError):  # the judge is gone: the cache fails open
         judge.probabilities(QUERY, candidates)
     judge.close()
+
+
+def test_the_shipped_trees_score_as_a_plain_walk_of_each_tree() -> None:
+    from prismcache.verifiers.builtin import Trees, load_model
+
+    d = load_model()
+    trees = Trees(feature=d["feature"], threshold=d["threshold"], left=d["left"],
+                  right=d["right"], leaf=d["leaf"], value=d["value"],
+                  missing_left=d["missing_left"], baseline=float(d["baseline"]),
+                  depth=int(d["depth"]))
+    x = np.random.default_rng(0).normal(size=(20, int(d["feature"].max()) + 1)) * 2
+
+    def walk(row: np.ndarray) -> float:
+        total = float(d["baseline"])
+        for t in range(d["feature"].shape[0]):
+            n = 0
+            while not d["leaf"][t, n]:
+                go_left = row[d["feature"][t, n]] <= d["threshold"][t, n]
+                n = d["left"][t, n] if go_left else d["right"][t, n]
+            total += d["value"][t, n]
+        return total
+
+    assert np.allclose(trees.raw(x), [walk(row) for row in x])
