@@ -17,6 +17,8 @@ this module owns its keys and validates them. Unknown keys are errors::
       coalesce: true                       # identical in-flight requests share one upstream call
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
+      embed_batch_max: 32                  # concurrent lookups embedded in one model call (1: off)
+      embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class ServerSettings:
         coalesce: identical in-flight requests share one upstream call.
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
+        embed_batch_max: texts embedded in one model call for concurrent requests (1: off).
+        embed_batch_wait_ms: ms a batch waits for more requests (0-10; never when alone).
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -83,6 +87,8 @@ class ServerSettings:
     coalesce: bool = True
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
+    embed_batch_max: int = 32
+    embed_batch_wait_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -92,6 +98,8 @@ class ServerSettings:
                 raise ConfigError(f"server.{name} must be positive")
         if self.shutdown_timeout < 0:
             raise ConfigError("server.shutdown_timeout must be >= 0")
+        if not 0 <= self.embed_batch_wait_ms <= 10 or self.embed_batch_max < 1:
+            raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
         keys = [t.key for t in self.tenants]
         if len(set(keys)) != len(keys):
             raise ConfigError("server.tenants: the same key is listed twice")
@@ -132,6 +140,11 @@ class ServerSettings:
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
+                values[name] = raw[name]
+        for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float))):
+            if name in raw:
+                if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
+                    raise ConfigError(f"server.{name} must be a number, got {raw[name]!r}")
                 values[name] = raw[name]
         for name in ("timeout", "connect_timeout", "shutdown_timeout"):
             if name in raw:
