@@ -94,11 +94,12 @@ def upstream_command(port: int, *options: str) -> list[str]:
 
 
 def serve_command(config: str | Path, port: int, upstream_url: str,
-                  store: str | None = None) -> list[str]:
+                  store: str | None = None, workers: int = 1) -> list[str]:
     """The command that runs ``prismcache serve`` with ``config`` on ``port`` in front of
-    ``upstream_url`` (and over ``store``, when given)."""
+    ``upstream_url`` (and over ``store``, when given; with ``workers`` processes)."""
     return [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(config),
             *(["--store", store] if store is not None else []),
+            *(["--workers", str(workers)] if workers > 1 else []),
             "--port", str(port), "--upstream", upstream_url]
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import chat
+
 from prismcache.embedders import BatchingEmbedder, Embedder, HashEmbedder
 from prismcache.errors import EmbeddingError
 
@@ -117,6 +117,18 @@ def test_a_failing_batch_fails_every_caller_in_it_and_only_them() -> None:
     assert len({id(result) for result in results[1:]}) == 3  # one exception per caller
     assert embedder.failures == 1
     assert embedder.embed(["afterwards"]).shape == (1, 32)  # the next batch works
+
+
+def test_with_concurrency_two_a_second_caller_does_not_queue_behind_the_first() -> None:
+    gated = GatedEmbedder()
+    embedder = BatchingEmbedder(gated, max_wait=0.0, concurrency=2)
+    first = threading.Thread(target=embedder.embed, args=(["held in the model"],))
+    first.start()
+    _wait_until(lambda: len(gated.batches) == 1)
+    assert embedder.embed(["not held"]).shape == (1, 32)  # ran beside the first call
+    gated.gate.set()
+    first.join(10)
+    assert gated.batches == [["held in the model"], ["not held"]]
 
 
 def test_a_lone_caller_does_not_wait() -> None:

@@ -5,11 +5,11 @@ pays the model's per-call cost each time, and concurrent calls compete for the s
 :class:`BatchingEmbedder` wraps any embedder so that calls which arrive together share one call
 of the wrapped embedder:
 
-* a caller that finds no batch running runs its texts at once, **without waiting**, unless
-  others are already queued behind a running batch;
-* callers that arrive while a batch runs queue up; when it ends, the first of them leads the
-  next batch with everything queued (up to ``max_batch`` texts), waiting at most ``max_wait``
-  seconds for more callers while the batch is not full;
+* a caller that finds fewer than ``concurrency`` batches running runs its texts at once,
+  **without waiting**, unless others are already queued;
+* callers that arrive while ``concurrency`` batches run queue up; when one ends, the first of
+  them leads the next batch with everything queued (up to ``max_batch`` texts), waiting at
+  most ``max_wait`` seconds for more callers while the batch is not full;
 * every caller gets exactly the rows of its own texts, in its own order;
 * when the wrapped call fails, every caller in that batch gets an
   :class:`~prismcache.errors.EmbeddingError` (the cache then fails open for each, counted).
@@ -61,27 +61,32 @@ class BatchingEmbedder:
             the batch is not full (0: never wait). Never waited when a caller is alone.
         max_batch: texts per call of ``inner`` (a single caller's larger input still goes in
             one call: ``inner`` chunks it itself).
+        concurrency: calls of ``inner`` that may run at once (the server gives one per core
+            and worker process: with one-thread model calls, that keeps every core busy).
 
-    Thread-safe. Calls of ``inner`` never overlap, so ``inner`` may use every core per call.
+    Thread-safe (``inner`` must be too when ``concurrency`` > 1).
     Counters: :attr:`calls` (callers served), :attr:`batches` (calls of ``inner``),
     :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch).
     """
 
     def __init__(self, inner: Embedder, *, max_wait: float = 0.0005,
-                 max_batch: int = 32) -> None:
+                 max_batch: int = 32, concurrency: int = 1) -> None:
         if max_wait < 0:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
         self.max_wait = max_wait
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self.calls = self.batches = self.failures = self.largest = 0
         self._cond = threading.Condition()
         self._queue: deque[_Call] = deque()
-        self._busy = False
+        self._running = 0
 
     @property
     def id(self) -> str:
@@ -90,7 +95,7 @@ class BatchingEmbedder:
 
     def __repr__(self) -> str:
         return (f"BatchingEmbedder({self.inner!r}, max_wait={self.max_wait}, "
-                f"max_batch={self.max_batch})")
+                f"max_batch={self.max_batch}, concurrency={self.concurrency})")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``, in one call of the wrapped embedder shared with whichever other
@@ -102,10 +107,10 @@ class BatchingEmbedder:
         with self._cond:
             self._queue.append(call)
             while not call.done:
-                if self._busy:
-                    self._cond.wait()
+                if self._running >= self.concurrency or not self._queue:
+                    self._cond.wait()  # no batch may start yet, or ours is running
                     continue
-                self._busy = True
+                self._running += 1  # lead the next batch (ours, or one ahead of it)
                 try:
                     batch = self._gather()
                     self._cond.release()
@@ -114,7 +119,7 @@ class BatchingEmbedder:
                     finally:
                         self._cond.acquire()
                 finally:
-                    self._busy = False
+                    self._running -= 1
                     self._cond.notify_all()
         if call.error is not None:  # a new exception per caller: they raise it concurrently
             raise EmbeddingError(str(call.error)) from call.error
@@ -150,7 +155,7 @@ class BatchingEmbedder:
             if vectors.shape != (len(texts), self.dim):
                 raise EmbeddingError(f"{self.inner!r} returned shape {vectors.shape}, "
                                      f"expected {(len(texts), self.dim)}")
-        except Exception as exc:  # every caller must hear of it, whatever it was
+        except Exception as exc:  # noqa: BLE001 - every caller must hear of it, whatever it was
             for call in batch:
                 call.error = exc
             self.failures += 1

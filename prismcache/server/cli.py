@@ -74,9 +74,11 @@ def _settings(options: dict[str, Any]) -> tuple[CacheConfig, ServerSettings]:
     return config, settings
 
 
-def server_cache(config: CacheConfig, settings: ServerSettings) -> SemanticCache:
+def server_cache(config: CacheConfig, settings: ServerSettings, *,
+                 workers: int = 1) -> SemanticCache:
     """Open the cache a server runs on: the configured embedder, wrapped in a
-    :class:`~prismcache.embedders.BatchingEmbedder` unless ``embed_batch_max`` is 1.
+    :class:`~prismcache.embedders.BatchingEmbedder` unless ``embed_batch_max`` is 1, with
+    one model call at a time per core and worker process (one of ``workers``).
     Raises what :meth:`SemanticCache.open` raises."""
     from prismcache.cache import SemanticCache
     from prismcache.embedders import BatchingEmbedder, open_embedder
@@ -84,7 +86,8 @@ def server_cache(config: CacheConfig, settings: ServerSettings) -> SemanticCache
     embedder = open_embedder(config.embedder)
     if settings.embed_batch_max > 1:
         embedder = BatchingEmbedder(embedder, max_batch=settings.embed_batch_max,
-                                    max_wait=settings.embed_batch_wait_ms / 1000)
+                                    max_wait=settings.embed_batch_wait_ms / 1000,
+                                    concurrency=max(1, (os.cpu_count() or 1) // workers))
     return SemanticCache.open(config, embedder=embedder)
 
 
@@ -143,7 +146,7 @@ def _serve_workers(args: argparse.Namespace, options: dict[str, Any], config: Ca
             return 2
     finally:
         store.close()
-    os.environ[_WORKER_ARGS] = json.dumps(options)
+    os.environ[_WORKER_ARGS] = json.dumps({**options, "workers": args.workers})
     uvicorn.run("prismcache.server.cli:worker_app", factory=True, workers=args.workers,
                 host=args.host, port=args.port,
                 timeout_graceful_shutdown=settings.shutdown_timeout or None)
@@ -156,8 +159,9 @@ def worker_app() -> Starlette:
     the app shuts down."""
     from prismcache.server import create_app
 
-    config, settings = _settings(json.loads(os.environ[_WORKER_ARGS]))
-    cache = server_cache(config, settings)
+    options = json.loads(os.environ[_WORKER_ARGS])
+    config, settings = _settings(options)
+    cache = server_cache(config, settings, workers=options["workers"])
     app = create_app(cache, settings)
     inner = app.router.lifespan_context
 
