@@ -17,7 +17,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       coalesce: true                       # identical in-flight requests share one upstream call
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
-      embed_batch_max: 32                  # concurrent lookups embedded in one model call (1: off)
+      embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
       embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
 """
 
@@ -87,7 +87,7 @@ class ServerSettings:
     coalesce: bool = True
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
-    embed_batch_max: int = 32
+    embed_batch_max: int = 16
     embed_batch_wait_ms: float = 0.5
 
     def __post_init__(self) -> None:
