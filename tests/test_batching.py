@@ -131,6 +131,31 @@ def test_with_concurrency_two_a_second_caller_does_not_queue_behind_the_first() 
     assert gated.batches == [["held in the model"], ["not held"]]
 
 
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+def test_many_threads_with_waits_each_get_exactly_their_own_rows(concurrency: int) -> None:
+    embedder = BatchingEmbedder(HashEmbedder(dim=32), max_wait=0.002, max_batch=5,
+                                concurrency=concurrency)
+    alone = HashEmbedder(dim=32)
+    wrong: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        for i in range(40):
+            texts = [f"thread {k} call {i} text {j}" for j in range(1 + (k + i) % 3)]
+            if not np.array_equal(embedder.embed(texts), alone.embed(texts)):
+                wrong.append(texts[0])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wrong == []
+    assert embedder.calls == 12 * 40
+    assert embedder.batches < embedder.calls  # some calls did share
+
+
 def test_a_lone_caller_does_not_wait() -> None:
     embedder = BatchingEmbedder(HashEmbedder(dim=32), max_wait=5.0)
     started = time.monotonic()

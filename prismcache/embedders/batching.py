@@ -113,11 +113,12 @@ class BatchingEmbedder:
                 self._running += 1  # lead the next batch (ours, or one ahead of it)
                 try:
                     batch = self._gather()
-                    self._cond.release()
-                    try:
-                        self._run(batch)
-                    finally:
-                        self._cond.acquire()
+                    if batch:  # empty when another leader took the queue while we waited
+                        self._cond.release()
+                        try:
+                            self._run(batch)
+                        finally:
+                            self._cond.acquire()
                 finally:
                     self._running -= 1
                     self._cond.notify_all()
@@ -128,17 +129,18 @@ class BatchingEmbedder:
 
     def _gather(self) -> list[_Call]:
         """Take the next batch off the queue (the lock is held). When others are queued and
-        the batch is not full, wait up to ``max_wait`` for more."""
+        the batch is not full, wait up to ``max_wait`` for more (the lock is released while
+        waiting, so another leader may empty the queue meanwhile: then the batch is empty)."""
         if len(self._queue) > 1 and self.max_wait > 0:
             deadline = time.monotonic() + self.max_wait
-            while self._queued_texts() < self.max_batch:
+            while self._queue and self._queued_texts() < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-        batch = [self._queue.popleft()]
-        size = len(batch[0].texts)
-        while self._queue and size + len(self._queue[0].texts) <= self.max_batch:
+        batch: list[_Call] = []
+        size = 0
+        while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
             call = self._queue.popleft()
             batch.append(call)
             size += len(call.texts)
