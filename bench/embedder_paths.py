@@ -101,7 +101,7 @@ def single_query(queries: list[str], stick: Yardstick) -> None:
     shipped, derived = default.model_path, dynamic.run_path
     variants: dict[str, Callable[[str], Any]] = {
         "before: opt=all, 1 thread, masked pooling": one_query(session(shipped, threads=1)),
-        "pooling without the mask (kept)": one_query(session(shipped, threads=1), masked=False),
+        "pooling without the mask": one_query(session(shipped, threads=1), masked=False),
         "opt=extended": one_query(session(shipped, threads=1, level="extended"), masked=False),
         "2 intra-op threads": one_query(session(shipped, threads=2), masked=False),
         "IO binding": one_query(session(shipped, threads=1), masked=False, bind=True),

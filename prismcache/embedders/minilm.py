@@ -168,8 +168,6 @@ class MiniLMEmbedder:
                 f"{self!r}: the model returned shape {hidden.shape}, "
                 f"expected {(len(encodings), width, self.dim)}"
             )
-        if len(encodings) == 1:  # nothing padded: the mean over every token
-            return hidden.mean(axis=1)  # type: ignore[no-any-return]
         mask = attention_mask[:, :, None].astype(np.float32)
         return (hidden * mask).sum(axis=1) / mask.sum(axis=1)
 
