@@ -226,14 +226,21 @@ class Yardstick:
         """A throughput as a multiple of the yardstick's one-at-a-time rate."""
         return f"{per_second / self.rate:.2f}x"
 
+    @classmethod
+    def of(cls, times_ms: list[float]) -> Yardstick:
+        """The yardstick summarised from timings of :func:`yardstick_run` in milliseconds."""
+        return cls(p50_ms=statistics.median(times_ms), p99_ms=pct(times_ms, 0.99),
+                   n=len(times_ms))
+
     def __str__(self) -> str:
         return (f"yardstick (int8 MiniLM, default ORT session, 1 thread, 9 tokens, run only): "
                 f"p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms  "
                 f"= {self.rate:.0f} inferences/s one at a time  (n={self.n})")
 
 
-def yardstick(repeat: int = 300, warmup: int = 30) -> Yardstick:
-    """Time ``repeat`` runs (after ``warmup``) of the yardstick in this process.
+def yardstick_run() -> Callable[[], None]:
+    """One yardstick inference as a callable, for benchmarks that interleave it with what
+    they measure (so both see the same load); :meth:`Yardstick.of` summarises the timings.
 
     The session is built here from the pinned model file with onnxruntime's defaults except
     ``intra_op_num_threads=1``, so nothing the embedder tunes leaks into it.
@@ -250,11 +257,21 @@ def yardstick(repeat: int = 300, warmup: int = 30) -> Yardstick:
     ids = np.array([_tokenizer().encode(YARDSTICK_QUERY).ids], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
              "token_type_ids": np.zeros_like(ids)}
-    for _ in range(warmup):
+
+    def run() -> None:
         session.run(None, feeds)
+
+    return run
+
+
+def yardstick(repeat: int = 300, warmup: int = 30) -> Yardstick:
+    """Time ``repeat`` runs (after ``warmup``) of the yardstick in this process."""
+    run = yardstick_run()
+    for _ in range(warmup):
+        run()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        session.run(None, feeds)
+        run()
         times.append((time.perf_counter() - t) * 1000)
-    return Yardstick(p50_ms=statistics.median(times), p99_ms=pct(times, 0.99), n=repeat)
+    return Yardstick.of(times)

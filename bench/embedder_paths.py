@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchkit import ROOT, Yardstick, pct, yardstick
+from benchkit import ROOT, Yardstick, pct, yardstick, yardstick_run
 
 from prismcache.embedders.minilm import MiniLMEmbedder, _tokenizer
 
@@ -112,6 +112,8 @@ def single_query(queries: list[str], stick: Yardstick) -> None:
         "MiniLMEmbedder().embed (shipped code)": lambda text: default.embed([text]),
         "MiniLMEmbedder(dynamic=True).embed": lambda text: dynamic.embed([text]),
     }
+    run = yardstick_run()
+    variants["the yardstick itself (9 tokens, run only)"] = lambda text: run()
     times: dict[str, list[float]] = {label: [] for label in variants}
     rounds = 10
     for r in range(rounds):  # blocks of queries, variants taking turns block by block
@@ -123,8 +125,10 @@ def single_query(queries: list[str], stick: Yardstick) -> None:
                 t = time.perf_counter()
                 embed(text)
                 times[label].append((time.perf_counter() - t) * 1000)
-    print(f"## one query at a time, end to end ({len(queries)} real queries; the variants take "
-          f"turns in {rounds} blocks, each block after 3 untimed queries)")
+    print(f"## one query at a time, end to end ({len(queries)} real queries; the variants and "
+          f"the yardstick take turns in {rounds} blocks, each block after 3 untimed queries; "
+          f"ratios to the yardstick timed in these blocks)")
+    stick = Yardstick.of(times["the yardstick itself (9 tokens, run only)"])
     for label, ms in times.items():
         print(line(label, ms, stick))
     tokenizer = _tokenizer()

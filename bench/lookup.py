@@ -20,7 +20,7 @@ Method (see docs/benchmarks.md):
   logistic classifier on the vector), HNSW search, threshold decision.
 * **Miss path with embedding.** The same with the bundled MiniLM embedder (1 and 2 threads)
   and its dynamically quantized derivative (``minilm:dynamic``); each also as a ratio to the
-  yardstick (``benchkit.yardstick``) measured right before.
+  yardstick (``benchkit.yardstick_run``) timed in the same blocks of queries.
 * **Hit path.** Near-duplicates of stored entries (the stored vector plus sigma 0.002 noise):
   search, store read (SQLite), guards, hit bookkeeping (store touch).
 * **Insert.** ``store`` of a new entry (precomputed vector): store write, index add, quota.
@@ -44,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from benchkit import yardstick
+from benchkit import Yardstick, yardstick_run
 
 from prismcache import SemanticCache, load_config
 from prismcache.embedders import Embedder, MiniLMEmbedder, open_embedder
@@ -208,11 +208,12 @@ def run(size: int, texts: list[str], bases: np.ndarray, oos: list[str], oos_vect
     # Miss path with the bundled embedder (the memo is bypassed: every text is new). The
     # variants take turns in blocks of 30 queries, each after 3 untimed ones (the model's
     # weights back in the CPU caches), so the machine's load falls on all alike.
-    stick = yardstick()
-    print(stick, flush=True)
+    # The yardstick takes its turns in the same blocks.
+    run = yardstick_run()
     variants = (("threads=1", embedder._inner), ("threads=2", embedder.two_threads),
                 ("dynamic, threads=1", embedder.dynamic))
     lats: dict[str, list[float]] = {label: [] for label, _ in variants}
+    sticks: list[float] = []
     for r in range(10):
         block = oos[r:300:10]
         for n, (label, real) in enumerate(variants):
@@ -223,6 +224,14 @@ def run(size: int, texts: list[str], bases: np.ndarray, oos: list[str], oos_vect
                 t1 = time.perf_counter()
                 cache.lookup(body(text + " ?" * (n + 1)), tenant="bench")
                 lats[label].append(time.perf_counter() - t1)
+        for _ in range(3):
+            run()
+        for _ in block:
+            t1 = time.perf_counter()
+            run()
+            sticks.append((time.perf_counter() - t1) * 1000)
+    stick = Yardstick.of(sticks)
+    print(stick, flush=True)
     for label, lat in lats.items():
         p50 = statistics.median(lat) * 1000
         print(f"miss path, MiniLM {label}: {pct(lat)}  = p50 {stick.ratio(p50)} yardstick",
