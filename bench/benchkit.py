@@ -141,10 +141,11 @@ def chat(text: str) -> dict[str, Any]:
     return {"model": "m1", "messages": [{"role": "user", "content": text}]}
 
 
-def gibberish(rng: random.Random) -> str:
-    """A query unlike any other (random letters share few trigrams or word pieces)."""
+def gibberish(rng: random.Random, words: int = 8) -> str:
+    """A query unlike any other (random letters share few trigrams or word pieces); 8 words
+    make ~35 model tokens, 3 words ~13, about a real short query's."""
     return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
-                    for _ in range(8))
+                    for _ in range(words))
 
 
 def pct(values: list[float], q: float) -> float:

@@ -11,8 +11,9 @@ or off; one worker process or several over Redis):
   measured with one client and with 50 concurrent clients.
 
 Every figure also appears as a ratio to the yardstick (``benchkit.yardstick``: one plain
-single-query inference of the bundled model), measured in this process right before each
-configuration: latencies divided by its median, throughputs by its one-at-a-time rate.
+single-query inference of the bundled model), measured in this process right before and right
+after each configuration and pooled (the machine's load moves): latencies divided by its
+median, throughputs by its one-at-a-time rate.
 
 The upstream, the proxy and this client are separate processes. The client is a minimal
 HTTP/1.1 keep-alive client on asyncio streams, so that it costs the shared CPUs as little as
@@ -50,6 +51,8 @@ from benchkit import (
     yardstick,
 )
 
+#: words of a fresh miss query: ~13 model tokens, like a real short question (8 words: ~35)
+MISS_WORDS = 3
 FILLERS = ("please", "kindly", "now", "quickly", "again", "today", "here", "exactly", "simply",
            "really", "actually", "properly", "safely", "easily", "fully", "first", "then",
            "also", "still", "just", "maybe", "somehow", "ever", "basically", "honestly")
@@ -61,11 +64,11 @@ async def misses(proxy: int, upstream: int, n: int) -> tuple[list[float], list[f
     direct, proxied, miss_count = [], [], 0
     rng = random.Random(11)
     for i in range(n):
-        body = chat(gibberish(rng))
+        body = chat(gibberish(rng, MISS_WORDS))
         t = time.perf_counter()
         await direct_conn.post(body)
         direct.append((time.perf_counter() - t) * 1000)
-        body = chat(gibberish(rng))
+        body = chat(gibberish(rng, MISS_WORDS))
         t = time.perf_counter()
         _, headers, _ = await proxy_conn.post(body)
         proxied.append((time.perf_counter() - t) * 1000)
@@ -99,10 +102,10 @@ async def concurrent_misses(proxy: int, upstream: int, clients: int,
         rng = random.Random(1000 + k)
         for _ in range(per_client):
             t = time.perf_counter()
-            await posted(direct_conn, chat(gibberish(rng)))
+            await posted(direct_conn, chat(gibberish(rng, MISS_WORDS)))
             d = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            _, headers, _ = await posted(proxy_conn, chat(gibberish(rng)))
+            _, headers, _ = await posted(proxy_conn, chat(gibberish(rng, MISS_WORDS)))
             direct.append(d)
             proxied.append((time.perf_counter() - t) * 1000)
             miss_count += headers.get("x-prism-cache") == "miss"
@@ -113,12 +116,22 @@ async def concurrent_misses(proxy: int, upstream: int, clients: int,
     return direct, proxied, miss_count
 
 
-def added_line(label: str, direct: list[float], proxied: list[float], stick: Yardstick) -> str:
+def added_line(label: str, direct: list[float], proxied: list[float],
+               figures: dict[str, float]) -> str:
     added = [p - d for p, d in zip(proxied, direct, strict=True)]
     p50, p99 = statistics.median(added), pct(added, 0.99)
-    return (f"added by a miss {label}: p50 {p50:6.2f} ms  p90 {pct(added, 0.9):6.2f}  "
-            f"p99 {p99:6.2f}  = p50 {stick.ratio(p50)}, p99 {stick.ratio(p99)} yardstick  "
-            f"(n={len(added)}; direct p50 {statistics.median(direct):.1f} ms)")
+    figures[f"miss {label} p50"], figures[f"miss {label} p99"] = p50, p99
+    return (f"added by a miss ({label}): p50 {p50:6.2f} ms  p90 {pct(added, 0.9):6.2f}  "
+            f"p99 {p99:6.2f}  (n={len(added)}; direct p50 {statistics.median(direct):.1f} ms)")
+
+
+def ratios(figures: dict[str, float], stick: Yardstick) -> str:
+    """The configuration's figures as multiples of the yardstick."""
+    parts = [f"semantic hits/s {stick.rate_ratio(figures['semantic hits/s'])} its rate",
+             f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"]
+    parts += [f"{label} {stick.ratio(ms)}" for label, ms in figures.items()
+              if label.startswith("miss")]
+    return "ratios to the yardstick: " + ", ".join(parts)
 
 
 def run_config(name: str, config: dict, upstream_port: int, args: argparse.Namespace,
@@ -127,18 +140,24 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         path = Path(tmp, "bench.yaml")
         path.write_text(json.dumps(config))  # JSON is YAML
         port = free_port()
-        stick = yardstick()
+        before = yardstick(150)
         t = time.perf_counter()
         command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
                                 store=store, workers=workers)
         with serving(command, port, cwd=tmp, timeout=180):
-            print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)")
-            print(stick, flush=True)
-            asyncio.run(measure(port, upstream_port, args, stick))
+            print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
+            figures = asyncio.run(measure(port, upstream_port, args))
+        after = yardstick(150)
+        # the load moves during a configuration: the yardstick before and after, pooled
+        stick = Yardstick(p50_ms=(before.p50_ms + after.p50_ms) / 2,
+                          p99_ms=max(before.p99_ms, after.p99_ms), n=before.n + after.n)
+        print(f"yardstick p50 {before.p50_ms:.2f} ms before, {after.p50_ms:.2f} ms after: "
+              f"{stick.p50_ms:.2f} ms = {stick.rate:.0f}/s one at a time")
+        print(ratios(figures, stick), flush=True)
 
 
-async def measure(port: int, upstream_port: int, args: argparse.Namespace,
-                  stick: Yardstick) -> None:
+async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
+    """Run the workloads, print their lines, return the key figures (ms, req/s)."""
     base = "how do i reset my password"
     conn = await Conn(port).open()
     await conn.post(chat(base))  # the one entry every hit serves
@@ -150,21 +169,21 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace,
     semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
                 for i in range(args.semantic)]
     await hits([port], exact[:300], c)  # warm up
-    for label, bodies, per in (("exact-tier hits", exact, 1.0),
-                               ("semantic hits", semantic, None)):
+    figures: dict[str, float] = {}
+    for label, bodies in (("exact", exact), ("semantic", semantic)):
         rate, lat, n_hit = await hits([port], bodies, c)
-        versus = "" if per else f"  = {stick.rate_ratio(rate * n_hit / len(bodies))} the " \
-                                "yardstick's rate (hits/s)"
-        print(f"{label:16s} c={c}: {rate:7.0f} req/s  {summary(lat)}  "
-              f"hit rate {n_hit / len(bodies):.2f}{versus}", flush=True)
+        figures[f"{label} hits/s"] = rate * n_hit / len(bodies)
+        print(f"{label + ' hits':13s} c={c}: {rate:7.0f} req/s  {summary(lat)}  "
+              f"hit rate {n_hit / len(bodies):.2f}", flush=True)
     direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
-    print(added_line("(1 client)  ", direct, proxied, stick) +
+    print(added_line("1 client", direct, proxied, figures) +
           f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
     direct, proxied, n_miss = await concurrent_misses(port, upstream_port, args.miss_clients,
                                                       args.misses_per_client)
-    print(added_line(f"({args.miss_clients} clients)", direct, proxied, stick) +
+    print(added_line(f"{args.miss_clients} clients", direct, proxied, figures) +
           f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
     print(f"proxy's own view: {await own_view(port)}")
+    return figures
 
 
 async def own_view(port: int) -> str:
