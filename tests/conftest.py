@@ -13,6 +13,7 @@ from prismcache import SemanticCache
 from prismcache.embedders import HashEmbedder
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import EmbeddingError, StoreUnavailable
+from prismcache.quotas import Quotas
 from prismcache.stores.memory import MemoryStore
 
 T0 = 1_800_000_000.0
@@ -66,6 +67,10 @@ class FlakyStore:
                    max_bytes: int | None) -> list[EntryRef]:
         self._check()
         return self.inner.evict_over(category, max_entries=max_entries, max_bytes=max_bytes)
+
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        self._check()
+        return self.inner.evict_for(category, quotas)
 
     def expire(self, now: float) -> list[EntryRef]:
         self._check()
@@ -134,6 +139,9 @@ TEST_CONFIG: dict[str, Any] = {
     "classifier": {"examples": None},
     "rules": [],
     "capacity": {"entries": 1000},
+    # These tests pin the classic rule (cosine >= threshold, guards) on the hash embedder;
+    # the verifier's decisions are tested in test_decision.py with the bundled embedder.
+    "defaults": {"verifier": "none"},
     "categories": {
         "strict": {"threshold": 0.99, "ttl": "1h", "quota": 0.5},
         "loose": {"threshold": 0.5, "ttl": "1h", "quota": 0.5},

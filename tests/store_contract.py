@@ -19,6 +19,7 @@ import pytest
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import StoreError
+from prismcache.quotas import Quotas
 from prismcache.stores.base import DocumentStore
 
 DIM = 8
@@ -335,6 +336,111 @@ class StoreContract:
         assert len(store.evict_over("faq", max_entries=0, max_bytes=None)) == 6
         assert store.usage() == usage_of([entries[6]])
 
+    # -- evict_for (work-conserving quotas) --------------------------------------------------
+
+    def _quotas(self, entries: int = 10, nbytes: int | None = None,
+                ceilings: dict[str, float] | None = None) -> Quotas:
+        return Quotas(capacity_entries=entries, capacity_bytes=nbytes,
+                      shares={"faq": 0.3, "code": 0.5, "chat": 0.2}, ceilings=ceilings or {})
+
+    def _put_all(self, store: DocumentStore, category: str, ids: range,
+                 **fields: Any) -> list[Entry]:
+        entries = [make_entry(i, category=category, priority=float(i), last_access=float(i),
+                              **fields) for i in ids]
+        for entry in entries:
+            store.put(entry)
+            assert store.evict_for(category, self._quotas()) == []
+        return entries
+
+    def test_evict_for_lets_a_category_borrow_free_capacity(self, store: DocumentStore) -> None:
+        self._put_all(store, "faq", range(1, 11))  # 10 = the whole capacity, share 3
+        assert store.usage()["faq"].entries == 10
+
+    def test_evict_for_reclaims_from_the_borrower_lowest_priority_first(
+        self, store: DocumentStore
+    ) -> None:
+        self._put_all(store, "faq", range(1, 11))
+        quotas = self._quotas()
+        evicted = []
+        for i in range(11, 16):  # code reclaims 5 of its 5 guaranteed from faq, oldest first
+            store.put(make_entry(i, category="code", priority=0.0))
+            evicted += store.evict_for("code", quotas)
+        assert [r.id for r in evicted] == [1, 2, 3, 4, 5]
+        assert all(r.category == "faq" for r in evicted)
+        assert {c: u.entries for c, u in store.usage().items()} == {"faq": 5, "code": 5}
+
+    def test_evict_for_takes_from_the_largest_borrower(self, store: DocumentStore) -> None:
+        self._put_all(store, "faq", range(1, 6))  # 5: 2 above its 3
+        self._put_all(store, "chat", range(6, 11))  # 5: 3 above its 2
+        store.put(make_entry(11, category="code"))
+        assert [r.id for r in store.evict_for("code", self._quotas())] == [6]
+        store.put(make_entry(12, category="code"))  # chat 4 (2 above) ties faq: name order
+        assert [r.id for r in store.evict_for("code", self._quotas())] == [6 + 1]
+
+    def test_evict_for_a_category_at_its_share_loses_only_to_itself(
+        self, store: DocumentStore
+    ) -> None:
+        self._put_all(store, "faq", range(1, 4))  # 3 = its share
+        self._put_all(store, "code", range(4, 11))  # 7: 2 above its 5
+        store.put(make_entry(11, category="code", priority=99.0))
+        assert [r.id for r in store.evict_for("code", self._quotas())] == [4]
+        # Shares summing past 1: nobody borrows, so each admission evicts its own category.
+        tight = Quotas(capacity_entries=10, capacity_bytes=None, shares={"faq": 0.5, "code": 0.7})
+        store.put(make_entry(12, category="code", priority=99.0))
+        assert [r.id for r in store.evict_for("code", tight)] == [5]
+        store.put(make_entry(13, category="faq", priority=99.0))
+        assert [r.id for r in store.evict_for("faq", tight)] == [1]
+        assert {c: u.entries for c, u in store.usage().items()} == {"faq": 3, "code": 7}
+
+    def test_evict_for_enforces_a_ceiling_while_space_is_free(self, store: DocumentStore) -> None:
+        self._put_all(store, "faq", range(1, 5))
+        quotas = self._quotas(ceilings={"faq": 0.3})
+        store.put(make_entry(5, category="faq", priority=9.0))
+        assert [r.id for r in store.evict_for("faq", quotas)] == [1, 2]
+        assert store.usage()["faq"].entries == 3
+
+    def test_evict_for_bytes_capacity(self, store: DocumentStore) -> None:
+        faq = self._put_all(store, "faq", range(1, 5))
+        size = expected_size(faq[0])
+        quotas = Quotas(capacity_entries=100, capacity_bytes=4 * size + size // 2,
+                        shares={"faq": 0.5, "code": 0.5})
+        code = make_entry(5, category="code")
+        store.put(code)
+        evicted = store.evict_for("code", quotas)
+        assert [r.id for r in evicted] == [1]
+        assert evicted[0] == ref(faq[0])
+        assert sum(u.bytes for u in store.usage().values()) <= 4 * size + size // 2
+
+    def test_evict_for_unknown_category_has_no_share(self, store: DocumentStore) -> None:
+        self._put_all(store, "code", range(1, 6))  # at its share
+        for i in range(6, 11):
+            store.put(make_entry(i, category="legacy", priority=float(i)))
+        store.put(make_entry(11, category="code"))
+        assert [r.id for r in store.evict_for("code", self._quotas())] == [6]
+
+    def test_evict_for_within_limits_is_a_no_op(self, store: DocumentStore) -> None:
+        entries = self._put_all(store, "faq", range(1, 4))
+        assert store.evict_for("nope", self._quotas()) == []
+        assert store.usage() == usage_of(entries)
+
+    def test_evict_for_invariants_under_a_random_workload(self, store: DocumentStore) -> None:
+        rng = np.random.default_rng(7)
+        quotas = Quotas(capacity_entries=40, capacity_bytes=40 * 160,
+                        shares={"faq": 0.3, "code": 0.5, "chat": 0.2}, ceilings={"chat": 0.4})
+        names = ("faq", "code", "chat", "legacy")
+        for i in range(1, 301):
+            category = names[int(rng.integers(4))]
+            before = {c: u.entries for c, u in store.usage().items()}
+            store.put(make_entry(i, category=category, priority=float(rng.integers(5)),
+                                 response={"text": "x" * int(rng.integers(1, 120))}))
+            evicted = store.evict_for(category, quotas)
+            usage = {c: (u.entries, u.bytes) for c, u in store.usage().items()}
+            assert quotas.next_victim(usage, category) is None
+            for r in evicted:  # a victim of another category was above its share
+                if r.category != category:
+                    held = before[r.category] - sum(v.category == r.category for v in evicted)
+                    assert held >= quotas.limit(quotas.shares.get(r.category, 0.0))[0]
+
     # -- expire -----------------------------------------------------------------------------
 
     def test_expire_deletes_due_entries_only(self, store: DocumentStore) -> None:
@@ -387,6 +493,30 @@ class StoreContract:
         for name in ("id", "tenant", "partition", "category", "model", "exact_key", "query",
                      "embedder", "created", "expires", "hits", "cost", "priority"):
             assert getattr(got, name) == getattr(original, name), name
+
+    def test_scan_partition_yields_only_that_partition_without_documents(
+        self, store: DocumentStore
+    ) -> None:
+        entries = {i: make_entry(i, partition=f"p{i % 3}", category="ab"[i % 2])
+                   for i in range(1, 701)}
+        entries[4] = make_entry(4, partition="p1", vector=None)
+        for entry in entries.values():
+            store.put(entry)
+        store.delete([7])
+        seen = Counter()
+        for got in store.scan_partition("p1"):
+            seen[got.id] += 1
+            want = entries[got.id]
+            assert (got.request, got.response, got.chunks) == ({}, {}, None)
+            for name in ("partition", "category", "exact_key", "embedder", "priority"):
+                assert getattr(got, name) == getattr(want, name), name
+            if want.vector is None:
+                assert got.vector is None
+            else:
+                assert got.vector is not None
+                assert got.vector.tobytes() == want.vector.astype(np.float32).tobytes()
+        assert seen == Counter(i for i, e in entries.items() if e.partition == "p1" and i != 7)
+        assert list(store.scan_partition("nowhere")) == []
 
     # -- usage ------------------------------------------------------------------------------
 

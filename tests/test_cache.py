@@ -27,7 +27,7 @@ BASE = chat("how do i reset my password", system="You are helpful.")
         ("response format", chat("how do i reset my password", system="You are helpful.",
                                  response_format={"type": "json_object"})),
         ("sampling class", chat("how do i reset my password", system="You are helpful.",
-                                temperature=0.7)),
+                                temperature=0)),
     ],
 )
 def test_a_different_partition_never_hits(make_cache, label, other) -> None:
@@ -82,7 +82,7 @@ def test_the_same_pair_hits_in_a_loose_category_and_misses_in_a_strict_one(make_
     loose = cache.lookup(chat(paraphrase), tenant="loose", category="loose")
     strict = cache.lookup(chat(paraphrase), tenant="strict", category="strict")
     assert loose.hit and 0.5 <= loose.similarity < 0.99
-    assert not strict.hit and strict.reason == "below-threshold"
+    assert not strict.hit and strict.reason == "below-threshold" and strict.detail == ""
     assert strict.similarity == pytest.approx(loose.similarity, abs=1e-5)
 
 
@@ -120,7 +120,7 @@ def test_guards_turn_near_duplicates_into_misses(make_cache) -> None:
     cache = make_cache({"categories": {"strict": {"threshold": 0.3}}})
     cache.store(chat("cancel my subscription"), reply("cancelled"), tenant="t", category="strict")
     result = cache.lookup(chat("don't cancel my subscription"), tenant="t", category="strict")
-    assert not result.hit and result.reason == "guard:negation"
+    assert not result.hit and result.label == "guard:negation"
     assert cache.stats()["strict"].guard_rejections == {"negation": 1}
 
 
@@ -168,9 +168,10 @@ def _fill(cache: SemanticCache, clock: FakeClock, n: int, category: str) -> list
     return ids
 
 
-def test_quota_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) -> None:
+def test_max_share_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.3, "eviction": "lru"}}})
+                        "categories": {"strict": {"quota": 0.3, "max_share": 0.3,
+                                                  "eviction": "lru"}}})
     _fill(cache, clock, 3, "strict")
     clock.tick(1)
     assert cache.lookup(chat("question number 0"), tenant="t").hit  # 0 is now most recent
@@ -184,7 +185,8 @@ def test_quota_bounds_a_category_and_lru_evicts_least_recent(make_cache, clock) 
 
 def test_lfu_keeps_the_most_hit_entry(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.2, "eviction": "lfu"}}})
+                        "categories": {"strict": {"quota": 0.2, "max_share": 0.2,
+                                                  "eviction": "lfu"}}})
     _fill(cache, clock, 2, "strict")
     for _ in range(3):
         clock.tick(1)
@@ -199,7 +201,8 @@ def test_lfu_keeps_the_most_hit_entry(make_cache, clock) -> None:
 
 def test_gdsf_keeps_an_expensive_often_hit_entry_over_a_cheap_one(make_cache, clock) -> None:
     cache = make_cache({"capacity": {"entries": 10},
-                        "categories": {"strict": {"quota": 0.2, "eviction": "gdsf"}}})
+                        "categories": {"strict": {"quota": 0.2, "max_share": 0.2,
+                                                  "eviction": "gdsf"}}})
     cache.store(chat("expensive"), reply("e"), tenant="t", category="strict", cost=0.50)
     clock.tick(1)
     cache.store(chat("cheap"), reply("c"), tenant="t", category="strict", cost=0.0001)
@@ -212,11 +215,38 @@ def test_gdsf_keeps_an_expensive_often_hit_entry_over_a_cheap_one(make_cache, cl
     assert not cache.lookup(chat("cheap"), tenant="t", category="strict").hit
 
 
-def test_a_zero_quota_keeps_nothing(make_cache) -> None:
-    cache = make_cache({"categories": {"strict": {"quota": 0.0}}})
+def test_a_zero_max_share_keeps_nothing(make_cache) -> None:
+    cache = make_cache({"categories": {"strict": {"quota": 0.0, "max_share": 0.0}}})
     cache.store(chat("q"), reply("x"), tenant="t", category="strict")
     assert cache.stats()["strict"].entries == 0
     assert not cache.lookup(chat("q"), tenant="t", category="strict").hit
+
+
+def test_a_category_borrows_free_capacity_and_gives_it_back(make_cache, clock) -> None:
+    cache = make_cache({"capacity": {"entries": 10},
+                        "categories": {"strict": {"quota": 0.3}, "loose": {"quota": 0.7}}})
+    _fill(cache, clock, 9, "strict")  # far above its 3 guaranteed: loose is empty
+    assert cache.stats()["strict"].entries == 9
+    loose = []
+    for i in range(8):
+        clock.tick(1)
+        loose.append(cache.store(chat(f"other thing {i}"), reply(f"o{i}"), tenant="t",
+                                 category="loose").entry_id)
+    stats = cache.stats()
+    # full at the 2nd loose entry: each loose admission takes strict's oldest entry
+    assert (stats["strict"].entries, stats["loose"].entries) == (3, 7)
+    assert stats["strict"].evictions == 6
+    assert stats["loose"].evictions == 1  # above its own share, loose evicts its own oldest
+    assert cache.lookup(chat("question number 8"), tenant="t", category="strict").hit
+    assert not cache.lookup(chat("question number 0"), tenant="t", category="strict").hit
+    assert cache.lookup(chat("other thing 7"), tenant="t", category="loose").entry_id == loose[7]
+    assert not cache.lookup(chat("other thing 0"), tenant="t", category="loose").hit
+    # Both at their share: a strict admission evicts strict's own (loose is not a borrower).
+    clock.tick(1)
+    cache.store(chat("question number 0"), reply("again"), tenant="t", category="strict")
+    stats = cache.stats()
+    assert (stats["strict"].entries, stats["loose"].entries) == (3, 7)
+    assert not cache.lookup(chat("question number 6"), tenant="t", category="strict").hit
 
 
 # -- what is never stored ---------------------------------------------------------------------
@@ -248,7 +278,7 @@ def test_incomplete_or_unsafe_responses_are_not_stored(make_cache, response, rea
 def test_uncacheable_requests_bypass(make_cache, body, why) -> None:
     cache = make_cache()
     result = cache.lookup(body, tenant="t")
-    assert not result.hit and not result.cacheable and why in result.reason
+    assert not result.hit and not result.cacheable and why in result.label
     assert not cache.store(body, reply("x"), tenant="t").stored
 
 
@@ -290,7 +320,7 @@ def test_a_broken_store_turns_lookups_into_counted_misses(make_cache, caplog) ->
     cache.store(chat("q"), reply("x"), tenant="t", category="strict")
     store.down = True
     result = cache.lookup(chat("q"), tenant="t", category="strict")
-    assert not result.hit and result.reason == "error:StoreUnavailable"
+    assert not result.hit and result.label == "error:StoreUnavailable"
     stored = cache.store(chat("q2"), reply("y"), tenant="t", category="strict")
     assert not stored.stored and stored.reason == "error:StoreUnavailable"
     assert "failed open" in caplog.text
@@ -304,10 +334,10 @@ def test_a_broken_embedder_turns_lookups_into_misses(make_cache) -> None:
     cache = make_cache(embedder=embedder)
     embedder.fail = True
     result = cache.lookup(chat("q"), tenant="t", category="loose")
-    assert result.reason == "error:EmbeddingError"
+    assert result.label == "error:EmbeddingError"
     embedder.fail, embedder.wrong_dim = False, True
     result = cache.lookup(chat("q"), tenant="t", category="loose")
-    assert result.reason == "error:EmbeddingError"
+    assert result.label == "error:EmbeddingError"
 
 
 # -- persistence: the store is the source of truth ------------------------------------------
@@ -315,7 +345,7 @@ def test_a_broken_embedder_turns_lookups_into_misses(make_cache) -> None:
 def test_a_reopened_sqlite_cache_rebuilds_its_index(tmp_path: Path, clock) -> None:
     config = {"store": f"sqlite:///{tmp_path}/c.db", "embedder": "hash:64",
               "classifier": {"examples": None}, "rules": [],
-              "categories": {"loose": {"threshold": 0.5}}}
+              "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, clock=clock) as cache:
         cache.store(chat("how can i reset my password"), reply("x"), tenant="t", category="loose")
     with SemanticCache.open(config, clock=clock) as cache:
@@ -326,7 +356,7 @@ def test_a_reopened_sqlite_cache_rebuilds_its_index(tmp_path: Path, clock) -> No
 def test_a_snapshot_restores_and_catches_up_with_the_store(tmp_path: Path, clock) -> None:
     config = {"store": f"sqlite:///{tmp_path}/c.db", "embedder": "hash:64",
               "classifier": {"examples": None}, "rules": [],
-              "snapshot": str(tmp_path / "snap"), "categories": {"loose": {"threshold": 0.5}}}
+              "snapshot": str(tmp_path / "snap"), "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, clock=clock) as cache:
         cache.store(chat("how can i reset my password"), reply("x"), tenant="t", category="loose")
     assert (tmp_path / "snap" / "manifest.json").exists()
@@ -345,7 +375,7 @@ def test_a_snapshot_restores_and_catches_up_with_the_store(tmp_path: Path, clock
 def test_entries_of_another_embedder_are_refused_clearly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/c.db"
     config = {"store": url, "classifier": {"examples": None}, "rules": [],
-              "categories": {"loose": {"threshold": 0.5}}}
+              "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, embedder=HashEmbedder(dim=64)) as cache:
         cache.store(chat("q"), reply("x"), tenant="t", category="loose")
     with pytest.raises(EmbedderMismatch, match="hash-v1:64"):

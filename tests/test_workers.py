@@ -86,7 +86,6 @@ def test_a_hit_stored_through_one_worker_is_served_by_another(
         while _ask(second, "how do I rotate my api key", store=False) != "hit":
             assert time.monotonic() < deadline, "the other worker never served the hit"
             time.sleep(0.02)
-        assert _ask(first, "how do I rotate my api key please", store=False) == "hit"
     finally:
         for client in clients.values():
             client.close()

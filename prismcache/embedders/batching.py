@@ -116,9 +116,10 @@ class BatchingEmbedder:
                     if batch:  # empty when another leader took the queue while we waited
                         self._cond.release()
                         try:
-                            self._run(batch)
+                            failed = self._run(batch)
                         finally:
                             self._cond.acquire()
+                        self._count(batch, failed)  # under the lock: leaders run at once
                 finally:
                     self._running -= 1
                     self._cond.notify_all()
@@ -149,8 +150,15 @@ class BatchingEmbedder:
     def _queued_texts(self) -> int:
         return sum(len(call.texts) for call in self._queue)
 
-    def _run(self, batch: list[_Call]) -> None:
-        """Embed the batch's texts in one call and hand each caller its rows (or the error)."""
+    def _count(self, batch: list[_Call], failed: bool) -> None:
+        self.calls += len(batch)
+        self.batches += 1
+        self.failures += failed
+        self.largest = max(self.largest, len(batch))
+
+    def _run(self, batch: list[_Call]) -> bool:
+        """Embed the batch's texts in one call and hand each caller its rows (or the error);
+        return whether it failed."""
         texts = [text for call in batch for text in call.texts]
         try:
             vectors = self.inner.embed(texts)
@@ -160,12 +168,9 @@ class BatchingEmbedder:
         except Exception as exc:  # noqa: BLE001 - every caller must hear of it, whatever it was
             for call in batch:
                 call.error = exc
-            self.failures += 1
-        else:
-            start = 0
-            for call in batch:
-                call.vectors = vectors[start:start + len(call.texts)]
-                start += len(call.texts)
-        self.calls += len(batch)
-        self.batches += 1
-        self.largest = max(self.largest, len(batch))
+            return True
+        start = 0
+        for call in batch:
+            call.vectors = vectors[start:start + len(call.texts)]
+            start += len(call.texts)
+        return False

@@ -7,6 +7,15 @@ a JSON answer, one per event for a stream). Every request for the same key, the 
 subscribes and reads the same head and pieces from the start, so a follower that joins
 mid-stream still gets the whole stream.
 
+**Semantic coalescing.** A missed request that is not identical to one in flight may still
+follow it: when its lookup embedded the query (:attr:`~prismcache.results.Miss.vector`), it
+joins a flight of the same *group* (endpoint, partition, category, stream and store flags)
+whose query scores at or above the category's threshold against it and passes the category's
+guards, exactly the decision a hit on that flight's answer would take once it is stored. Such a
+follower's answer is marked ``X-Prism-Cache: coalesced`` with its similarity. Its wait is
+bounded by the flight's own upstream call (the proxy's upstream timeout), which started
+earlier than the call the follower would have made.
+
 A flight runs apart from its first client, so one client hanging up does not break the
 answer for the others; when the *last* subscriber leaves before the end, the flight is
 cancelled: the upstream call is aborted and nothing is stored.
@@ -18,10 +27,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
+
+from prismcache import guards
+from prismcache.config import CategoryPolicy
 from prismcache.errors import UpstreamError
+from prismcache.request import RequestKey
+from prismcache.results import Hit, Miss
 
-__all__ = ["Coalescer", "Flight", "Head"]
+__all__ = ["Coalescer", "Flight", "Head", "Similar", "similar_for"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -36,10 +52,33 @@ class Head:
     streaming: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Similar:
+    """What semantic coalescing needs of a missed request: the group of flights it may join
+    (endpoint, partition, category, stream and store flags: never across partitions), its
+    query and embedding, and its category's threshold and guards."""
+
+    group: Hashable
+    query: str
+    vector: np.ndarray
+    threshold: float
+    guards: tuple[str, ...]
+
+    def similarity(self, other: Similar) -> float | None:
+        """Cosine similarity to ``other`` (vectors are unit-norm) when ``other``'s answer may
+        be served for this query (threshold and guards pass), else ``None``."""
+        score = float(np.dot(self.vector, other.vector))
+        if score < self.threshold or guards.check(self.query, other.query, self.guards):
+            return None
+        return score
+
+
 class Flight:
     """One upstream call and everything it has published so far."""
 
     def __init__(self) -> None:
+        self.key: Hashable | None = None
+        self.similar: Similar | None = None  # the leader's, when semantic followers may join
         self.head: Head | None = None
         self.error: UpstreamError | None = None
         self.done = False
@@ -107,31 +146,89 @@ class Flight:
 Runner = Callable[[Flight], Awaitable[None]]
 
 
+class Gate(Protocol):
+    """What the coalescer needs of an upstream gate (:class:`~prismcache.server.overload.
+    UpstreamGate`): a slot per upstream call, and the status each call ended with."""
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def observe(self, status: int) -> None: ...
+
+
+def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPolicy,
+            flags: tuple[Hashable, ...]) -> Similar | None:
+    """The :class:`Similar` of a missed request whose lookup embedded its query (else
+    ``None``): grouped by ``flags`` (endpoint, stream, store), partition and category;
+    matched with ``policy``'s threshold and guards."""
+    if not isinstance(result, Miss) or result.vector is None or result.category is None:
+        return None
+    if policy.exact_only:
+        return None
+    # Followers get the leader's answer without the verifier's say: with a verifier, only
+    # near-verbatim requests (verify_high) follow; without one, the category's threshold.
+    threshold = policy.threshold if policy.verifier == "none" else policy.verify_high
+    return Similar(group=(*flags, key.partition, result.category), query=key.query,
+                   vector=result.vector, threshold=threshold, guards=policy.guards)
+
+
 class Coalescer:
     """In-flight requests by key. Used from the event loop only (no locking needed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: Gate | None = None) -> None:
+        self.gate = gate  # limits upstream calls in flight (prismcache.server.overload)
         self._flights: dict[Hashable, Flight] = {}
+        self._groups: dict[Hashable, list[Flight]] = {}  # flights semantic followers may join
         self.followers = 0  # requests that joined someone else's flight
+        self.semantic_followers = 0  # ... of them, those that joined a similar request's
 
     def __len__(self) -> int:
         return len(self._flights)
 
-    def join(self, key: Hashable | None, runner: Runner) -> tuple[Flight, bool]:
-        """Subscribe to the flight for ``key``, starting it with ``runner`` if there is none
-        (``key=None``: never shared). Returns the flight and whether this call started it.
-        Every ``join`` must be paired with a :meth:`leave`."""
+    def join(self, key: Hashable | None, runner: Runner,
+             similar: Similar | None = None) -> tuple[Flight, bool]:
+        """Subscribe to the flight for ``key``, or else (given ``similar``) to the most similar
+        flight of its group that passes :meth:`Similar.similarity`, starting one with
+        ``runner`` if there is none (``key=None``: never shared). Returns the flight and
+        whether this call started it. Every ``join`` must be paired with a :meth:`leave`."""
         flight = self._flights.get(key) if key is not None else None
+        if flight is None and similar is not None:
+            flight = self._most_similar(similar)
+            if flight is not None:
+                self.semantic_followers += 1
         if flight is not None:
             flight.subscribers += 1
             self.followers += 1
             return flight, False
         flight = Flight()
-        flight.subscribers = 1
+        flight.subscribers, flight.key = 1, key
         if key is not None:
             self._flights[key] = flight
+            if similar is not None:
+                flight.similar = similar
+                self._groups.setdefault(similar.group, []).append(flight)
         flight.task = asyncio.create_task(self._run(key, flight, runner))
         return flight, True
+
+    @staticmethod
+    def similarity(flight: Flight, key: Hashable | None,
+                   similar: Similar | None) -> float | None:
+        """The similarity of a follower (its ``key`` and ``similar``) to ``flight``'s leader
+        when it joined by similarity rather than as an identical request; else ``None``."""
+        if similar is None or flight.similar is None or flight.key == key:
+            return None
+        return float(np.dot(similar.vector, flight.similar.vector))
+
+    def _most_similar(self, similar: Similar) -> Flight | None:
+        best, score = None, -1.0
+        for flight in self._groups.get(similar.group, ()):
+            if flight.similar is None:
+                continue
+            s = similar.similarity(flight.similar)
+            if s is not None and s > score:
+                best, score = flight, s
+        return best
 
     def leave(self, flight: Flight) -> None:
         """Unsubscribe; the last subscriber to leave an unfinished flight cancels it."""
@@ -139,15 +236,38 @@ class Coalescer:
         if flight.subscribers <= 0 and not flight.done and flight.task is not None:
             flight.task.cancel()
 
-    async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:
+    @staticmethod
+    async def _gated(gate: Gate, flight: Flight, runner: Runner) -> None:
+        await gate.acquire()
+        status = 0
         try:
             await runner(flight)
+            status = flight.head.status if flight.head is not None else 0
+        except UpstreamError as exc:
+            status = exc.status or 502
+            raise
+        finally:
+            gate.observe(status)
+            gate.release()
+
+    async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:
+        try:
+            if self.gate is None:
+                await runner(flight)
+            else:  # queued flights take followers too: they are registered already
+                await self._gated(self.gate, flight, runner)
         except UpstreamError as exc:
             flight.fail(exc)
         except Exception:  # a bug in the proxy: answer 500, never leave subscribers hanging
-            log.exception("prismcache: upstream call failed unexpectedly")
+            log.exception("upstream call failed unexpectedly")
             flight.fail(UpstreamError("the proxy failed to forward the request", status=500))
         finally:
             if key is not None and self._flights.get(key) is flight:
                 del self._flights[key]
+            if flight.similar is not None:
+                group = self._groups.get(flight.similar.group, [])
+                if flight in group:
+                    group.remove(flight)
+                if not group:
+                    self._groups.pop(flight.similar.group, None)
             flight.finish()

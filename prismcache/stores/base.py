@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from prismcache.entry import Entry, EntryRef, UsageCount
+from prismcache.quotas import Quotas
 
 __all__ = ["DocumentStore"]
 
@@ -74,6 +75,17 @@ class DocumentStore(Protocol):
         """
         ...
 
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """After an entry of ``category`` was admitted, delete entries until every limit of
+        ``quotas`` holds; return their refs in eviction order (any categories).
+
+        The victim category of each step is :meth:`Quotas.next_victim` of the usage at that
+        step; within it, the lowest priority goes first, ties as in :meth:`evict_over`. Within
+        the limits it costs one read of the usage counters. Atomic per call where the backend
+        is shared (SQLite transaction, Redis script).
+        """
+        ...
+
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now``; return their refs."""
         ...
@@ -86,6 +98,16 @@ class DocumentStore(Protocol):
         (``{}``, ``{}``, ``None``) so a rebuild does not pay for decoding them. Entries present
         for the whole scan are yielded exactly once; entries added or deleted during it may or
         may not be.
+        """
+        ...
+
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of one ``partition``, vectors included and documents left empty
+        (as ``scan(documents=False)``): what loading one partition's index needs.
+
+        Meant to cost in proportion to the partition, not the store (Redis keeps an id set per
+        partition; SQLite and memory filter every entry, fine at their sizes). Entries present
+        for the whole scan are yielded exactly once.
         """
         ...
 

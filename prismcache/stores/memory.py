@@ -15,6 +15,7 @@ from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreUnavailable
+from prismcache.quotas import Quotas
 from prismcache.stores.codec import Record, decode, encode, ref_of
 
 __all__ = ["MemoryStore"]
@@ -25,7 +26,8 @@ class MemoryStore:
 
     Costs, with ``n`` entries and ``c`` of them in the category concerned: ``put``, ``get``,
     ``touch``, ``usage`` O(1) (``usage`` O(categories)); ``delete`` O(ids); ``find`` and
-    ``expire`` O(n); ``evict_over`` O(c + k log c) to evict ``k``; ``scan`` copies the record
+    ``expire`` O(n); ``evict_over`` O(c + k log c) to evict ``k``; ``evict_for`` O(categories)
+    within the limits, O(categories + c + k log c) to evict ``k``; ``scan`` copies the record
     references, O(n), then decodes lazily.
 
     >>> store = MemoryStore()
@@ -116,11 +118,7 @@ class MemoryStore:
             entries, size = self._usage.get(category, (0, 0))
             if _within(entries, size, max_entries, max_bytes):
                 return []
-            heap = [
-                (r.priority, r.last_access, r.id)
-                for r in map(self._records.__getitem__, self._by_category[category])
-            ]
-            heapq.heapify(heap)
+            heap = self._eviction_heap(category)
             evicted = []
             while heap and not _within(entries, size, max_entries, max_bytes):
                 _, _, entry_id = heapq.heappop(heap)
@@ -128,6 +126,25 @@ class MemoryStore:
                 self._remove(entry_id)
                 entries, size = entries - 1, size - record.size
                 evicted.append(ref_of(record))
+            return evicted
+
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """Delete entries until every limit of ``quotas`` holds, victims chosen by
+        :meth:`Quotas.next_victim`; return their refs in eviction order."""
+        with self._lock:
+            self._check_open()
+            heaps: dict[str, list[tuple[float, float, int]]] = {}
+            evicted = []
+            # _remove keeps self._usage current, so each step sees the usage left by the last.
+            while (victim := quotas.next_victim(self._usage, category)) is not None:
+                heap = heaps.get(victim)
+                if heap is None:
+                    heap = heaps[victim] = self._eviction_heap(victim)
+                if not heap:
+                    break
+                record = self._remove(heapq.heappop(heap)[2])
+                if record is not None:
+                    evicted.append(ref_of(record))
             return evicted
 
     def expire(self, now: float) -> list[EntryRef]:
@@ -146,6 +163,14 @@ class MemoryStore:
             self._check_open()
             snapshot = [r for r in self._records.values() if since is None or r.created >= since]
         return (decode(record, documents=documents) for record in snapshot)
+
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of ``partition`` stored when the scan began, without documents;
+        O(n): the double filters every record."""
+        with self._lock:
+            self._check_open()
+            snapshot = [r for r in self._records.values() if r.partition == partition]
+        return (decode(record, documents=False) for record in snapshot)
 
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category; categories with no entries are absent."""
@@ -172,6 +197,14 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("the memory store is closed")
+
+    def _eviction_heap(self, category: str) -> list[tuple[float, float, int]]:
+        heap = [
+            (r.priority, r.last_access, r.id)
+            for r in map(self._records.__getitem__, self._by_category.get(category, ()))
+        ]
+        heapq.heapify(heap)
+        return heap
 
     def _remove(self, entry_id: int) -> Record | None:
         record = self._records.pop(entry_id, None)

@@ -22,12 +22,13 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from prismcache.quotas import Quotas
 from prismcache.stores.codec import FIELDS, Record, decode, encode
 
 __all__ = ["SQLiteStore"]
@@ -295,6 +296,37 @@ class SQLiteStore:
                     db.execute(_DELETE_IDS, (ids,)).fetchall()
                 return victims
 
+    def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        """Delete entries until every limit of ``quotas`` holds, victims chosen by
+        :meth:`Quotas.next_victim`, in one transaction; return their refs in eviction order.
+        Within the limits it reads the small ``usage`` table and returns ``[]``; otherwise it
+        walks each victim category's eviction index only as far as needed."""
+        with self._session() as db:
+            if quotas.next_victim(_usage_all(db), category) is None:
+                return []
+            with _transaction(db):
+                usage = _usage_all(db)  # again inside the write lock: others may have evicted
+                queues: dict[str, Generator[EntryRef, None, None]] = {}
+                victims: list[EntryRef] = []
+                while (victim := quotas.next_victim(usage, category)) is not None:
+                    queue = queues.get(victim)
+                    if queue is None:
+                        queue = queues[victim] = _eviction_order(db, victim)
+                    ref = next(queue, None)
+                    if ref is None:
+                        break
+                    victims.append(ref)
+                    n, b = usage[victim]
+                    usage[victim] = (n - 1, b - ref.size)
+                    if n == 1:
+                        del usage[victim]
+                for queue in queues.values():
+                    queue.close()  # generators: closes their cursors
+                if victims:
+                    ids = json.dumps([ref.id for ref in victims])
+                    db.execute(_DELETE_IDS, (ids,)).fetchall()
+                return victims
+
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now`` in one statement; return their refs."""
         with self._session() as db:
@@ -324,6 +356,23 @@ class SQLiteStore:
                 return
             for row in rows:
                 yield decode(Record._make(row), documents=documents)
+            after = rows[-1][0]
+
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of ``partition`` without documents, in id order, in batches of
+        512 rows (keyset pagination, as :meth:`scan`). No index on ``partition`` (the schema
+        is unchanged): each batch reads the table from the last id on."""
+        after = 0
+        while True:
+            with self._session() as db:
+                rows = db.execute(
+                    f"SELECT {_INDEX_COLUMNS} FROM entries WHERE id > ? AND partition = ? "
+                    "ORDER BY id LIMIT ?", (after, partition, _SCAN_BATCH),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield decode(Record._make(row), documents=False)
             after = rows[-1][0]
 
     def usage(self) -> dict[str, UsageCount]:
@@ -399,6 +448,24 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
 def _usage_of(db: sqlite3.Connection, category: str) -> tuple[int, int]:
     row = db.execute("SELECT entries, bytes FROM usage WHERE category = ?", (category,)).fetchone()
     return (0, 0) if row is None else (row[0], row[1])
+
+
+def _usage_all(db: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    return {c: (n, b) for c, n, b in db.execute("SELECT category, entries, bytes FROM usage")}
+
+
+def _eviction_order(db: sqlite3.Connection, category: str) -> Generator[EntryRef, None, None]:
+    """Refs of ``category`` lowest priority first, read in batches as the caller asks."""
+    cursor = db.execute(
+        f"SELECT {_REF_COLUMNS} FROM entries WHERE category = ? "
+        "ORDER BY priority, last_access, id",
+        (category,),
+    )
+    try:
+        while batch := cursor.fetchmany(_EVICT_BATCH):
+            yield from map(_ref, batch)
+    finally:
+        cursor.close()
 
 
 def _ref(row: tuple[Any, ...]) -> EntryRef:
