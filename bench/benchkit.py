@@ -1,6 +1,13 @@
-"""What the HTTP benchmarks (``bench/proxy.py``, ``bench/cluster.py``, ``bench/overload.py``)
-share: loopback ports, starting and stopping the fake upstream and ``prismcache serve``
-processes, a minimal keep-alive HTTP/1.1 client, the hit workloads and latency summaries.
+"""What the benchmarks share: loopback ports, starting and stopping the fake upstream and
+``prismcache serve`` processes, a minimal keep-alive HTTP/1.1 client, the hit workloads and
+latency summaries (the HTTP benchmarks ``bench/proxy.py``, ``bench/cluster.py``,
+``bench/overload.py``), and the **yardstick** every benchmark states its figures against.
+
+The yardstick (:func:`yardstick`) is one plain single-query inference of the bundled int8
+MiniLM: a default onnxruntime session limited to one intra-op thread, one 9-token query, no
+padding, ``session.run`` alone. Machines (and the load of a shared one) differ by 2x on it, so
+a figure divided by the yardstick measured in the same run travels between runs; an absolute
+one does not.
 
 The scripts run as ``python bench/<script>.py``, so this directory is on ``sys.path`` and they
 ``from benchkit import ...``.
@@ -19,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +94,12 @@ def upstream_command(port: int, *options: str) -> list[str]:
 
 
 def serve_command(config: str | Path, port: int, upstream_url: str,
-                  store: str | None = None) -> list[str]:
+                  store: str | None = None, workers: int = 1) -> list[str]:
     """The command that runs ``prismcache serve`` with ``config`` on ``port`` in front of
-    ``upstream_url`` (and over ``store``, when given)."""
+    ``upstream_url`` (and over ``store``, when given; with ``workers`` processes)."""
     return [PYTHON, "-m", "prismcache.cli", "serve", "--config", str(config),
             *(["--store", store] if store is not None else []),
+            *(["--workers", str(workers)] if workers > 1 else []),
             "--port", str(port), "--upstream", upstream_url]
 
 
@@ -132,10 +141,11 @@ def chat(text: str) -> dict[str, Any]:
     return {"model": "m1", "messages": [{"role": "user", "content": text}]}
 
 
-def gibberish(rng: random.Random) -> str:
-    """A query unlike any other (random letters share few trigrams or word pieces)."""
+def gibberish(rng: random.Random, words: int = 8) -> str:
+    """A query unlike any other (random letters share few trigrams or word pieces); 8 words
+    make ~35 model tokens, 3 words ~13, about a real short query's."""
     return " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))
-                    for _ in range(8))
+                    for _ in range(words))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -190,3 +200,79 @@ async def hit_workloads(ports: Sequence[int], base: str, n: int, concurrency: in
         rate, lat, n_hit = await hits(ports, bodies, concurrency)
         emit(f"{label:16s} c={concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
              f"hit rate {n_hit / len(bodies):.2f}")
+
+
+#: the yardstick's query: 9 tokens with [CLS] and [SEP]
+YARDSTICK_QUERY = "How do I reset my password?"
+
+
+@dataclass(frozen=True, slots=True)
+class Yardstick:
+    """One plain single-query inference of the bundled model, timed in this run."""
+
+    p50_ms: float
+    p99_ms: float
+    n: int
+
+    @property
+    def rate(self) -> float:
+        """Its one-at-a-time rate: inferences per second at the median (1000 / p50)."""
+        return 1000.0 / self.p50_ms
+
+    def ratio(self, ms: float) -> str:
+        """``ms`` as a multiple of the yardstick's median, e.g. ``"0.42x"``."""
+        return f"{ms / self.p50_ms:.2f}x"
+
+    def rate_ratio(self, per_second: float) -> str:
+        """A throughput as a multiple of the yardstick's one-at-a-time rate."""
+        return f"{per_second / self.rate:.2f}x"
+
+    @classmethod
+    def of(cls, times_ms: list[float]) -> Yardstick:
+        """The yardstick summarised from timings of :func:`yardstick_run` in milliseconds."""
+        return cls(p50_ms=statistics.median(times_ms), p99_ms=pct(times_ms, 0.99),
+                   n=len(times_ms))
+
+    def __str__(self) -> str:
+        return (f"yardstick (int8 MiniLM, default ORT session, 1 thread, 9 tokens, run only): "
+                f"p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms  "
+                f"= {self.rate:.0f} inferences/s one at a time  (n={self.n})")
+
+
+def yardstick_run() -> Callable[[], None]:
+    """One yardstick inference as a callable, for benchmarks that interleave it with what
+    they measure (so both see the same load); :meth:`Yardstick.of` summarises the timings.
+
+    The session is built here from the pinned model file with onnxruntime's defaults except
+    ``intra_op_num_threads=1``, so nothing the embedder tunes leaks into it.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from prismcache.embedders.minilm import _installed_model, _tokenizer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(_installed_model()), options,
+                                   providers=["CPUExecutionProvider"])
+    ids = np.array([_tokenizer().encode(YARDSTICK_QUERY).ids], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.zeros_like(ids)}
+
+    def run() -> None:
+        session.run(None, feeds)
+
+    return run
+
+
+def yardstick(repeat: int = 300, warmup: int = 30) -> Yardstick:
+    """Time ``repeat`` runs (after ``warmup``) of the yardstick in this process."""
+    run = yardstick_run()
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1000)
+    return Yardstick.of(times)

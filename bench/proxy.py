@@ -1,15 +1,21 @@
 """Benchmark the caching proxy on loopback against the fake upstream (tests/fake_upstream.py).
 
-Measures, in one run, for each embedder (``hash:64``, the bundled ``minilm``) and each way of
-calling the cache's lookup (on a worker thread, or inline on the event loop):
+Measures, in one run, for each configuration (embedder; batching of concurrent embeddings on
+or off; one worker process or several over Redis):
 
-* hit-path throughput (requests/s) and latency at a fixed concurrency, for exact-tier hits
-  (verbatim repeats) and semantic hits (a different paraphrase every request);
-* the latency a miss adds: each request goes once straight to the upstream and once through
-  the proxy (a fresh query, so a miss), alternating; the added latency is the paired
-  difference.
+* hit-path throughput (requests/s) and latency at a fixed concurrency (32 clients by
+  default), for exact-tier hits (verbatim repeats) and semantic hits (a different paraphrase
+  of the stored question every request);
+* the latency a miss adds: each client sends a fresh query once straight to the upstream and
+  once through the proxy (a miss), alternating; the added latency is the paired difference;
+  measured with one client and with 50 concurrent clients.
 
-The upstream, the proxy and this client are three processes. The client is a minimal
+Every figure also appears as a ratio to the yardstick (``benchkit.yardstick``: one plain
+single-query inference of the bundled model), measured in this process right before and right
+after each configuration and pooled (the machine's load moves): latencies divided by its
+median, throughputs by its one-at-a-time rate.
+
+The upstream, the proxy and this client are separate processes. The client is a minimal
 HTTP/1.1 keep-alive client on asyncio streams, so that it costs the shared CPUs as little as
 possible (httpx spends more per request than the proxy does on a hit).
 
@@ -25,23 +31,28 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchkit import (
     Conn,
+    Yardstick,
     chat,
     free_port,
     gibberish,
-    hit_workloads,
+    hits,
     pct,
     serve_command,
     serving,
     summary,
     upstream_command,
+    yardstick,
 )
 
+#: words of a fresh miss query: ~13 model tokens, like a real short question (8 words: ~35)
+MISS_WORDS = 3
 FILLERS = ("please", "kindly", "now", "quickly", "again", "today", "here", "exactly", "simply",
            "really", "actually", "properly", "safely", "easily", "fully", "first", "then",
            "also", "still", "just", "maybe", "somehow", "ever", "basically", "honestly")
@@ -53,11 +64,11 @@ async def misses(proxy: int, upstream: int, n: int) -> tuple[list[float], list[f
     direct, proxied, miss_count = [], [], 0
     rng = random.Random(11)
     for i in range(n):
-        body = chat(gibberish(rng))
+        body = chat(gibberish(rng, MISS_WORDS))
         t = time.perf_counter()
         await direct_conn.post(body)
         direct.append((time.perf_counter() - t) * 1000)
-        body = chat(gibberish(rng))
+        body = chat(gibberish(rng, MISS_WORDS))
         t = time.perf_counter()
         _, headers, _ = await proxy_conn.post(body)
         proxied.append((time.perf_counter() - t) * 1000)
@@ -67,32 +78,112 @@ async def misses(proxy: int, upstream: int, n: int) -> tuple[list[float], list[f
     return direct, proxied, miss_count
 
 
-def run_config(name: str, config: dict, upstream_port: int, args: argparse.Namespace) -> None:
+async def posted(conn: Conn, body: dict) -> tuple[int, dict[str, str], bytes]:
+    """``conn.post``, reconnecting once if the server closed the idle keep-alive connection
+    (uvicorn does after 5 s, which a slow proxied miss under load can exceed)."""
+    try:
+        return await conn.post(body)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        await conn.open()
+        return await conn.post(body)
+
+
+async def concurrent_misses(proxy: int, upstream: int, clients: int,
+                            per_client: int) -> tuple[list[float], list[float], int]:
+    """``clients`` clients at once, each alternating a direct upstream call and a proxied
+    miss (fresh queries); returns (direct ms, proxied ms, misses), paired by index."""
+    direct: list[float] = []
+    proxied: list[float] = []
+    miss_count = 0
+
+    async def client(k: int) -> None:
+        nonlocal miss_count
+        direct_conn, proxy_conn = await Conn(upstream).open(), await Conn(proxy).open()
+        rng = random.Random(1000 + k)
+        for _ in range(per_client):
+            t = time.perf_counter()
+            await posted(direct_conn, chat(gibberish(rng, MISS_WORDS)))
+            d = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            _, headers, _ = await posted(proxy_conn, chat(gibberish(rng, MISS_WORDS)))
+            direct.append(d)
+            proxied.append((time.perf_counter() - t) * 1000)
+            miss_count += headers.get("x-prism-cache") == "miss"
+        await direct_conn.close()
+        await proxy_conn.close()
+
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    return direct, proxied, miss_count
+
+
+def added_line(label: str, direct: list[float], proxied: list[float],
+               figures: dict[str, float]) -> str:
+    added = [p - d for p, d in zip(proxied, direct, strict=True)]
+    p50, p99 = statistics.median(added), pct(added, 0.99)
+    figures[f"miss {label} p50"], figures[f"miss {label} p99"] = p50, p99
+    return (f"added by a miss ({label}): p50 {p50:6.2f} ms  p90 {pct(added, 0.9):6.2f}  "
+            f"p99 {p99:6.2f}  (n={len(added)}; direct p50 {statistics.median(direct):.1f} ms)")
+
+
+def ratios(figures: dict[str, float], stick: Yardstick) -> str:
+    """The configuration's figures as multiples of the yardstick."""
+    parts = [f"semantic hits/s {stick.rate_ratio(figures['semantic hits/s'])} its rate",
+             f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"]
+    parts += [f"{label} {stick.ratio(ms)}" for label, ms in figures.items()
+              if label.startswith("miss")]
+    return "ratios to the yardstick: " + ", ".join(parts)
+
+
+def run_config(name: str, config: dict, upstream_port: int, args: argparse.Namespace,
+               store: str | None, workers: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "bench.yaml")
         path.write_text(json.dumps(config))  # JSON is YAML
         port = free_port()
+        before = yardstick(150)
         t = time.perf_counter()
-        with serving(serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1"), port,
-                     cwd=tmp):
-            print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)")
-            asyncio.run(measure(port, upstream_port, args))
+        command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
+                                store=store, workers=workers)
+        with serving(command, port, cwd=tmp, timeout=180):
+            print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
+            figures = asyncio.run(measure(port, upstream_port, args))
+        after = yardstick(150)
+        # the load moves during a configuration: the yardstick before and after, pooled
+        stick = Yardstick(p50_ms=(before.p50_ms + after.p50_ms) / 2,
+                          p99_ms=max(before.p99_ms, after.p99_ms), n=before.n + after.n)
+        print(f"yardstick p50 {before.p50_ms:.2f} ms before, {after.p50_ms:.2f} ms after: "
+              f"{stick.p50_ms:.2f} ms = {stick.rate:.0f}/s one at a time")
+        print(ratios(figures, stick), flush=True)
 
 
-async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> None:
+async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
+    """Run the workloads, print their lines, return the key figures (ms, req/s)."""
     base = "how do i reset my password"
     conn = await Conn(port).open()
     await conn.post(chat(base))  # the one entry every hit serves
     await conn.close()
-    await hit_workloads([port], base, args.hits, args.concurrency, FILLERS, print)
+    await asyncio.sleep(0.5)  # other workers learn of it through the change feed
+    c = args.concurrency
+    exact = [chat(base)] * args.hits
+    rng = random.Random(7)
+    semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
+                for i in range(args.semantic)]
+    await hits([port], exact[:300], c)  # warm up
+    figures: dict[str, float] = {}
+    for label, bodies in (("exact", exact), ("semantic", semantic)):
+        rate, lat, n_hit = await hits([port], bodies, c)
+        figures[f"{label} hits/s"] = rate * n_hit / len(bodies)
+        print(f"{label + ' hits':13s} c={c}: {rate:7.0f} req/s  {summary(lat)}  "
+              f"hit rate {n_hit / len(bodies):.2f}", flush=True)
     direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
-    added = [p - d for p, d in zip(proxied, direct, strict=True)]
-    print(f"upstream direct : {summary(direct)}")
-    print(f"through proxy   : {summary(proxied)}  miss rate {n_miss / len(proxied):.2f}")
-    print(f"added by a miss : p50 {statistics.median(added):6.2f} ms  p90 {pct(added, 0.9):6.2f}"
-          f"  p99 {pct(added, 0.99):6.2f}  (paired differences; p99(proxy) - p99(direct) = "
-          f"{pct(proxied, 0.99) - pct(direct, 0.99):.2f} ms)")
+    print(added_line("1 client", direct, proxied, figures) +
+          f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
+    direct, proxied, n_miss = await concurrent_misses(port, upstream_port, args.miss_clients,
+                                                      args.misses_per_client)
+    print(added_line(f"{args.miss_clients} clients", direct, proxied, figures) +
+          f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
     print(f"proxy's own view: {await own_view(port)}")
+    return figures
 
 
 async def own_view(port: int) -> str:
@@ -116,37 +207,69 @@ async def own_view(port: int) -> str:
     return ", ".join(parts)
 
 
+#: (label, embedder, embed_batch_max, workers); workers > 0 run over Redis, 0 over memory://
+SETUPS = {
+    "before": ("no batching (before)", "minilm", 1, 0),
+    "batched": ("batching", "minilm", 16, 0),
+    "dynamic": ("batching", "minilm:dynamic", 16, 0),
+    "redis1": ("batching, Redis store, 1 worker", "minilm:dynamic", 16, 1),
+    "redis2": ("batching, Redis store, --workers 2", "minilm:dynamic", 16, 2),
+    "hash": ("hash embedder, batching", "hash:64", 16, 0),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency (s)")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--hits", type=int, default=4000, help="requests per hit workload")
-    parser.add_argument("--misses", type=int, default=300, help="paired miss measurements")
+    parser.add_argument("--concurrency", type=int, default=32, help="clients for hits")
+    parser.add_argument("--hits", type=int, default=4000, help="requests, exact-hit workload")
+    parser.add_argument("--semantic", type=int, default=2000,
+                        help="requests, semantic-hit workload")
+    parser.add_argument("--misses", type=int, default=200, help="paired misses, one client")
+    parser.add_argument("--miss-clients", type=int, default=50)
+    parser.add_argument("--misses-per-client", type=int, default=8)
+    parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS),
+                        default=["before", "batched", "dynamic", "redis1", "redis2"])
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    parser.add_argument("--only", choices=("hash", "minilm"), help="one embedder only")
     args = parser.parse_args()
     if args.quick:
-        args.hits, args.misses = 600, 40
+        args.hits, args.semantic, args.misses, args.misses_per_client = 600, 300, 40, 2
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"prismcache proxy benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
-          f"python {platform.python_version()}  cpus {os.cpu_count()}  "
-          f"upstream latency {args.latency * 1000:.0f} ms  (loopback; CPUs shared with other jobs)")
+          f"python {platform.python_version()}  cpus {os.cpu_count()}  load average {load}  "
+          f"upstream latency {args.latency * 1000:.0f} ms  (loopback; CPUs shared)")
     upstream_port = free_port()
-    with serving(upstream_command(upstream_port, "--latency", str(args.latency)),
-                 upstream_port):
-        for embedder in ("hash:64", "minilm"):
-            if args.only and not embedder.startswith(args.only):
-                continue
-            for inline in (False, True):
+    redis = None
+    with tempfile.TemporaryDirectory() as tmp, \
+            serving(upstream_command(upstream_port, "--latency", str(args.latency)),
+                    upstream_port):
+        try:
+            for key in args.setups:
+                label, embedder, batch_max, workers = SETUPS[key]
+                store = None
+                if workers:
+                    if redis is None:
+                        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                        from redis_support import RedisServer
+
+                        redis = RedisServer("redis-server", Path(tmp))
+                        redis.start()
+                    redis.command("FLUSHALL")
+                    store = redis.url
                 config = {
                     "store": "memory://", "embedder": embedder, "rules": [],
                     "default_category": "general",
                     "categories": {"general": {"threshold": 0.5 if embedder == "hash:64" else 0.8,
                                                "guards": []}},
                     "classifier": {"examples": None},
-                    "server": {"lookup_inline": inline},
+                    "server": {"embed_batch_max": batch_max},
                 }
-                run_config(f"embedder {embedder}, lookup {'inline' if inline else 'in a thread'}",
-                           config, upstream_port, args)
+                run_config(f"embedder {embedder}, {label}", config, upstream_port, args,
+                           store, max(workers, 1))
+        finally:
+            if redis is not None:
+                redis.stop()
+    print(f"\nat the end: {yardstick()}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@
 >>> embedder.embed(["hello world"]).shape
 (1, 32)
 
+:class:`BatchingEmbedder` wraps any of them so that concurrent callers share one model call
+(the proxy uses it).
+
 Backends are named in :data:`_BACKENDS` as ``"module:Class"`` and imported only when a spec
 asks for them, so importing this package loads neither onnxruntime, tokenizers, httpx nor
 sentence-transformers. Each class parses its own spec in a ``from_spec`` class method.
@@ -35,12 +38,14 @@ from prismcache.embedders.base import Embedder, embedder_id
 from prismcache.errors import ConfigError, EmbeddingError
 
 if TYPE_CHECKING:
+    from prismcache.embedders.batching import BatchingEmbedder
     from prismcache.embedders.hashing import HashEmbedder
     from prismcache.embedders.minilm import MiniLMEmbedder
     from prismcache.embedders.openai import OpenAIEmbedder
     from prismcache.embedders.sentence_transformers import SentenceTransformerEmbedder
 
 __all__ = [
+    "BatchingEmbedder",
     "Embedder",
     "HashEmbedder",
     "MiniLMEmbedder",
@@ -66,6 +71,7 @@ _BACKENDS: dict[str, str] = {
 }
 
 _CLASSES: dict[str, str] = {target.rsplit(":", 1)[1]: target for target in _BACKENDS.values()}
+_CLASSES["BatchingEmbedder"] = "prismcache.embedders.batching:BatchingEmbedder"
 
 
 def open_embedder(spec: str) -> Embedder:

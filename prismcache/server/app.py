@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -98,7 +99,8 @@ async def healthz(request: Request) -> Response:
     """Liveness: the process serves HTTP. (It does not touch the store: a broken store is
     failed open, not a reason to restart the proxy.)"""
     state = state_of(request)
-    return json_response({"status": "ok", "inflight": state.metrics.inflight})
+    return json_response({"status": "ok", "inflight": state.metrics.inflight,
+                          "pid": os.getpid()})  # which worker of `serve --workers` answered
 
 
 async def metrics(request: Request) -> Response:

@@ -1,25 +1,45 @@
-"""``prismcache serve``: run the caching proxy under uvicorn."""
+"""``prismcache serve``: run the caching proxy under uvicorn, in one process or several.
+
+With ``--workers N`` (N > 1) uvicorn's supervisor runs N worker processes on one socket; each
+opens its own cache over the one shared store, and the store's change feed
+(:mod:`prismcache.sync`) keeps their indexes in step, so an answer stored through one worker is
+a hit through every other. That needs a store that keeps a change feed (``redis://``); the
+command refuses one that does not, rather than serve from indexes that drift apart.
+
+The server's cache embeds through a :class:`~prismcache.embedders.BatchingEmbedder`, so that
+concurrent lookups share one model call (``server.embed_batch_max``, ``embed_batch_wait_ms``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prismcache.commands import store_location
-from prismcache.config import load_config
+from prismcache.config import CacheConfig, load_config
 from prismcache.errors import ConfigError, PrismCacheError
 from prismcache.stores import redact_url
 
-__all__ = ["register", "serve"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from prismcache.cache import SemanticCache
+    from prismcache.server.settings import ServerSettings
+
+__all__ = ["register", "serve", "server_cache", "worker_app"]
 
 log = logging.getLogger("prismcache.server")
+#: how ``serve --workers`` hands its arguments to the worker processes uvicorn spawns
+_WORKER_ARGS = "PRISMCACHE_SERVE_ARGS"
 
 
 def register(subparsers: Any) -> None:
@@ -35,33 +55,66 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (8080)")
     parser.add_argument("--store", metavar="URL", help="document store URL (overrides store:)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes sharing the store (1); more than 1 needs a "
+                             "store with a change feed (redis://)")
     parser.set_defaults(func=serve)
+
+
+def _settings(options: dict[str, Any]) -> tuple[CacheConfig, ServerSettings]:
+    """The config and server settings ``serve``'s options name; raises ConfigError."""
+    from prismcache.server import ServerSettings
+
+    config = load_config(options.get("config"))
+    if options.get("store"):
+        config = dataclasses.replace(config, store=options["store"])
+    server = dict(config.server)
+    if options.get("upstream"):
+        server["upstream"] = options["upstream"]
+    settings = ServerSettings.from_config(server)
+    if not settings.upstream:
+        raise ConfigError("no upstream: pass --upstream URL or set server.upstream")
+    return config, settings
+
+
+def server_cache(config: CacheConfig, settings: ServerSettings, *,
+                 workers: int = 1) -> SemanticCache:
+    """Open the cache a server runs on: the configured embedder, wrapped in a
+    :class:`~prismcache.embedders.BatchingEmbedder` unless ``embed_batch_max`` is 1, with
+    one model call at a time per core and worker process (one of ``workers``).
+    Raises what :meth:`SemanticCache.open` raises."""
+    from prismcache.cache import SemanticCache
+    from prismcache.embedders import BatchingEmbedder, open_embedder
+
+    embedder = open_embedder(config.embedder)
+    if settings.embed_batch_max > 1:
+        embedder = BatchingEmbedder(embedder, max_batch=settings.embed_batch_max,
+                                    max_wait=settings.embed_batch_wait_ms / 1000,
+                                    concurrency=max(1, (os.cpu_count() or 1) // workers))
+    return SemanticCache.open(config, embedder=embedder)
 
 
 def serve(args: argparse.Namespace) -> int:
     """Open the cache, run the proxy until SIGINT/SIGTERM (finishing in-flight requests for up
     to ``server.shutdown_timeout``), close the cache. Returns the exit code: 2 on a bad
-    config, 1 when the cache cannot open."""
+    config (or ``--workers`` over a store without a change feed), 1 when the cache cannot
+    open."""
     import uvicorn
 
-    from prismcache.cache import SemanticCache
-    from prismcache.server import ServerSettings, create_app
+    from prismcache.server import create_app
 
+    options = {"config": args.config, "store": args.store, "upstream": args.upstream}
     try:
-        config = load_config(args.config)
-        if args.store:
-            config = dataclasses.replace(config, store=args.store)
-        server = dict(config.server)
-        if args.upstream:
-            server["upstream"] = args.upstream
-        settings = ServerSettings.from_config(server)
-        if not settings.upstream:
-            raise ConfigError("no upstream: pass --upstream URL or set server.upstream")
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        config, settings = _settings(options)
     except ConfigError as exc:
         print(f"prismcache serve: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _serve_workers(args, options, config, settings)
     try:
-        cache = SemanticCache.open(config)
+        cache = server_cache(config, settings)
     except PrismCacheError as exc:
         print(f"prismcache serve: cannot open the cache at {redact_url(config.store)}: {exc}",
               file=sys.stderr)
@@ -80,6 +133,58 @@ def serve(args: argparse.Namespace) -> int:
         cache.close()
         log.info("cache closed")
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, options: dict[str, Any], config: CacheConfig,
+                   settings: ServerSettings) -> int:
+    import uvicorn
+
+    from prismcache.stores import open_store
+    from prismcache.sync import ChangeFeed
+
+    try:
+        store = open_store(config.store)
+    except PrismCacheError as exc:
+        print(f"prismcache serve: cannot open the store at {redact_url(config.store)}: {exc}",
+              file=sys.stderr)
+        return 1
+    try:
+        if not isinstance(store, ChangeFeed):
+            print(f"prismcache serve: --workers {args.workers} needs a store with a change "
+                  f"feed to keep the workers' indexes in step (redis://...); "
+                  f"{redact_url(config.store)} has none", file=sys.stderr)
+            return 2
+    finally:
+        store.close()
+    os.environ[_WORKER_ARGS] = json.dumps({**options, "workers": args.workers})
+    uvicorn.run("prismcache.server.cli:worker_app", factory=True, workers=args.workers,
+                host=args.host, port=args.port,
+                timeout_graceful_shutdown=settings.shutdown_timeout or None)
+    return 0
+
+
+def worker_app() -> Starlette:
+    """The app of one ``serve --workers`` process (uvicorn calls this factory in each): opens
+    its own cache from the options the parent left in the environment, and closes it when
+    the app shuts down."""
+    from prismcache.server import create_app
+
+    options = json.loads(os.environ[_WORKER_ARGS])
+    config, settings = _settings(options)
+    cache = server_cache(config, settings, workers=options["workers"])
+    app = create_app(cache, settings)
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with inner(app):
+                yield
+        finally:
+            cache.close()
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def _graceful_server(config: Any) -> Any:

@@ -23,6 +23,8 @@ this module owns its keys and validates them. Unknown keys are errors::
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
       share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
       stream_usage: true                   # recorded streams ask the upstream for usage
+      embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
+      embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class ServerSettings:
             proxy's upstream key (see :mod:`prismcache.server.forward`).
         stream_usage: ask the upstream for ``stream_options.include_usage`` on streams the
             proxy records, so their entries carry ``usage``.
+        embed_batch_max: texts embedded in one model call for concurrent requests (1: off).
+        embed_batch_wait_ms: ms a batch waits for more requests (0-10; never when alone).
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -108,6 +112,8 @@ class ServerSettings:
     shutdown_timeout: float = 30.0
     share_upstream_objects: bool = False
     stream_usage: bool = True
+    embed_batch_max: int = 16
+    embed_batch_wait_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -117,6 +123,8 @@ class ServerSettings:
                 raise ConfigError(f"server.{name} must be positive")
         if self.shutdown_timeout < 0:
             raise ConfigError("server.shutdown_timeout must be >= 0")
+        if not 0 <= self.embed_batch_wait_ms <= 10 or self.embed_batch_max < 1:
+            raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
         keys = [t.key for t in self.tenants]
         if len(set(keys)) != len(keys):
             raise ConfigError("server.tenants: the same key is listed twice")
@@ -165,6 +173,11 @@ class ServerSettings:
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
+                values[name] = raw[name]
+        for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float))):
+            if name in raw:
+                if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
+                    raise ConfigError(f"server.{name} must be a number, got {raw[name]!r}")
                 values[name] = raw[name]
         for name in ("timeout", "connect_timeout", "shutdown_timeout", "upstream_queue_wait"):
             if name in raw:

@@ -1,0 +1,176 @@
+"""Coalescing concurrent ``embed`` calls from several threads into one model call.
+
+The proxy embeds each request on a worker thread. With the bundled model, one call per request
+pays the model's per-call cost each time, and concurrent calls compete for the same cores.
+:class:`BatchingEmbedder` wraps any embedder so that calls which arrive together share one call
+of the wrapped embedder:
+
+* a caller that finds fewer than ``concurrency`` batches running runs its texts at once,
+  **without waiting**, unless others are already queued;
+* callers that arrive while ``concurrency`` batches run queue up; when one ends, the first of
+  them leads the next batch with everything queued (up to ``max_batch`` texts), waiting at
+  most ``max_wait`` seconds for more callers while the batch is not full;
+* every caller gets exactly the rows of its own texts, in its own order;
+* when the wrapped call fails, every caller in that batch gets an
+  :class:`~prismcache.errors.EmbeddingError` (the cache then fails open for each, counted).
+
+>>> from prismcache.embedders import open_embedder
+>>> embedder = BatchingEmbedder(open_embedder("hash:32"))
+>>> embedder.id, embedder.embed(["hello", "world"]).shape
+('hash-v1:32', (2, 32))
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from prismcache.embedders import _check_texts
+from prismcache.embedders.base import Embedder
+from prismcache.errors import EmbeddingError
+
+__all__ = ["BatchingEmbedder"]
+
+
+class _Call:
+    """One caller's texts and, once its batch ran, its rows or the batch's error."""
+
+    __slots__ = ("error", "texts", "vectors")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: np.ndarray | None = None
+        self.error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.vectors is not None or self.error is not None
+
+
+class BatchingEmbedder:
+    """An :class:`~prismcache.embedders.base.Embedder` that batches concurrent callers.
+
+    Args:
+        inner: the embedder that does the work; its ``name``, ``dim`` and ``id`` are this
+            one's, so vectors stored through either are interchangeable.
+        max_wait: seconds a batch's leader waits for more callers when others are queued and
+            the batch is not full (0: never wait). Never waited when a caller is alone.
+        max_batch: texts per call of ``inner`` (a single caller's larger input still goes in
+            one call: ``inner`` chunks it itself).
+        concurrency: calls of ``inner`` that may run at once (the server gives one per core
+            and worker process: with one-thread model calls, that keeps every core busy).
+
+    Thread-safe (``inner`` must be too when ``concurrency`` > 1).
+    Counters: :attr:`calls` (callers served), :attr:`batches` (calls of ``inner``),
+    :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch).
+    """
+
+    def __init__(self, inner: Embedder, *, max_wait: float = 0.0005,
+                 max_batch: int = 32, concurrency: int = 1) -> None:
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.max_wait = max_wait
+        self.max_batch = max_batch
+        self.concurrency = concurrency
+        self.calls = self.batches = self.failures = self.largest = 0
+        self._cond = threading.Condition()
+        self._queue: deque[_Call] = deque()
+        self._running = 0
+
+    @property
+    def id(self) -> str:
+        """The wrapped embedder's id."""
+        return self.inner.id
+
+    def __repr__(self) -> str:
+        return (f"BatchingEmbedder({self.inner!r}, max_wait={self.max_wait}, "
+                f"max_batch={self.max_batch}, concurrency={self.concurrency})")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``, in one call of the wrapped embedder shared with whichever other
+        threads call at the same time. Same contract as the wrapped ``embed``; a failure of
+        the shared call raises :class:`EmbeddingError` in every caller of that batch."""
+        call = _Call(_check_texts(texts))
+        if not call.texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        with self._cond:
+            self._queue.append(call)
+            while not call.done:
+                if self._running >= self.concurrency or not self._queue:
+                    self._cond.wait()  # no batch may start yet, or ours is running
+                    continue
+                self._running += 1  # lead the next batch (ours, or one ahead of it)
+                try:
+                    batch = self._gather()
+                    if batch:  # empty when another leader took the queue while we waited
+                        self._cond.release()
+                        try:
+                            failed = self._run(batch)
+                        finally:
+                            self._cond.acquire()
+                        self._count(batch, failed)  # under the lock: leaders run at once
+                finally:
+                    self._running -= 1
+                    self._cond.notify_all()
+        if call.error is not None:  # a new exception per caller: they raise it concurrently
+            raise EmbeddingError(str(call.error)) from call.error
+        assert call.vectors is not None
+        return call.vectors
+
+    def _gather(self) -> list[_Call]:
+        """Take the next batch off the queue (the lock is held). When others are queued and
+        the batch is not full, wait up to ``max_wait`` for more (the lock is released while
+        waiting, so another leader may empty the queue meanwhile: then the batch is empty)."""
+        if len(self._queue) > 1 and self.max_wait > 0:
+            deadline = time.monotonic() + self.max_wait
+            while self._queue and self._queued_texts() < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        batch: list[_Call] = []
+        size = 0
+        while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
+            call = self._queue.popleft()
+            batch.append(call)
+            size += len(call.texts)
+        return batch
+
+    def _queued_texts(self) -> int:
+        return sum(len(call.texts) for call in self._queue)
+
+    def _count(self, batch: list[_Call], failed: bool) -> None:
+        self.calls += len(batch)
+        self.batches += 1
+        self.failures += failed
+        self.largest = max(self.largest, len(batch))
+
+    def _run(self, batch: list[_Call]) -> bool:
+        """Embed the batch's texts in one call and hand each caller its rows (or the error);
+        return whether it failed."""
+        texts = [text for call in batch for text in call.texts]
+        try:
+            vectors = self.inner.embed(texts)
+            if vectors.shape != (len(texts), self.dim):
+                raise EmbeddingError(f"{self.inner!r} returned shape {vectors.shape}, "
+                                     f"expected {(len(texts), self.dim)}")
+        except Exception as exc:  # noqa: BLE001 - every caller must hear of it, whatever it was
+            for call in batch:
+                call.error = exc
+            return True
+        start = 0
+        for call in batch:
+            call.vectors = vectors[start:start + len(call.texts)]
+            start += len(call.texts)
+        return False
