@@ -175,7 +175,7 @@ def test_cost_aware_eviction_keeps_an_expensive_often_hit_entry(make_cache, cloc
                                                                 kept) -> None:
     cache = make_cache({"capacity": {"entries": 4},
                         "categories": {"loose": {"threshold": 0.999, "quota": 0.5,
-                                                 "eviction": eviction},
+                                                 "max_share": 0.5, "eviction": eviction},
                                        "strict": {"quota": 0.5}}})
     dear = chat("explain the proof of the four colour theorem")
     assert cache.store(dear, reply("long proof"), category="loose", cost=0.05).stored
