@@ -11,12 +11,19 @@ Measures, against a local ``redis-server`` (no persistence) and the fake upstrea
   granularity (one request, about a millisecond);
 * miss overhead with the Redis store vs SQLite: each request once straight to the upstream and
   once through one proxy with a fresh query (a miss that stores), alternating; paired
-  differences.
+  differences;
+* ``--part cluster``: two proxies over a 3-primary Redis Cluster (3 replicas, 16 buckets)
+  against two proxies over one Redis: hit throughput, sync delay, miss overhead;
+* ``--part capacity``: the measurements of the capacity model (``bench/capacity.py``): bytes
+  per entry in Redis and in the index, load time of a partition per 100k entries;
+* ``--part budget``: within an index memory budget, RSS during a burst over more partitions
+  than fit, and lookup latency in a held (hot) partition vs a cold one (loading).
 
 The client, the proxies, Redis and the upstream share the machine's CPUs: read throughput as
 what this box does, not what the proxies would do each on their own cores.
 
-    .venv/bin/python bench/cluster.py [--quick] [--out bench/results/cluster.txt]
+    .venv/bin/python bench/cluster.py [--quick] [--part proxies|cluster|capacity|budget|all]
+                                      [--out bench/results/cluster.txt]
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from benchkit import (
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
-from redis_support import RedisServer  # noqa: E402
+from capacity import burst, capacity, hot_and_cold  # noqa: E402
+from redis_support import ClusterOfRedis, RedisServer  # noqa: E402
 
 CONFIG = {
     "embedder": "hash:64", "classifier": {"examples": None}, "rules": [],
@@ -141,9 +149,43 @@ async def misses(port: int, upstream: int, n: int, seed: int) -> list[float]:
     return added
 
 
+def miss_overhead(store: str, upstream: int, tmp: Path, n: int) -> list[float]:
+    """Paired miss overheads (ms) of one proxy over ``store``, after a warm-up."""
+    with proxies(1, store, upstream, tmp) as ports:
+        asyncio.run(misses(ports[0], upstream, 50, 1))
+        return asyncio.run(misses(ports[0], upstream, n, 2))
+
+
+def one_redis_vs_cluster(args: argparse.Namespace, n_sync: int, n_miss: int) -> None:
+    """Two proxies over one Redis, then over a 3-primary cluster: hits, sync, misses."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = RedisServer("redis-server", tmp)
+        cluster = ClusterOfRedis("redis-server", tmp)
+        server.start()
+        cluster.start()
+        upstream_port = free_port()
+        try:
+            with serving(upstream_command(upstream_port), upstream_port, new_session=True):
+                for label, url in (("one Redis", server.url),
+                                   ("a Redis Cluster of 3 primaries + 3 replicas",
+                                    cluster.url)):
+                    with proxies(2, url, upstream_port, tmp) as ports:
+                        say(f"\n== 2 proxy processes over {label}")
+                        asyncio.run(throughput(ports, args))
+                        asyncio.run(sync_delay(ports, n_sync))
+                    added = miss_overhead(url, upstream_port, tmp, n_miss)
+                    say(f"  miss overhead (1 proxy): {summary(added)}")
+        finally:
+            server.stop()
+            cluster.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--part", choices=("proxies", "cluster", "capacity", "budget", "all"),
+                        default="all", help="which measurements (default: all)")
     parser.add_argument("--out", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.hits = 1000 if args.quick else 4000
@@ -157,6 +199,20 @@ def main() -> None:
         "fake upstream with no latency")
     say(f"# load average before the run: {os.getloadavg()[0]:.1f} (the CPUs are shared with "
         "other jobs)")
+    if args.part in ("cluster", "all"):
+        one_redis_vs_cluster(args, n_sync, n_miss)
+    if args.part in ("capacity", "all"):
+        say("\n== capacity (in-process, one redis-server)")
+        capacity(20_000 if args.quick else 100_000, lambda line: say(line))
+    if args.part in ("budget", "all"):
+        say("\n== index memory budget: a burst over more partitions than fit")
+        burst(8, 1000 if args.quick else 5000, lambda line: say(line))
+        say("\n== hot vs cold partitions within an index memory budget")
+        hot_and_cold(12, 500, lambda line: say(line))
+    if args.part not in ("proxies", "all"):
+        if args.out:
+            args.out.write_text("\n".join(OUT) + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = RedisServer("redis-server", tmp)
@@ -174,10 +230,8 @@ def main() -> None:
                 say("\n== miss overhead, one proxy (added to a direct upstream call; paired)")
                 for label, store in (("redis", server.url), ("sqlite", f"sqlite:///{tmp}/m.db")):
                     server.command("FLUSHALL")
-                    with proxies(1, store, upstream_port, tmp) as ports:
-                        asyncio.run(misses(ports[0], upstream_port, 50, 1))  # warm up
-                        added = asyncio.run(misses(ports[0], upstream_port, n_miss, 2))
-                        say(f"  {label:6s} store: {summary(added)}")
+                    added = miss_overhead(store, upstream_port, tmp, n_miss)
+                    say(f"  {label:6s} store: {summary(added)}")
         finally:
             server.stop()
     if args.out:

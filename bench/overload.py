@@ -99,10 +99,11 @@ def sweep(path: Path, requests: int) -> str:
     out = [(f"threshold drop sweep on {path.relative_to(ROOT)} (first {len(trace)} lines); "
            "per category: requests/hits/false hits")]
     for drop in DROPS:
-        cache = SemanticCache.open(config, store=MemoryStore(),
+        dropped = dataclasses.replace(config, categories={
+            n: dataclasses.replace(p, threshold=max(0.01, p.threshold - drop))
+            for n, p in config.categories.items()})
+        cache = SemanticCache.open(dropped, store=MemoryStore(),
                                    embedder=PrecomputedEmbedder(table))
-        cache.policy_hook = lambda c, p, m, d=drop: dataclasses.replace(
-            p, threshold=max(0.01, p.threshold - d))
         keys: dict[int, str] = {}
         groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for line in trace:

@@ -21,6 +21,7 @@ from prismcache.errors import (
     StoreUnavailable,
     UpstreamError,
 )
+from prismcache.integrations import wrap
 from prismcache.request import RequestLimits
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store
@@ -56,4 +57,5 @@ __all__ = [
     "load_config",
     "open_embedder",
     "open_store",
+    "wrap",
 ]

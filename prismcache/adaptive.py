@@ -5,8 +5,9 @@ time to the response head, which is the time to first token for streams — and 
 answers). :class:`LoadController` turns them into a *load level* in [0, 1] per model, with
 hysteresis: the level rises while the load signal is at or above ``up_at``, falls while it is at
 or below ``down_at``, holds in between, and rises faster than it falls. :class:`AdaptivePolicy`
-is the cache's :attr:`~prismcache.SemanticCache.policy_hook`: at level ``x`` a category's
-threshold is lowered by ``x * max_threshold_drop`` and its TTL multiplied by
+is applied by the cache's :class:`~prismcache.policies.PolicyResolver`: at level ``x`` a category's
+threshold (and, with a verifier, its ``verify_low`` and ``cutoff``) is lowered by
+``x * max_threshold_drop`` and its TTL multiplied by
 ``1 + x * (max_ttl_factor - 1)``; both bounds are set per category, so the operator fixes how
 much precision may be traded (0 and 1: never adjusted, the default).
 
@@ -218,7 +219,7 @@ class LoadController:
             elif signal <= s.down_at:
                 level = max(0.0, level - s.fall_per_second * dt)
             if abs(level - logged) >= 0.1 or (level in (0.0, 1.0) and level != logged):
-                log.info("prismcache: load level of %s %.2f -> %.2f (signal %.2f)",
+                log.info("load level of %s %.2f -> %.2f (signal %.2f)",
                          model, logged, level, signal)
                 logged = level
             self._levels[model] = (level, now, logged)
@@ -226,7 +227,7 @@ class LoadController:
 
 
 class AdaptivePolicy:
-    """The cache's ``policy_hook``: a category's policy adjusted to its model's load level.
+    """A category's policy adjusted to its model's load level.
 
     ``bounds`` maps category names to :class:`Bounds` (unknown names: ``default``). Neither
     the threshold nor the TTL ever leaves ``[threshold - max_threshold_drop, threshold]`` and
@@ -290,7 +291,11 @@ def adjust(policy: CategoryPolicy, bounds: Bounds, level: float) -> CategoryPoli
     ttl = policy.ttl
     if ttl is not None:
         ttl = timedelta(seconds=ttl.total_seconds() * (1.0 + level * (bounds.max_ttl_factor - 1)))
-    return replace(policy, threshold=min(threshold, policy.threshold), ttl=ttl)
+    # With a verifier, the same drop widens the grey zone and lowers the cut-off.
+    drop = policy.threshold - min(threshold, policy.threshold)
+    return replace(policy, threshold=min(threshold, policy.threshold), ttl=ttl,
+                   verify_low=max(policy.verify_low - drop, 1e-6),
+                   cutoff=max(policy.cutoff - drop, 0.0))
 
 
 def _bounds(raw: Any, key: str, base: Bounds) -> Bounds:

@@ -5,9 +5,13 @@ exact tier, classify, embed once, search the partition's category index, decide 
 category's threshold and guards, and on a hit read the document from the store. A store admits
 a complete response under its category's TTL and quota, and evicts within that quota.
 
-The cache fails open: when the store or the embedder breaks, :meth:`SemanticCache.lookup`
-returns a :class:`~prismcache.results.Miss` whose reason starts with ``"error:"``, counts it
-and logs it, and :meth:`SemanticCache.store` returns a :class:`~prismcache.results.Stored`
+The decision itself (which candidate, if any, may be served) is :func:`prismcache.decision.decide`;
+the policy it applies is resolved once per lookup by the cache's
+:class:`~prismcache.policies.PolicyResolver`.
+
+The cache fails open: when the store, the embedder or the verifier breaks,
+:meth:`SemanticCache.lookup` returns a :class:`~prismcache.results.Miss` with reason
+``MissReason.ERROR`` (detail: the exception type), counts it and logs it, and :meth:`SemanticCache.store` returns a :class:`~prismcache.results.Stored`
 that was not admitted. Only a request the cache cannot key raises
 (:class:`~prismcache.errors.RequestError`).
 """
@@ -20,42 +24,44 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prismcache import guards
-from prismcache.classify import (
-    CategoryRouter,
-    Classification,
-    EmbeddingClassifier,
-    examples_digest,
-    load_examples,
-)
+from prismcache import decision
+from prismcache.classify import CategoryRouter, Classification, build_classifier
 from prismcache.config import CacheConfig, CategoryPolicy, load_config
+from prismcache.counters import Counters
+from prismcache.decision import Candidate, MissReason, Query
 from prismcache.embedders import Embedder, open_embedder
 from prismcache.entry import Entry, EntryRef, new_entry_id
-from prismcache.errors import EmbeddingError, IndexError_, StoreError
+from prismcache.errors import EmbeddingError, IndexError_, StoreError, VerifierError
 from prismcache.eviction import eviction_policy
+from prismcache.explain import Explanation
 from prismcache.index import IndexSpec
+from prismcache.policies import PolicyResolver
 from prismcache.quotas import Quotas
-from prismcache.request import RequestKey, key_request, parse_body
+from prismcache.request import PreparedRequest, RequestKey, prepare_request
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
 from prismcache.stores.codec import encode
 from prismcache.sync import Follower
-from prismcache.tiers import Tiers
+from prismcache.tiers import BudgetStats, Tiers
+from prismcache.verifiers import Verifier, open_verifier
+
+if TYPE_CHECKING:
+    from prismcache.adaptive import AdaptivePolicy
+    from prismcache.economics import EconomicsTracker
 
 __all__ = ["SemanticCache"]
 
 log = logging.getLogger("prismcache")
 
-_FAIL_OPEN = (StoreError, EmbeddingError, IndexError_)
-#: ``(category, policy, model) -> policy``: adjusts a category's policy at decision time
-PolicyHook = Callable[[str, CategoryPolicy, str], CategoryPolicy]
+_FAIL_OPEN = (StoreError, EmbeddingError, IndexError_, VerifierError)
+#: ``(category, field, extra=None, *, n=1)``: bumps a counter (or, in a dry run, nothing)
+_Counter = Callable[..., None]
 #: ``(entry, category stats) -> reason or None``: refuses an entry before it is stored
 AdmissionHook = Callable[[Entry, CategoryStats], str | None]
 _MEMO_SIZE = 1024
@@ -91,24 +97,32 @@ class SemanticCache:
         store: DocumentStore,
         embedder: Embedder,
         clock: Callable[[], float] = time.time,
+        policies: PolicyResolver | None = None,
+        verifiers: Mapping[str, Verifier | None] | None = None,
     ) -> None:
         """Assemble a cache from its parts and rebuild the in-memory tiers from ``store``
-        (or from the snapshot named in the config, then what the store gained since)."""
+        (or from the snapshot named in the config, then what the store gained since).
+
+        ``policies`` resolves the policy in force per lookup (default: the configured ones,
+        with the load-adaptive and economics controllers the config asks for).
+        ``verifiers`` maps verifier specs to opened verifiers (default: every spec the
+        categories name, opened here); raises :class:`ConfigError` for one that cannot open.
+        """
         self.config = config
         self._store = store
         self._embedder = embedder
         self._clock = clock
-        self._index_spec = IndexSpec(**config.index)
-        self._router = CategoryRouter(config, self._train_classifier())
-        self._stats: dict[str, CategoryStats] = {name: CategoryStats() for name in config.categories}
+        self._policies = policies or PolicyResolver.from_config(config)
+        self._verifiers = dict(verifiers) if verifiers is not None else _open_verifiers(config)
+        self._index_spec = IndexSpec(**{k: v for k, v in config.index.items() if k != "max_bytes"})
+        self._router = CategoryRouter(config, build_classifier(config.classifier, embedder))
+        self._counters = Counters(config.categories)
+        self._count = self._counters.count
         self._inflation: dict[str, float] = {}
-        self._stats_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memo_lock = threading.Lock()
         self._next_sweep = 0.0
-        #: optional decision-time policy adjuster (load-adaptive control, economics)
-        self.policy_hook: PolicyHook | None = None
         #: optional cost-aware admission (``economics.admission`` in the config)
         self.admission: AdmissionHook | None = _admission(config)
         # A shared store's change feed keeps the tiers current; its cursor is taken first.
@@ -126,12 +140,16 @@ class SemanticCache:
         store: DocumentStore | None = None,
         embedder: Embedder | None = None,
         clock: Callable[[], float] = time.time,
+        adaptive: AdaptivePolicy | None = None,
+        economics: EconomicsTracker | None = None,
     ) -> SemanticCache:
         """Open a cache from a YAML path, a mapping, a :class:`CacheConfig`, or ``None`` for
         the embedded default (bundled embedder, SQLite file ``prismcache.db``).
 
         ``store`` and ``embedder`` override the ones the config names (tests pass in-memory
-        ones). Raises :class:`~prismcache.errors.ConfigError`,
+        ones); ``adaptive`` and ``economics`` the live policy controllers the config's
+        ``adaptive:`` and ``economics:`` sections would build (see
+        :class:`~prismcache.policies.PolicyResolver`). Raises :class:`~prismcache.errors.ConfigError`,
         :class:`~prismcache.errors.StoreUnavailable` or
         :class:`~prismcache.errors.EmbedderMismatch` when the cache cannot start correctly.
         """
@@ -140,127 +158,205 @@ class SemanticCache:
         embedder = embedder or open_embedder(config.embedder)
         store = store or open_store(config.store)
         try:
-            return cls(config, store=store, embedder=embedder, clock=clock)
+            policies = PolicyResolver.from_config(config, adaptive=adaptive, economics=economics)
+            return cls(config, store=store, embedder=embedder, clock=clock, policies=policies)
         except BaseException:
             store.close()
             raise
 
     # -- lookup --------------------------------------------------------------------------
 
+    def prepare(self, body: Body, *, tenant: str = "default") -> PreparedRequest:
+        """Parse and key ``body`` once, for :meth:`lookup` and :meth:`store` to take as it is
+        (the proxy prepares while it validates). Raises :class:`RequestError`."""
+        return prepare_request(body, tenant=tenant, limits=self.config.limits)
+
     def lookup(
-        self, body: Body, *, tenant: str = "default", category: str | None = None
+        self, body: Body | PreparedRequest, *, tenant: str = "default",
+        category: str | None = None, shadow: bool = False,
     ) -> LookupResult:
         """Find a stored response that may be served for ``body`` in ``tenant``'s partition.
 
-        ``category`` names the category explicitly (else the body's
-        ``metadata.prism_category``, the rules, the classifier, the default). Returns a
+        ``body`` is a request body or a :class:`PreparedRequest` (then ``tenant`` is the one it
+        was prepared for). ``category`` names the category explicitly (else the body's
+        ``metadata.prism_category``, the rules, the classifier, the default). ``shadow``
+        resolves the policy as if the economics had not switched the category off. Returns a
         :class:`Hit` or a :class:`Miss`; raises only :class:`RequestError` for a body that
         cannot be keyed.
         """
-        key = key_request(body, tenant=tenant, limits=self.config.limits)
+        return self._lookup(self._prepared(body, tenant), category, shadow=shadow, dry=False)[0]
+
+    def explain(
+        self, body: Body | PreparedRequest, *, tenant: str = "default",
+        category: str | None = None,
+    ) -> Explanation:
+        """What :meth:`lookup` would answer for ``body`` now, and why, candidate by candidate
+        (similarity, the verifier's probability, the outcome and its detail). Read-only: no
+        counters, hits or expiries are recorded. Raises :class:`RequestError` as ``lookup``."""
+        _, explanation = self._lookup(self._prepared(body, tenant), category, shadow=False,
+                                      dry=True)
+        assert explanation is not None  # a dry lookup always explains
+        return explanation
+
+    def _prepared(self, body: Body | PreparedRequest, tenant: str) -> PreparedRequest:
+        return body if isinstance(body, PreparedRequest) else self.prepare(body, tenant=tenant)
+
+    def _lookup(self, request: PreparedRequest, category: str | None, *, shadow: bool,
+                dry: bool) -> tuple[LookupResult, Explanation | None]:
+        key = request.key
         if key.bypass:
-            return Miss(reason=f"bypass:{key.bypass}", cacheable=False)
+            return self._explained(Miss(reason=MissReason.BYPASS, detail=key.bypass,
+                                        cacheable=False), None, [], dry)
         now = self._clock()
         # Text-only classification is cheap and needs no store: do it first, so a failure
         # below is counted under the request's category.
         classification = self._router.by_text(key.query, category or key.category)
+        count = self._no_count if dry else self._count
         try:
-            hit = self._exact_lookup(key, now)
+            hit = self._exact_lookup(key, now, count, dry)
             if hit is not None:
-                return hit
+                return self._explained(hit, None, [], dry)
             vector: np.ndarray | None = None
             if classification is None:
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
             name = classification.category
-            policy = self.policy_for(name, key.model)
-            self._count(name, "lookups")
+            policy = self._policies.resolve(name, key.model, shadow=shadow)
+            count(name, "lookups")
             if not policy.enabled:
-                return self._miss(name, "disabled", cacheable=False)
+                return self._explained(self._miss(name, MissReason.DISABLED, count,
+                                                  cacheable=False), policy, [], dry)
             if policy.exact_only or not key.semantic:
-                return self._miss(name, "exact-only")
+                return self._explained(self._miss(name, MissReason.EXACT_ONLY, count),
+                                       policy, [], dry)
             if vector is None:
                 vector = self._embed(key.query)
-            return self._semantic_lookup(key, name, vector, now)
+            return self._semantic_lookup(key, name, policy, vector, now, count, dry)
         except _FAIL_OPEN as exc:
-            return self._fail_open("lookup", classification, exc)
+            return self._explained(self._fail_open("lookup", classification, exc, count),
+                                   None, [], dry)
 
-    def _exact_lookup(self, key: RequestKey, now: float) -> Hit | None:
-        entry_id = self._tiers.exact(key.exact_key)
+    def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool
+                      ) -> Hit | None:
+        entry_id = self._tiers.exact(key.exact_key, key.partition)
         if entry_id is None:
             return None
         entry = self._store.get(entry_id)
         if entry is None:
-            self._tiers.drop([EntryRef(id=entry_id, partition=key.partition, category="",
-                                       exact_key=key.exact_key)])
+            if not dry:
+                self._tiers.drop([EntryRef(id=entry_id, partition=key.partition, category="",
+                                           exact_key=key.exact_key)])
             return None
-        policy = self.policy_for(entry.category, key.model)
+        policy = self._policies.resolve(entry.category, key.model)
         if entry.exact_key != key.exact_key or not policy.enabled:
             return None
         if _expired(entry, policy, now):
-            self._expire_one(entry)
+            if not dry:
+                self._expire_one(entry)
             return None
-        self._count(entry.category, "lookups")
-        return self._serve(entry, 1.0, "exact", now)
+        count(entry.category, "lookups")
+        return self._serve(entry, policy, 1.0, None, "exact", now, count, dry)
 
     def _semantic_lookup(
-        self, key: RequestKey, category: str, vector: np.ndarray, now: float
-    ) -> LookupResult:
-        policy = self.policy_for(category, key.model)
-        candidates = self._tiers.search(key.partition, category, vector, self.config.neighbours)
-        if not candidates:
-            return replace(self._miss(category, "empty"), vector=vector)
-        best = candidates[0][1]
-        reason = "below-threshold"
-        for entry_id, similarity in candidates:
-            if similarity < policy.threshold:
-                break
+        self, key: RequestKey, category: str, policy: CategoryPolicy, vector: np.ndarray,
+        now: float, count: _Counter, dry: bool,
+    ) -> tuple[LookupResult, Explanation | None]:
+        verifier = self._verifier(policy)
+        found = self._tiers.search(key.partition, category, vector, self.config.neighbours)
+        low, _ = decision.bounds(policy, verifier)
+        entries: dict[int, Entry] = {}
+        candidates: list[Candidate] = []
+        for entry_id, similarity in found:
+            if similarity < low and not dry:
+                break  # best first: the rest are further still; their documents stay unread
             entry = self._store.get(entry_id)
             if entry is None:  # deleted elsewhere: the vector is stale
-                self._tiers.drop_vector(key.partition, category, entry_id)
+                if not dry:
+                    self._tiers.drop_vector(key.partition, category, entry_id)
                 continue
             if _expired(entry, policy, now):
-                self._expire_one(entry)
+                if not dry:
+                    self._expire_one(entry)
                 continue
-            rejected = guards.check(key.query, entry.query, policy.guards)
-            if rejected is not None:
-                reason = f"guard:{rejected}"
-                with self._stats_lock:
-                    rejections = self._stat(category).guard_rejections
-                    rejections[rejected] = rejections.get(rejected, 0) + 1
-                continue
-            return self._serve(entry, similarity, "semantic", now)
-        miss = replace(self._miss(category, reason, similarity=best), vector=vector)
-        floor = policy.fallback_threshold  # the near candidate overload.py may serve
-        for entry_id, similarity in candidates if floor is not None else ():
-            if floor <= similarity < policy.threshold:
-                return replace(miss, near_entry=int(entry_id), near_similarity=float(similarity))
-        return miss
-
-    def _serve(self, entry: Entry, similarity: float, tier: str, now: float) -> Hit:
-        policy = self.policy_for(entry.category, entry.model)
-        entry.hits += 1
-        priority = eviction_policy(policy.eviction).priority(
-            entry, now=now, inflation=self._inflation.get(entry.category, 0.0))
+            entries[entry_id] = entry
+            candidates.append(Candidate(entry_id=entry_id, text=entry.query,
+                                        similarity=similarity, vector=entry.vector))
         try:
-            self._store.touch(entry.id, now=now, priority=priority)
-        except StoreError as exc:  # the document was read: serving it is still correct
-            log.warning("prismcache: could not record a hit on entry %d: %s", entry.id, exc)
-        self._count(entry.category, "hits", "exact_hits" if tier == "exact" else None)
+            verdict = decision.decide(Query(text=key.query, vector=vector), candidates, policy,
+                                      verifier)
+        except VerifierError as exc:
+            failed = self._fail_open("verifier", Classification(category, "verifier"), exc,
+                                     count)
+            return self._explained(failed, policy, candidates, dry)
+        if not dry:
+            self._count_rejections(category, verdict)
+        if verdict.served is not None:
+            hit = self._serve(entries[verdict.served], policy, verdict.similarity or 0.0,
+                              verdict.probability, "semantic", now, count, dry)
+            return self._explained(hit, policy, candidates, dry, verdict)
+        best = found[0][1] if found else None
+        reason = verdict.reason or MissReason.EMPTY
+        if reason is MissReason.EMPTY and best is not None and best < low:
+            reason = MissReason.BELOW_THRESHOLD  # the search found some, all too far
+        miss = replace(self._miss(category, reason, count, detail=verdict.detail,
+                                  similarity=best), vector=vector)
+        floor = policy.fallback_threshold  # the near candidate overload.py may serve
+        if floor is not None:
+            guarded = {c.entry_id for c, (o, _, _) in zip(candidates, verdict.outcomes,
+                                                           strict=False)
+                       if o is decision.Outcome.GUARD}
+            for entry_id, similarity in found:
+                if similarity >= floor and entry_id not in guarded:
+                    miss = replace(miss, near_entry=int(entry_id),
+                                   near_similarity=float(similarity))
+                    break
+        return self._explained(miss, policy, candidates, dry, verdict)
+
+    def _explained(self, result: LookupResult, policy: CategoryPolicy | None,
+                   candidates: list[Candidate], dry: bool,
+                   verdict: decision.Decision | None = None,
+                   ) -> tuple[LookupResult, Explanation | None]:
+        if not dry:
+            return result, None
+        return result, Explanation.of(result, policy, candidates, verdict)
+
+    def _count_rejections(self, category: str, verdict: decision.Decision) -> None:
+        guarded = [d for o, _, d in verdict.outcomes if o is decision.Outcome.GUARD]
+        verified = sum(1 for o, p, _ in verdict.outcomes
+                       if o is decision.Outcome.VERIFIER and p is not None)
+        if guarded or verified:
+            self._counters.rejections(category, guarded, verified)
+
+    def _serve(self, entry: Entry, policy: CategoryPolicy, similarity: float,
+               probability: float | None, tier: str, now: float, count: _Counter,
+               dry: bool) -> Hit:
+        if not dry:
+            entry.hits += 1
+            priority = eviction_policy(policy.eviction).priority(
+                entry, now=now, inflation=self._inflation.get(entry.category, 0.0))
+            try:
+                self._store.touch(entry.id, now=now, priority=priority)
+            except StoreError as exc:  # the document was read: serving it is still correct
+                log.warning("could not record a hit on entry %d: %s", entry.id, exc)
+        count(entry.category, "hits", "exact_hits" if tier == "exact" else None)
         return Hit(entry_id=entry.id, similarity=similarity, category=entry.category,
                    response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created),
-                   tier=tier)  # type: ignore[arg-type]
+                   tier=tier, probability=probability)  # type: ignore[arg-type]
 
-    def _miss(self, category: str, reason: str, *, similarity: float | None = None,
-              cacheable: bool = True) -> Miss:
-        self._count(category, "misses")
-        return Miss(reason=reason, category=category, similarity=similarity, cacheable=cacheable)
+    def _miss(self, category: str, reason: MissReason, count: _Counter, *, detail: str = "",
+              similarity: float | None = None, cacheable: bool = True) -> Miss:
+        count(category, "misses")
+        return Miss(reason=reason, detail=detail, category=category, similarity=similarity,
+                    cacheable=cacheable)
+
+    def _verifier(self, policy: CategoryPolicy) -> Verifier | None:
+        return self._verifiers.get(policy.verifier)
 
     # -- store ---------------------------------------------------------------------------
 
     def store(
         self,
-        body: Body,
+        body: Body | PreparedRequest,
         response: Mapping[str, Any],
         *,
         tenant: str = "default",
@@ -269,8 +365,10 @@ class SemanticCache:
         cost: float | None = None,
         latency: float | None = None,
         allow_truncated: bool = False,
+        shadow: bool = False,
     ) -> Stored:
-        """Admit ``response`` as the answer to ``body`` for ``tenant``.
+        """Admit ``response`` as the answer to ``body`` (a body or a :class:`PreparedRequest`)
+        for ``tenant``; ``shadow`` as in :meth:`lookup`.
 
         ``chunks`` are the stream chunks the response was assembled from, replayed to
         streaming clients on a hit. ``cost`` (USD) and ``latency`` (seconds) are what one hit
@@ -278,7 +376,8 @@ class SemanticCache:
         ``price_per_1k_tokens`` and ``upstream_latency``. A verbatim repeat replaces the
         earlier entry. Returns :class:`Stored`; raises only :class:`RequestError`.
         """
-        key = key_request(body, tenant=tenant, limits=self.config.limits)
+        request = self._prepared(body, tenant)
+        key = request.key
         if key.bypass:
             return Stored(entry_id=None, reason=f"bypass:{key.bypass}")
         refused = uncacheable_reason(response, allow_truncated=allow_truncated)
@@ -288,40 +387,41 @@ class SemanticCache:
         try:
             with self._write_lock:
                 now = self._clock()
-                classification, entry = self._make_entry(key, body, response, classification,
-                                                         chunks, cost, latency, now)
+                classification, entry = self._make_entry(request, response, classification,
+                                                         chunks, cost, latency, now, shadow)
                 if now >= self._next_sweep:
                     self._sweep(now)
                 if entry is None:
                     return Stored(entry_id=None, category=classification.category,
                                   reason="category disabled")
                 refused = None if self.admission is None else self.admission(
-                    entry, self._stat_copy(entry.category))
+                    entry, self._counters.copy(entry.category))
                 if refused is not None:
                     return Stored(entry_id=None, category=entry.category,
                                   reason=f"admission:{refused}")
                 self._admit(entry, key)
             return Stored(entry_id=entry.id, category=entry.category)
         except _FAIL_OPEN as exc:
-            self._fail_open("store", classification, exc)
+            self._fail_open("store", classification, exc, self._count)
             return Stored(entry_id=None, reason=f"error:{type(exc).__name__}")
 
     def _make_entry(
-        self, key: RequestKey, body: Body, response: Mapping[str, Any],
+        self, prepared: PreparedRequest, response: Mapping[str, Any],
         classification: Classification | None, chunks: list[dict[str, Any]] | None,
-        cost: float | None, latency: float | None, now: float,
+        cost: float | None, latency: float | None, now: float, shadow: bool,
     ) -> tuple[Classification, Entry | None]:
+        key = prepared.key
         vector = None
         if classification is None:
             vector = self._embed(key.query)
             classification = self._router.by_vector(vector)
-        policy = self.policy_for(classification.category, key.model)
+        policy = self._policies.resolve(classification.category, key.model, shadow=shadow)
         if not policy.enabled:
             return classification, None
         semantic = key.semantic and not policy.exact_only
         if semantic and vector is None:
             vector = self._embed(key.query)
-        request = dict(body) if isinstance(body, Mapping) else _decoded(body)
+        request = dict(prepared.body)
         response = dict(response)
         entry = Entry(
             id=new_entry_id(), tenant=key.tenant, partition=key.partition,
@@ -400,29 +500,23 @@ class SemanticCache:
         return len(refs)
 
     def policy_for(self, category: str, model: str = "") -> CategoryPolicy:
-        """The policy a decision about ``category`` (for a request to ``model``) uses now: the
-        configured one, passed through :attr:`policy_hook` when one is set."""
-        policy = self.config.policy(category)
-        hook = self.policy_hook
-        return policy if hook is None else hook(category, policy, model)
+        """The policy a decision about ``category`` (for a request to ``model``) uses now, as
+        the cache's :class:`~prismcache.policies.PolicyResolver` resolves it."""
+        return self._policies.resolve(category, model)
+
+    @property
+    def policies(self) -> PolicyResolver:
+        """The resolver of the policies in force (configured, load-adaptive, economics)."""
+        return self._policies
 
     def stats(self) -> dict[str, CategoryStats]:
         """Per-category counters since opening, with the entries and bytes the store holds."""
         try:
             usage = self._store.usage()
         except StoreError as exc:
-            log.warning("prismcache: store usage unavailable: %s", exc)
+            log.warning("store usage unavailable: %s", exc)
             usage = {}
-        with self._stats_lock:
-            out = {}
-            for name in sorted(set(self._stats) | set(usage)):
-                s = self._stats.get(name) or CategoryStats()
-                u = usage.get(name)
-                copy = replace(s, guard_rejections=dict(s.guard_rejections))
-                if u is not None:
-                    copy.entries, copy.bytes = u.entries, u.bytes
-                out[name] = copy
-        return out
+        return self._counters.merged(usage)
 
     def save_snapshot(self, path: str | Path | None = None) -> Path:
         """Write the in-memory tiers to ``path`` (default: the config's ``snapshot``) so the
@@ -464,6 +558,11 @@ class SemanticCache:
         return self._embedder
 
     @property
+    def index_budget(self) -> BudgetStats | None:
+        """Counters of the index memory budget (``index.max_bytes``), ``None`` without one."""
+        return self._tiers.budget_stats()
+
+    @property
     def document_store(self) -> DocumentStore:
         """The document store (the source of truth)."""
         return self._store
@@ -488,26 +587,13 @@ class SemanticCache:
                 self._memo.popitem(last=False)
         return vector
 
-    def _train_classifier(self) -> EmbeddingClassifier | None:
-        spec = self.config.classifier
-        if spec.examples is None:
-            return None
-        pairs = load_examples(spec.examples)
-        if spec.examples == "builtin":
-            # Shipped pre-trained for the bundled embedder: start-up embeds nothing.
-            shipped = resources.files("prismcache").joinpath(f"data/classifier-{spec.kind}.npz")
-            with resources.as_file(shipped) as path:
-                model = EmbeddingClassifier.load(path, embedder_id=self._embedder.id,
-                                                 digest=examples_digest(pairs))
-            if model is not None:
-                return model
-        texts = [text for text, _ in pairs]
-        vectors = self._embedder.embed(texts)  # embedders batch large inputs themselves
-        return EmbeddingClassifier.fit(vectors, [c for _, c in pairs], kind=spec.kind)
-
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id
         now = self._clock()
+        if self.config.index.get("max_bytes") is not None:  # partitions load when first used
+            return Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
+                         max_bytes=self.config.index["max_bytes"],
+                         loader=self._store.scan_partition)
         if self.config.snapshot and Path(self.config.snapshot, "manifest.json").exists():
             try:
                 tiers, taken_at = Tiers.load(Path(self.config.snapshot),
@@ -515,40 +601,30 @@ class SemanticCache:
                 tiers.add(self._store.scan(since=taken_at, documents=False))
                 return tiers
             except (OSError, ValueError, KeyError) as exc:
-                log.warning("prismcache: snapshot %s unusable (%s); rebuilding from the store",
+                log.warning("snapshot %s unusable (%s); rebuilding from the store",
                             self.config.snapshot, exc)
         tiers = Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec)
         self._store.expire(now)
         tiers.add(self._store.scan(documents=False))
         return tiers
 
-    def _count(self, category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:
-        with self._stats_lock:
-            stat = self._stat(category)
-            setattr(stat, field, getattr(stat, field) + n)
-            if extra is not None:
-                setattr(stat, extra, getattr(stat, extra) + n)
-
-    def _stat_copy(self, category: str) -> CategoryStats:
-        with self._stats_lock:
-            return replace(self._stat(category), guard_rejections={})
-
-    def _stat(self, category: str) -> CategoryStats:
-        stat = self._stats.get(category)
-        if stat is None:
-            stat = self._stats[category] = CategoryStats()
-        return stat
-
     def _fail_open(self, what: str, classification: Classification | None,
-                   exc: Exception) -> Miss:
+                   exc: Exception, count: _Counter) -> Miss:
         category = classification.category if classification else self.config.default_category
-        self._count(category, "errors")
-        log.warning("prismcache: %s failed open (%s: %s)", what, type(exc).__name__, exc)
-        return Miss(reason=f"error:{type(exc).__name__}", category=category)
+        count(category, "errors")
+        if count is not self._no_count:  # a dry run (explain) logs nothing
+            log.warning("%s failed open (%s: %s)", what, type(exc).__name__, exc)
+        return Miss(reason=MissReason.ERROR, detail=type(exc).__name__, category=category)
+
+    @staticmethod
+    def _no_count(category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:
+        """The counter of a dry run (:meth:`explain`): counts nothing."""
 
 
-def _decoded(body: bytes | str) -> dict[str, Any]:
-    return dict(parse_body(body))
+def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:
+    """Every verifier the categories name, opened once and shared between them."""
+    specs = {policy.verifier for policy in config.categories.values()}
+    return {spec: open_verifier(spec) for spec in sorted(specs)}
 
 
 def _expired(entry: Entry, policy: CategoryPolicy, now: float) -> bool:

@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from prismcache.errors import ConfigError
+
 __all__ = ["SUBCOMMANDS", "main"]
 
 #: subcommand name -> "module:register function"
@@ -45,7 +47,7 @@ def _parser(only: str | None) -> argparse.ArgumentParser:
             register = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as exc:
             stub = sub.add_parser(name, help=f"unavailable: {exc}")
-            stub.set_defaults(func=lambda args, exc=exc: _unavailable(exc))
+            stub.set_defaults(func=lambda args, exc=exc: _unavailable(exc), unavailable=True)
             continue
         register(sub)
     return parser
@@ -61,13 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the subcommand being run (keeps `prismcache stats` light).
     only = next((a for a in argv if a in SUBCOMMANDS), None)
-    args = _parser(only).parse_args(argv)
+    parser = _parser(only)
+    args, extra = parser.parse_known_args(argv)
+    # An unavailable command's options are unknown to its stub: say which extra it needs
+    # rather than "unrecognized arguments".
+    if extra and not getattr(args, "unavailable", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         _parser(None).print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # a bad config is the user's to fix: the message, no traceback
+        print(f"prismcache {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,12 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prismcache.config import format_duration, load_config
 from prismcache.stores import open_store, redact_url
 
-__all__ = ["register_config", "register_stats"]
+__all__ = ["register_config", "register_stats", "store_location"]
+
+
+def store_location(url: str) -> str:
+    """Where a store URL keeps its data, for people: a SQLite file as an absolute path
+    (``sqlite:///prismcache.db`` is relative to the working directory), any other URL
+    redacted (no password).
+
+    >>> store_location("memory://")
+    'memory:// (in this process only)'
+    """
+    if url.startswith("sqlite:///"):
+        path, mark, query = url.removeprefix("sqlite:///").partition("?")
+        return f"sqlite:///{Path(path).resolve()}{mark}{query}"
+    if url.startswith("memory://"):
+        return "memory:// (in this process only)"
+    return redact_url(url)
 
 
 def register_stats(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,9 +50,9 @@ def _stats(args: argparse.Namespace) -> int:
         store.close()
     rows = {name: {"entries": u.entries, "bytes": u.bytes} for name, u in sorted(usage.items())}
     if args.json:
-        print(json.dumps({"store": redact_url(url), "categories": rows}, indent=2))
+        print(json.dumps({"store": store_location(url), "categories": rows}, indent=2))
         return 0
-    print(f"store: {redact_url(url)}")
+    print(f"store: {store_location(url)}")
     print(f"{'category':<14}{'entries':>10}{'bytes':>14}")
     for name, row in rows.items():
         print(f"{name:<14}{row['entries']:>10,}{row['bytes']:>14,}")
@@ -53,7 +70,7 @@ def register_config(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _config(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config)  # a ConfigError lists every unknown key (cli.main)
     out: dict[str, Any] = {
         "store": redact_url(config.store), "embedder": config.embedder,
         "capacity": {"entries": config.capacity_entries, "bytes": config.capacity_bytes},

@@ -3,7 +3,9 @@
 The shipped defaults live in ``prismcache/defaults.yaml`` (read it: every default says why it
 is what it is). A user's file is merged over them key by key, so a file that only says
 ``categories: {code: {threshold: 0.97}}`` keeps every other default, including the rest of the
-``code`` policy. Unknown keys are errors, not silently ignored.
+``code`` policy. Every key of the file is checked in one pass against one tree of known keys (derived from the
+settings dataclasses, so a new field is a new key at once); every unknown key is reported
+with its path, not only the first.
 
 >>> cfg = load_config({"categories": {"code": {"threshold": 0.97}}})
 >>> cfg.categories["code"].threshold, cfg.categories["code"].ttl
@@ -35,15 +37,17 @@ __all__ = [
     "Rule",
     "load_config",
     "parse_duration",
+    "parse_size",
+    "unknown_keys",
 ]
 
 EVICTIONS = ("lru", "lfu", "gdsf")
-GUARDS = ("numbers", "negation", "entities", "antonyms")
+GUARDS = ("numbers", "negation", "entities", "antonyms", "question", "scope")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
-_SIZES = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
-          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZES = {None: 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def parse_duration(value: Any, *, key: str = "ttl") -> timedelta | None:
@@ -76,16 +80,24 @@ def format_duration(value: timedelta | None) -> str:
     return f"{seconds:g}s"
 
 
-def _parse_size(value: Any, *, key: str) -> int | None:
+def parse_size(value: Any, *, key: str) -> int | None:
+    """Bytes from ``500MB``, ``1GiB``, ``64kib``, ``2 GB`` (units in any case: decimal ``KB``
+    ``MB`` ``GB`` ``TB``, binary ``KiB`` ``MiB`` ``GiB`` ``TiB``), a plain number of bytes, or
+    ``None``. The one size grammar of every config key. Raises :class:`ConfigError` naming
+    ``key`` unless the size is positive.
+
+    >>> parse_size("1mib", key="server.max_body_bytes"), parse_size("1GB", key="capacity.bytes")
+    (1048576, 1000000000)
+    """
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     else:
         match = _SIZE.match(str(value))
-        if not match:
+        if not match or isinstance(value, bool):
             raise ConfigError(f"{key}: {value!r} is not a size like 500MB or 1GiB")
-        size = int(float(match[1]) * _SIZES[match[2]])
+        size = int(float(match[1]) * _SIZES[match[2] and match[2].lower()])
     if size <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     return size
@@ -107,6 +119,14 @@ class CategoryPolicy:
         eviction: ``"lru"``, ``"lfu"`` or ``"gdsf"`` (cost-aware: hits x upstream cost / size).
         guards: lexical checks a semantic match must also pass (see :mod:`prismcache.guards`).
         exact_only: serve verbatim repeats only; never match by similarity.
+        verifier: the match verifier's spec (``"builtin"``, ``"none"``,
+            ``"cross-encoder:PATH"``, ``"llm:URL?model=NAME"``; see
+            :mod:`prismcache.verifiers`). With ``"none"`` a candidate is served on
+            ``cosine >= threshold`` and the guards alone.
+        verify_low: with a verifier, candidates below this cosine are never served.
+        verify_high: with a verifier, candidates at or above this cosine are served without
+            asking it (near-verbatim); between the two bounds the verifier decides.
+        cutoff: the verifier's probability at or above which a grey-zone candidate is served.
         upstream_latency: seconds a hit saves when the caller does not measure it.
         price_per_1k_tokens: upstream price used to estimate the money a hit saves.
         fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
@@ -124,6 +144,10 @@ class CategoryPolicy:
     eviction: str = "lru"
     guards: tuple[str, ...] = GUARDS
     exact_only: bool = False
+    verifier: str = "none"
+    verify_low: float = 0.75
+    verify_high: float = 0.99
+    cutoff: float = 0.5
     upstream_latency: float = 2.0
     price_per_1k_tokens: float = 0.002
     max_share: float | None = None
@@ -141,6 +165,16 @@ class CategoryPolicy:
             raise ConfigError(f"unknown guards {sorted(unknown)}; known: {GUARDS}")
         if self.ttl is not None and self.ttl.total_seconds() <= 0:
             raise ConfigError(f"ttl must be positive, got {self.ttl}")
+        if not 0.0 < self.verify_low <= self.verify_high <= 1.0:
+            raise ConfigError("need 0 < verify_low <= verify_high <= 1, got "
+                              f"{self.verify_low} and {self.verify_high}")
+        if not 0.0 <= self.cutoff <= 1.0:
+            raise ConfigError(f"cutoff must be in [0, 1], got {self.cutoff}")
+        from prismcache.verifiers import valid_spec  # verifiers import config lazily too
+
+        if not isinstance(self.verifier, str) or not valid_spec(self.verifier):
+            raise ConfigError(f"verifier: unknown spec {self.verifier!r}; expected 'none', "
+                              "'builtin', 'cross-encoder:PATH' or 'llm:URL?model=NAME'")
         if self.upstream_latency < 0 or self.price_per_1k_tokens < 0:
             raise ConfigError("upstream_latency and price_per_1k_tokens must be >= 0")
         if self.max_share is not None and not self.quota <= self.max_share <= 1.0:
@@ -159,6 +193,9 @@ class CategoryPolicy:
             shown.insert(0, "enabled=False")
         if self.exact_only:
             shown.append("exact_only=True")
+        if self.verifier != "none":
+            shown.append(f"verifier={self.verifier!r}, verify=[{self.verify_low}, "
+                         f"{self.verify_high}), cutoff={self.cutoff}")
         if self.max_share is not None:
             shown.append(f"max_share={self.max_share}")
         return f"CategoryPolicy({', '.join(shown)})"
@@ -221,7 +258,9 @@ class CacheConfig:
         limits: request bounds (size, semantic window, temperature).
         neighbours: candidates examined per semantic lookup (the best that passes the
             threshold and the guards is served).
-        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index.
+        index: ``{kind, m, ef_construction, ef_search, promote_at}`` for the vector index,
+            and ``max_bytes``: the per-process memory budget of the indexes (``None``: hold
+            every partition; else partitions load on first use, least recently used dropped).
         snapshot: directory for index snapshots (faster start-up), or ``None``.
         server: the ``server:`` section, validated by :mod:`prismcache.server` (the proxy).
         sections: other top-level sections owned by optional parts (e.g. ``economics``),
@@ -261,9 +300,8 @@ class CacheConfig:
         return self.categories.get(category) or self.categories[self.default_category]
 
 
-_TOP_KEYS = {"store", "embedder", "capacity", "default_category", "defaults", "categories",
-             "rules", "classifier", "limits", "neighbours", "index", "snapshot", "server"}
-# Sections validated by optional parts of prismcache, kept as given.
+# Sections owned by optional parts of prismcache: kept as given in ``CacheConfig.sections``;
+# their keys are checked here (:func:`unknown_keys`), their values by the parts.
 _PART_KEYS = {"economics", "adaptive", "replay", "sync"}
 
 
@@ -281,17 +319,96 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
-def _known(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise ConfigError(f"{section}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+class _Each:
+    """Schema of a mapping whose keys are names (categories) and whose values follow ``of``."""
+
+    def __init__(self, of: Any) -> None:
+        self.of = of
+
+
+class _Items:
+    """Schema of a list whose items follow ``of``."""
+
+    def __init__(self, of: Any) -> None:
+        self.of = of
+
+
+def _fields(cls: type, **nested: Any) -> dict[str, Any]:
+    """The keys of a section that builds ``cls``: its dataclass fields, generically (a field
+    added to the dataclass is a key at once), with ``nested`` schemas for sub-sections."""
+    return {**{f.name: None for f in fields(cls)}, **nested}
+
+
+def _schema(user: Mapping[str, Any]) -> dict[str, Any]:
+    """The tree of known keys. ``None`` is a leaf (or an opaque value); sections owned by
+    optional parts take their keys from those parts' settings classes."""
+    from prismcache.adaptive import AdaptiveSettings, Bounds
+    from prismcache.admission import AdmissionSettings
+    from prismcache.economics import EconomicsSettings
+
+    policy = _fields(CategoryPolicy)
+    schema: dict[str, Any] = {
+        "store": None, "embedder": None, "default_category": None, "neighbours": None,
+        "snapshot": None,
+        "capacity": {"entries": None, "bytes": None},
+        "defaults": policy,
+        "categories": _Each(policy),
+        "rules": _Items(_fields(Rule)),
+        "classifier": _fields(ClassifierConfig),
+        "limits": _fields(RequestLimits),
+        "index": {"kind": None, "m": None, "ef_construction": None, "ef_search": None,
+                  "promote_at": None, "max_bytes": None},
+        "server": None,
+        "economics": _fields(EconomicsSettings, categories=_Each({"auto_disable": None}),
+                             admission=_fields(AdmissionSettings)),
+        "adaptive": _fields(AdaptiveSettings, defaults=_fields(Bounds),
+                            categories=_Each(_fields(Bounds))),
+        "replay": None, "sync": None,  # reserved for parts that read them
+    }
+    if isinstance(user.get("server"), Mapping):  # its keys are the proxy's (needs its extra)
+        try:
+            from prismcache.server.settings import ServerSettings
+        except ImportError:
+            pass  # `prismcache serve` validates them, and cannot run without the extra anyway
+        else:
+            schema["server"] = {**ServerSettings.config_keys(),
+                                "tenants": _Items({"tenant": None, "key": None,
+                                                   "key_env": None})}
+    return schema
+
+
+def unknown_keys(user: Mapping[str, Any]) -> list[str]:
+    """Every key of a user's config that prismcache does not know, as a path
+    (``categories.code.treshold``, ``server.tenants[0].kee``), in file order.
+
+    >>> unknown_keys({"categories": {"code": {"treshold": 0.9}}, "economics": {"windw": 5}})
+    ['categories.code.treshold', 'economics.windw']
+    """
+    found: list[str] = []
+    _walk(user, _schema(user), "", found)
+    return found
+
+
+def _walk(value: Any, schema: Any, path: str, found: list[str]) -> None:
+    if schema is None:
+        return
+    if isinstance(schema, _Items):
+        for i, item in enumerate(value if isinstance(value, list) else ()):
+            _walk(item, schema.of, f"{path}[{i}]", found)
+    elif isinstance(value, Mapping):
+        for key, sub in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(schema, _Each):
+                _walk(sub, schema.of, where, found)
+            elif key not in schema:
+                found.append(where)
+            else:
+                _walk(sub, schema[key], where, found)
 
 
 def _policy(name: str, data: Mapping[str, Any]) -> CategoryPolicy:
     if not isinstance(data, Mapping):
         raise ConfigError(f"categories.{name}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in fields(CategoryPolicy)}
-    _known(f"categories.{name}", data, names)
     values = dict(data)
     if "ttl" in values:
         values["ttl"] = parse_duration(values["ttl"], key=f"categories.{name}.ttl")
@@ -325,7 +442,9 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(user, Mapping):
         raise ConfigError("the config must be a YAML mapping at the top level")
-    _known("config", user, _TOP_KEYS | _PART_KEYS)
+    if unknown := unknown_keys(user):
+        raise ConfigError("unknown keys (docs/configuration.md lists every key):\n  "
+                          + "\n  ".join(unknown))
     raw = _merge(_builtin_defaults(), user)
     if "rules" in user:  # a user's rule list replaces the shipped one rather than merging
         raw["rules"] = user["rules"]
@@ -335,25 +454,25 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
         name: _policy(name, _merge(base, spec or {}))
         for name, spec in (raw.get("categories") or {}).items()
     }
-    capacity = raw.get("capacity") or {}
-    _known("capacity", capacity, {"entries", "bytes"})
+    capacity = _section(raw, "capacity")
     rules = []
     for i, spec in enumerate(raw.get("rules") or ()):
-        _known(f"rules[{i}]", spec, {"category", "keywords", "regex"})
+        spec = _section({f"rules[{i}]": spec}, f"rules[{i}]")
         rules.append(Rule(category=spec.get("category", ""),
                           keywords=tuple(spec.get("keywords") or ()), regex=spec.get("regex")))
-    classifier = raw.get("classifier") or {}
-    _known("classifier", classifier, {"examples", "kind", "min_confidence"})
-    limits = raw.get("limits") or {}
-    _known("limits", limits, {"max_query_bytes", "max_semantic_chars", "max_temperature"})
-    index = raw.get("index") or {}
-    _known("index", index, {"kind", "m", "ef_construction", "ef_search", "promote_at"})
+    classifier = _section(raw, "classifier")
+    limits = _section(raw, "limits")
+    index = dict(_section(raw, "index"))
+    index["max_bytes"] = parse_size(index.get("max_bytes"), key="index.max_bytes")
+    if index["max_bytes"] is not None and raw.get("snapshot"):
+        raise ConfigError("index.max_bytes loads partitions on demand; it cannot be combined "
+                          "with snapshot (which holds every partition)")
     try:
-        return CacheConfig(
+        config = CacheConfig(
             store=str(raw.get("store", CacheConfig.store)),
             embedder=str(raw.get("embedder", CacheConfig.embedder)),
             capacity_entries=int(capacity.get("entries", CacheConfig.capacity_entries)),
-            capacity_bytes=_parse_size(capacity.get("bytes"), key="capacity.bytes"),
+            capacity_bytes=parse_size(capacity.get("bytes"), key="capacity.bytes"),
             default_category=str(raw.get("default_category", "general")),
             categories=categories,
             rules=tuple(rules),
@@ -367,3 +486,32 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> CacheCo
         )
     except ValueError as exc:  # ConfigError is a ValueError too
         raise ConfigError(str(exc)) from None
+    except TypeError as exc:  # a value of the wrong type reached a dataclass
+        raise ConfigError(f"config: {exc}") from None
+    _check_parts(config)
+    return config
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_parts(config: CacheConfig) -> None:
+    """Validate the values of the sections optional parts own, so a bad ``economics:`` or
+    ``adaptive:`` fails when the config loads, not when the part first reads it."""
+    sections = config.sections
+    if "economics" in sections:
+        from prismcache.economics import EconomicsSettings
+
+        EconomicsSettings.from_config(config)
+        if isinstance(sections["economics"], Mapping) and sections["economics"].get("admission"):
+            from prismcache.admission import Admission
+
+            Admission.from_config(config)
+    if "adaptive" in sections:
+        from prismcache.adaptive import AdaptiveSettings
+
+        AdaptiveSettings.from_config(config)

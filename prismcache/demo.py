@@ -89,6 +89,9 @@ def run_demo(data: Path, *, store: str, config: str | None = None, intents: int 
     cache = SemanticCache.open(replace(load_config(config), store=store))
     print(f"opened {cache!r} in {time.perf_counter() - started:.1f} s")
     groups = _groups(data, intents, rng)
+    stored_intents = sum(len(g) for s, g in groups.items() if not s.endswith("out-of-scope"))
+    print(f"stored one answer for each of {stored_intents} intents (its first utterance), then "
+          f"asked up to {paraphrases} other wordings of every intent, and out-of-scope queries")
     served_for: dict[int, str] = {}
     for source, group in groups.items():
         if source.endswith("out-of-scope"):
@@ -126,10 +129,13 @@ def _body(text: str) -> dict[str, Any]:
 
 
 def _print(counts: dict[str, dict[str, int]], cache: SemanticCache, latencies: list[float]) -> None:
-    print(f"\n{'source':<26}{'asked':>7}{'hits':>7}{'false':>7}")
+    print("\nper dataset: wordings asked, how many were answered from the cache, and how many "
+          "of those answers were stored for another intent (false hits):")
+    print(f"{'source':<26}{'asked':>7}{'hits':>7}{'false':>7}")
     for source, row in counts.items():
         print(f"{source:<26}{row['asked']:>7}{row['hits']:>7}{row['false_hits']:>7}")
-    print("\nper category (classifier's choice):")
+    print("\nper category the classifier chose: entries stored, lookups, hits, semantic "
+          "matches a guard refused, and the similarity threshold a hit needs:")
     print(f"{'category':<14}{'entries':>8}{'lookups':>9}{'hits':>6}{'guarded':>9}  threshold")
     for name, s in cache.stats().items():
         if s.lookups or s.entries:

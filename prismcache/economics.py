@@ -37,26 +37,25 @@ margin, plus a full window of data before it can be flagged again).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from prismcache.admission import Admission, AdmissionSettings
 from prismcache.config import CacheConfig, CategoryPolicy, parse_duration
+from prismcache.decision import MissReason
 from prismcache.errors import ConfigError
 from prismcache.results import Hit, LookupResult, Miss
 
 __all__ = ["Admission", "AdmissionSettings", "CategoryEconomics", "EconomicsSettings",
-           "EconomicsTracker", "chain_hooks"]
+           "EconomicsTracker"]
 
 log = logging.getLogger("prismcache.economics")
 T = TypeVar("T")
-_SHADOW: contextvars.ContextVar[bool] = contextvars.ContextVar("prism_shadow", default=False)
 _BUCKETS = 10
 _FIELDS = ("lookups", "hits", "hit_n", "hit_s", "over_n", "over_s", "up_n", "up_s", "usd",
            "shadow_n", "shadow_hits", "skipped")
@@ -190,14 +189,7 @@ class EconomicsTracker:
         self._add(category, shadow_n=1, shadow_hits=int(would_hit),
                   **({} if seconds is None else {"over_n": 1, "over_s": seconds}))
 
-    # -- the cache's policy hook and the library gate ------------------------------------------
-
-    def __call__(self, category: str, policy: CategoryPolicy, model: str) -> CategoryPolicy:
-        """Policy hook: ``policy`` switched off while ``category`` is disabled (not in shadow)."""
-        state = self._cats.get(category)
-        if state is None or not state.disabled or _SHADOW.get() or not policy.enabled:
-            return policy
-        return replace(policy, enabled=False)
+    # -- the switch the cache's PolicyResolver reads, and the library gate ----------------------
 
     def disabled(self, category: str) -> bool:
         """Whether ``category`` is disabled by the economics now."""
@@ -209,19 +201,12 @@ class EconomicsTracker:
         with self._lock:
             return self._rng.random() * self.settings.shadow_sample < 1.0
 
-    def shadowed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call ``fn`` with disabled categories' policies switched back on (shadow mode)."""
-        token = _SHADOW.set(True)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _SHADOW.reset(token)
-
     def lookup(self, cache: Any, body: Any, *, tenant: str = "default",
                category: str | None = None, timed: bool = True) -> LookupResult:
         """``cache.lookup`` with the economics applied and recorded: a disabled category gets
-        ``Miss("economics:off", cacheable=False)``, or in shadow mode ``Miss("shadow:hit" |
-        "shadow:miss", cacheable=True)`` — store its answer with :meth:`shadowed`."""
+        ``Miss(ECONOMICS_OFF, cacheable=False)``, or in shadow mode ``Miss(SHADOW_HIT |
+        SHADOW_MISS, cacheable=True)`` — store its answer with ``cache.store(...,
+        shadow=True)``. ``cache`` must resolve its policies through this tracker."""
         t = self._timer()
         result = cache.lookup(body, tenant=tenant, category=category)
         seconds = self._timer() - t if timed else None
@@ -229,15 +214,17 @@ class EconomicsTracker:
         if name is None or isinstance(result, Miss) and not result.cacheable \
                 and not self.disabled(name):
             return result
-        if isinstance(result, Miss) and result.reason == "disabled" and self.disabled(name):
+        if isinstance(result, Miss) and result.reason is MissReason.DISABLED \
+                and self.disabled(name):
             if not self.shadow_now():
                 self._add(name, skipped=1)
-                return Miss(reason="economics:off", category=name, cacheable=False)
+                return Miss(reason=MissReason.ECONOMICS_OFF, category=name, cacheable=False)
             t = self._timer()
-            shadow = self.shadowed(cache.lookup, body, tenant=tenant, category=category)
+            shadow = cache.lookup(body, tenant=tenant, category=category, shadow=True)
             self.record_shadow(name, would_hit=shadow.hit,
                                seconds=self._timer() - t if timed else None)
-            return Miss(reason="shadow:hit" if shadow.hit else "shadow:miss", category=name,
+            return Miss(reason=MissReason.SHADOW_HIT if shadow.hit else MissReason.SHADOW_MISS,
+                        category=name,
                         similarity=shadow.similarity, cacheable=True)
         self.record_lookup(name, hit=isinstance(result, Hit), seconds=seconds)
         return result
@@ -314,14 +301,14 @@ class EconomicsTracker:
                              and now - state.enabled_since >= s.window)
             if state.flagged and s.auto_disables(name):
                 state.disabled = True
-                log.warning("prismcache: disabling category %s: hit rate %.3f below break-even "
+                log.warning("disabling category %s: hit rate %.3f below break-even "
                             "%s over %d requests; shadow mode 1 in %d", name, h,
                             _fmt(break_even), lookups, s.shadow_sample)
         elif (w["shadow_n"] >= s.min_shadow and shadow_rate is not None
               and break_even is not None and shadow_rate >= break_even * s.reenable_margin):
             state.disabled = state.flagged = False
             state.enabled_since = now
-            log.warning("prismcache: re-enabling category %s: shadow hit rate %.3f >= %.2f x "
+            log.warning("re-enabling category %s: shadow hit rate %.3f >= %.2f x "
                         "break-even %.3f", name, shadow_rate, s.reenable_margin, break_even)
         rate_h = h if not state.disabled else 0.0
         net_s = rate_h * saved - (1 - rate_h) * overhead if lookups else 0.0
@@ -334,21 +321,6 @@ class EconomicsTracker:
             net_s_per_hour=net_s * per_hour, net_usd_per_hour=rate_h * usd * per_hour,
             flagged=state.flagged, disabled=state.disabled, auto_disable=s.auto_disables(name),
             shadow_lookups=int(w["shadow_n"]), shadow_hit_rate=shadow_rate)
-
-
-def chain_hooks(*hooks: Callable[[str, CategoryPolicy, str], CategoryPolicy] | None
-                ) -> Callable[[str, CategoryPolicy, str], CategoryPolicy] | None:
-    """One policy hook applying ``hooks`` in order (``None``s skipped; none left: ``None``)."""
-    live = [h for h in hooks if h is not None]
-    if len(live) <= 1:
-        return live[0] if live else None
-
-    def chained(category: str, policy: CategoryPolicy, model: str) -> CategoryPolicy:
-        for hook in live:
-            policy = hook(category, policy, model)
-        return policy
-
-    return chained
 
 
 def _mean(window: dict[str, float], total: dict[str, float], s: str, n: str,

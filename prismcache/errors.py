@@ -11,12 +11,13 @@ Every error prismcache raises on purpose is a :class:`PrismCacheError`::
     ├── EmbeddingError         the embedder failed or returned something unusable
     │   └── EmbedderMismatch   vectors of one embedder met an index or entry of another
     ├── IndexError_            the vector index refused an operation (wrong dimension, ...)
+    ├── VerifierError          the match verifier failed (a missing model, a judge that timed out)
     └── UpstreamError          the model behind the proxy failed (timeout, 4xx/5xx)
 
 Each backend translates its driver's exceptions into this tree in one place, so callers never
 need to import ``sqlite3`` or ``redis`` to handle a failure. ``SemanticCache.lookup`` turns a
-``StoreError`` or ``EmbeddingError`` into a counted, logged miss (fail open); a ``RequestError``
-is the caller's bug and is raised.
+``StoreError``, ``EmbeddingError`` or ``VerifierError`` into a counted, logged miss (fail
+open); a ``RequestError`` is the caller's bug and is raised.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "StoreTimeout",
     "StoreUnavailable",
     "UpstreamError",
+    "VerifierError",
 ]
 
 
@@ -67,8 +69,12 @@ class EmbedderMismatch(EmbeddingError):
     """Vectors made by one embedder met an index or stored entries made by another."""
 
 
-class IndexError_(PrismCacheError):  # noqa: N801 - trailing underscore avoids the builtin
+class IndexError_(PrismCacheError):
     """The vector index refused an operation (for example a vector of the wrong dimension)."""
+
+
+class VerifierError(PrismCacheError):
+    """The match verifier failed; the cache fails open (a miss), counted and logged."""
 
 
 class UpstreamError(PrismCacheError):

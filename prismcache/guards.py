@@ -17,6 +17,10 @@ entities   capitalised names, acronyms, identifiers or quoted strings differ, or
            is linked in the opposite direction ("London to Paris" / "Paris to London")
 antonyms   one text uses a word whose opposite the other uses ("sort ascending" / "descending";
            "basic plan" / "premium plan")
+question   both texts ask with question words, and different ones ("when was X born" / "where
+           was X born"; "what time" counts as "when", "how come" as "why")
+scope      both texts use scope words (all, every, any, always, most, total, ...), and different
+           ones ("all my orders" / "my last order"; "always" / "sometimes")
 ========== =====================================================================================
 
 >>> check("cancel my subscription", "don't cancel my subscription", ("negation",))
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Features", "check", "features"]
+__all__ = ["GUARD_TESTS", "Features", "check", "features"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
@@ -83,6 +87,16 @@ for _a, _b in _ANTONYM_PAIRS:
     _OPPOSITE[_b] = _OPPOSITE.get(_b, frozenset()) | {_a}
 
 
+_WH = frozenset("who whom whose what which when where why how".split())
+# Question words that ask the same thing another way.
+_WH_SAME = {("what", "time"): "when", ("what", "year"): "when", ("what", "date"): "when",
+            ("which", "year"): "when", ("what", "day"): "when", ("how", "come"): "why",
+            ("what", "place"): "where", ("which", "place"): "where"}
+_SCOPE = frozenset("all every each any always sometimes usually often most least both either "
+                   "whole entire total average only single half last first latest recent next "
+                   "this everyone someone anyone everything something anything".split())
+
+
 @dataclass(frozen=True, slots=True)
 class Features:
     """What the guards compare, extracted once per text."""
@@ -92,6 +106,8 @@ class Features:
     negated: bool
     entities: frozenset[str]
     directed: frozenset[tuple[str, str]]
+    asks: frozenset[str] = frozenset()
+    scope: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=8192)
@@ -130,12 +146,18 @@ def features(text: str) -> Features:
         for a, b in _DIRECTED.findall(text.lower())
         if a not in _DIRECTION_STOP and b not in _DIRECTION_STOP and a != b
     )
+    asks = set()
+    for i, w in enumerate(lower):
+        if w in _WH:
+            asks.add(_WH_SAME.get((w, lower[i + 1] if i + 1 < len(lower) else ""), w))
     return Features(
         words=words,
         numbers=tuple(sorted(numbers.items())),
         negated=negations % 2 == 1,
         entities=frozenset(entities),
         directed=directed,
+        asks=frozenset(asks),
+        scope=words & _SCOPE,
     )
 
 
@@ -170,8 +192,18 @@ def _antonyms(q: Features, c: Features) -> bool:
     return False
 
 
-_GUARDS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
-           "antonyms": _antonyms}
+def _question(q: Features, c: Features) -> bool:
+    return bool(q.asks) and bool(c.asks) and q.asks != c.asks
+
+
+def _scope(q: Features, c: Features) -> bool:
+    return bool(q.scope) and bool(c.scope) and q.scope != c.scope
+
+
+#: guard name -> its test on two texts' :class:`Features` (``True``: the pair differs)
+GUARD_TESTS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
+               "antonyms": _antonyms, "question": _question, "scope": _scope}
+_GUARDS = GUARD_TESTS
 
 
 def check(query: str, candidate: str, guards: Sequence[str]) -> str | None:

@@ -2,11 +2,15 @@
 
 A request is cached under two keys:
 
-* the **partition**: an exact hash of everything that changes what a correct answer is, other
-  than the wording of the last user turn — tenant, endpoint, model, the whole conversation
-  before the last user turn (system prompt included), tools, response format and the sampling
-  settings. No lookup ever crosses a partition, so tenants, models and conversations never see
-  each other's entries, whatever their embeddings say;
+* the **partition**: an exact hash of everything that may change what a correct answer is,
+  other than the wording of the last user turn — tenant, endpoint, model, the whole
+  conversation before the last user turn (system prompt included), the sampling class, and
+  every other request field (tools, response format, guided decoding, fields prismcache does
+  not know) except a short list known not to matter (``stream``, ``user``, ``metadata``,
+  ...), and ``metadata.prism_partition`` when given (what else must match exactly: the
+  LangChain cache puts a model's whole configuration there). No lookup ever crosses a
+  partition, so tenants, models and conversations never see each other's entries, whatever
+  their embeddings say;
 * the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
   verbatim repeats without embedding anything.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -28,31 +33,28 @@ from typing import Any
 
 from prismcache.errors import RequestError
 
-__all__ = ["RequestKey", "RequestLimits", "key_request", "normalise", "parse_body"]
+__all__ = ["PreparedRequest", "RequestKey", "RequestLimits", "key_request", "normalise",
+           "parse_body", "parse_json", "prepare_request"]
 
-# Request fields that change what a correct answer is. Everything else (stream, user,
-# metadata, stream_options, ...) does not, and is left out of the partition.
-_PARTITION_FIELDS = (
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "response_format",
-    "top_p",
-    "stop",
-    "seed",
-    "max_tokens",
-    "max_completion_tokens",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "reasoning_effort",
-    "suffix",
-    "echo",
-    "best_of",
-)
+# The partition holds every request field except these, which are known not to change what a
+# correct answer is (how it is delivered, who asked, bookkeeping at the provider). A field not
+# listed here, including one prismcache has never heard of (vLLM's guided_choice, a new OpenAI
+# option), is part of the partition: an unknown field may change the answer, so it must split.
+_UNKEYED_FIELDS = frozenset({
+    "stream",  # delivery: a streamed answer is the same answer
+    "stream_options",  # delivery (include_usage)
+    "user",  # who asked (abuse monitoring), not what
+    "safety_identifier",  # the same, under its newer name
+    "metadata",  # bookkeeping; prismcache reads metadata.prism_category itself
+    "store",  # whether the provider keeps a copy
+    "service_tier",  # latency and price class, same model
+    "prompt_cache_key",  # a hint for the provider's own prompt cache
+})
+# Fields keyed in their own way: the question and its context, the model, and sampling
+# (``n`` other than 1 bypasses the cache; ``temperature`` sorts into a sampling class).
+_OWN_FIELDS = frozenset({"model", "messages", "prompt", "n", "temperature"})
+# What OpenAI-compatible servers sample at when a request names no temperature.
+DEFAULT_TEMPERATURE = 1.0
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 
@@ -109,22 +111,54 @@ class RequestKey:
     bypass: str | None = None
 
 
+def parse_json(text: str | bytes) -> Any:
+    """Decode strict JSON: UTF-8, no ``NaN``/``Infinity`` literals, no object with the same
+    key twice (parsers disagree on which one wins, so the question the cache keys could differ
+    from the one the upstream answers), and nesting shallow enough to parse.
+
+    Raises :class:`RequestError` naming the problem.
+
+    >>> parse_json('{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    prismcache.errors.RequestError: request body is not valid JSON: duplicate key 'a'
+    """
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise RequestError("request body is not valid JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RequestError(f"request body is not valid JSON: duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(f"request body is not valid JSON: {name} is not a JSON number")
+
+
 def parse_body(body: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
-    """Return ``body`` as a mapping, decoding bytes as strict UTF-8 JSON.
+    """Return ``body`` as a mapping, decoding bytes or text with :func:`parse_json`.
 
     Raises :class:`RequestError` for invalid UTF-8, malformed JSON, or a JSON value that is not
     an object.
     """
-    if isinstance(body, bytes | bytearray):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RequestError(f"request body is not valid UTF-8 (byte {exc.start})") from None
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"request body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    if isinstance(body, bytes | bytearray | str):
+        body = parse_json(body)
     if not isinstance(body, Mapping):
         raise RequestError(f"request body must be a JSON object, not {type(body).__name__}")
     return body
@@ -167,7 +201,7 @@ def key_request(
         context, query, bypass = _split_messages(body["messages"])
     elif "prompt" in body:
         endpoint = "completions"
-        context, query, bypass = None, _prompt_text(body["prompt"]), None
+        context, (query, bypass) = None, _prompt_text(body["prompt"])
     else:
         raise RequestError("request has neither 'messages' nor 'prompt'")
 
@@ -175,17 +209,20 @@ def key_request(
         _check_text(query, limits)
     bypass = bypass or _sampling_bypass(body, limits)
 
+    metadata = body.get("metadata")
     partition_doc = {
         "tenant": tenant,
         "endpoint": endpoint,
         "model": model,
         "context": context,
-        "sampling": _sampling_class(body.get("temperature")),
-        **{name: body[name] for name in _PARTITION_FIELDS if name in body},
+        "sampling": _sampling_class(_temperature(body)),
+        "fields": {name: value for name, value in body.items()
+                   if name not in _UNKEYED_FIELDS and name not in _OWN_FIELDS},
     }
+    if isinstance(metadata, Mapping) and "prism_partition" in metadata:
+        partition_doc["prism_partition"] = metadata["prism_partition"]
     partition = _digest(_canonical(partition_doc))
     exact_key = _digest(partition + "\x00" + normalise(query))
-    metadata = body.get("metadata")
     category = metadata.get("prism_category") if isinstance(metadata, Mapping) else None
     return RequestKey(
         tenant=tenant,
@@ -231,12 +268,25 @@ def _content_text(content: Any) -> tuple[str, str | None]:
     raise RequestError("the last user message has no text 'content'")
 
 
-def _prompt_text(prompt: Any) -> str:
+def _prompt_text(prompt: Any) -> tuple[str, str | None]:
+    """(text, bypass) of a completions ``prompt``: a string (or a list of one) is keyed; a
+    batch of strings or token ids is a valid request the cache does not answer."""
     if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        return prompt[0]
-    raise RequestError("'prompt' must be a string (batched prompts are not cached)")
+        return prompt, None
+    if isinstance(prompt, list) and prompt:
+        if len(prompt) == 1 and isinstance(prompt[0], str):
+            return prompt[0], None
+        if all(isinstance(p, str) for p in prompt):
+            return "", "batched prompts"
+        if all(_token_ids(p) for p in prompt) or _token_ids(prompt):
+            return "", "token-id prompt"
+    raise RequestError("'prompt' must be a string, a list of strings, a list of token ids "
+                       "or a list of lists of token ids")
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
 def _check_text(query: str, limits: RequestLimits) -> None:
@@ -260,19 +310,30 @@ def _sampling_bypass(body: Mapping[str, Any], limits: RequestLimits) -> str | No
     n = body.get("n", 1)
     if n is not None and n != 1:
         return f"n={n} asks for several samples"
-    temperature = body.get("temperature")
-    if temperature is not None:
-        if not isinstance(temperature, int | float) or isinstance(temperature, bool):
-            raise RequestError("'temperature' must be a number")
-        if temperature > limits.max_temperature:
-            return f"temperature {temperature} is above the bound {limits.max_temperature}"
+    temperature = _temperature(body)
+    if temperature > limits.max_temperature:
+        return f"temperature {temperature} is above the bound {limits.max_temperature}"
     return None
 
 
-def _sampling_class(temperature: Any) -> str:
+def _temperature(body: Mapping[str, Any]) -> float:
+    """The temperature the upstream will sample at: OpenAI-compatible servers take an absent
+    (or null) temperature as 1.0. Raises :class:`RequestError` unless it is a finite number
+    >= 0 (NaN and infinities would be forwarded as whatever the upstream makes of them)."""
+    temperature = body.get("temperature")
+    if temperature is None:
+        return DEFAULT_TEMPERATURE
+    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
+        raise RequestError("'temperature' must be a number")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise RequestError(f"'temperature' must be a finite number >= 0, got {temperature}")
+    return float(temperature)
+
+
+def _sampling_class(temperature: float) -> str:
     # Greedy and sampled decoding are different distributions of answers; within "sampled",
-    # any stored sample is as good an answer as a fresh one.
-    return "greedy" if not temperature else "sampled"
+    # any stored sample is as good an answer as a fresh one. Only an explicit 0 is greedy.
+    return "greedy" if temperature == 0 else "sampled"
 
 
 def _canonical(doc: Any) -> str:
@@ -280,6 +341,8 @@ def _canonical(doc: Any) -> str:
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise RequestError(f"request is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise RequestError("request is nested too deeply") from None
 
 
 def _digest(text: str) -> str:
@@ -290,3 +353,30 @@ def _digest(text: str) -> str:
             f"the request context is not valid Unicode (character {exc.start})"
         ) from None
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request parsed and keyed once, then handed on: the proxy prepares it while
+    validating, and :meth:`SemanticCache.lookup` and :meth:`~SemanticCache.store` take it as
+    it is instead of parsing and keying the body again.
+
+    Attributes:
+        body: the parsed request body.
+        key: how it is cached (:class:`RequestKey`).
+    """
+
+    body: Mapping[str, Any]
+    key: RequestKey
+
+
+def prepare_request(
+    body: Mapping[str, Any] | bytes | str,
+    *,
+    tenant: str,
+    limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen value object
+) -> PreparedRequest:
+    """Parse and key ``body`` once (:func:`parse_body`, :func:`key_request`); raises
+    :class:`RequestError` as they do."""
+    parsed = parse_body(body)
+    return PreparedRequest(body=parsed, key=key_request(parsed, tenant=tenant, limits=limits))

@@ -8,12 +8,29 @@ from typing import Any
 __all__ = ["completion_tokens", "uncacheable_reason"]
 
 
+# The finish reasons of a whole answer the model chose to end. Anything else is not stored:
+# "length" (cut off, unless allowed), "content_filter" (withheld or cut by a moderation
+# filter), "tool_calls"/"function_call", and whatever a server invents for an aborted or
+# failed generation ("abort", "error", ...).
+_COMPLETE = frozenset({"stop", "eos", "end_turn", "stop_sequence"})
+
+
 def uncacheable_reason(response: Any, *, allow_truncated: bool = False) -> str | None:
     """Why ``response`` must not be stored, or ``None`` when it may be.
 
-    Refused: anything that is not a completion object with exactly one choice; error
-    objects; tool or function calls (their meaning depends on the caller's tools' state);
-    and, unless ``allow_truncated``, a ``finish_reason`` of ``"length"`` (cut off).
+    The one rule of what is never replayed: anything that is not a completion object with
+    exactly one choice; error objects; tool or function calls (their meaning depends on the
+    caller's tools' state); a ``finish_reason`` other than a normal stop (``content_filter``,
+    ``abort``, ... ; ``length`` unless ``allow_truncated``); refusals (``message.refusal``: a
+    moderation decision about one request, not an answer to its question); audio output (its
+    id expires); and an empty answer.
+
+    >>> uncacheable_reason({"choices": [{"message": {"content": "hi"},
+    ...                                  "finish_reason": "content_filter"}]})
+    'response was filtered (finish_reason=content_filter)'
+
+    Every way into the cache (the proxy, the wrapped ``openai`` client, the LangChain cache)
+    reaches this rule through :meth:`~prismcache.SemanticCache.store`.
     """
     if not isinstance(response, Mapping):
         return "response is not an object"
@@ -24,15 +41,30 @@ def uncacheable_reason(response: Any, *, allow_truncated: bool = False) -> str |
         return "response does not have exactly one choice"
     choice = choices[0]
     reason = choice.get("finish_reason")
-    if reason == "length" and not allow_truncated:
-        return "response was truncated (finish_reason=length)"
+    message = choice.get("message")
     if reason in ("tool_calls", "function_call"):
         return "response calls a tool"
-    message = choice.get("message")
     if isinstance(message, Mapping) and (message.get("tool_calls") or message.get("function_call")):
         return "response calls a tool"
-    if reason is None and "text" not in choice and not isinstance(message, Mapping):
+    if reason == "length":
+        if not allow_truncated:
+            return "response was truncated (finish_reason=length)"
+    elif reason == "content_filter":
+        return "response was filtered (finish_reason=content_filter)"
+    elif reason is not None and reason not in _COMPLETE:
+        return f"response did not finish normally (finish_reason={reason})"
+    if isinstance(message, Mapping):
+        if message.get("refusal"):
+            return "response is a refusal"
+        if message.get("audio"):
+            return "response carries audio (its id expires)"
+        text = message.get("content")
+    elif "text" in choice:
+        text = choice.get("text")
+    else:
         return "response has no message"
+    if not isinstance(text, str) or not text.strip():
+        return "response is empty"
     return None
 
 

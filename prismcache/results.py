@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["CategoryStats", "Hit", "LookupResult", "Miss", "Stored"]
+from prismcache.decision import MissReason
+
+__all__ = ["CategoryStats", "Hit", "LookupResult", "Miss", "MissReason", "Stored"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,6 +24,8 @@ class Hit:
         chunks: the recorded stream chunks, when the response was stored from a stream.
         age: seconds since the entry was stored.
         tier: ``"exact"`` (verbatim repeat) or ``"semantic"``.
+        probability: the verifier's probability that the entry's answer serves the request
+            (``1.0`` above the category's ``verify_high``), ``None`` when no verifier ran.
     """
 
     entry_id: int
@@ -31,6 +35,7 @@ class Hit:
     chunks: list[dict[str, Any]] | None = None
     age: float = 0.0
     tier: Literal["exact", "semantic"] = "semantic"
+    probability: float | None = None
 
     @property
     def hit(self) -> bool:
@@ -43,8 +48,11 @@ class Miss:
     """No stored response may be served.
 
     Attributes:
-        reason: why — ``"empty"``, ``"below-threshold"``, ``"guard:<name>"``, ``"disabled"``,
-            ``"bypass:<why>"``, ``"error:<type>"`` (the cache failed open), ...
+        reason: why, a :class:`MissReason` (a ``str`` enum: ``"empty"``,
+            ``"below-threshold"``, ``"guard"``, ``"verifier"``, ``"disabled"``,
+            ``"bypass"``, ``"error"`` when the cache failed open, ...).
+        detail: what varies within the reason: the guard's name, the verifier's best
+            probability, the bypass's cause, the exception type.
         category: the request's category, when it got that far.
         similarity: the best similarity seen, when a search ran.
         cacheable: whether the response may be stored afterwards.
@@ -57,7 +65,8 @@ class Miss:
             against requests in flight: :mod:`prismcache.server.coalesce`).
     """
 
-    reason: str
+    reason: MissReason
+    detail: str = ""
     category: str | None = None
     similarity: float | None = None
     cacheable: bool = True
@@ -69,6 +78,11 @@ class Miss:
     def hit(self) -> bool:
         """Always ``False``."""
         return False
+
+    @property
+    def label(self) -> str:
+        """``reason`` and ``detail`` as one readable string: ``"guard:numbers"``."""
+        return f"{self.reason}:{self.detail}" if self.detail else str(self.reason)
 
 
 LookupResult = Hit | Miss
@@ -103,6 +117,7 @@ class CategoryStats:
     evictions: int = 0
     expirations: int = 0
     errors: int = 0
+    verifier_rejections: int = 0
     guard_rejections: dict[str, int] = field(default_factory=dict)
 
     @property

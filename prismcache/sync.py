@@ -15,6 +15,10 @@ Redis Stream — lets each process tail that log and apply it to its tiers:
   (Redis restarted empty, ``FLUSHDB``), the follower rebuilds the tiers from the store.
 * Failures of the feed (the store is down) are logged, counted in :attr:`Follower.errors` and
   retried with exponential backoff; the cache meanwhile fails open on its own.
+* On a Redis Cluster the feed is one stream per bucket of keys; the store reads them together
+  (one pipeline per node) and its cursor covers all of them, so the follower is the same.
+  Within an index memory budget (:class:`~prismcache.tiers.Tiers` with ``max_bytes``), the
+  tiers apply changes only to the partitions they hold or are loading.
 
 The guarantee is bounded staleness: another process's store becomes a hit here within one
 round trip of the feed (measured in ``docs/deployment.md``); a delete may be seen late, but a
@@ -166,7 +170,7 @@ class Follower:
                 batch = self._feed.read_changes(self._cursor, block_ms=self._block_ms)
                 if batch.behind:
                     cursor = self._feed.latest_cursor()  # before the rebuild: no gap
-                    log.warning("prismcache: change feed fell behind at %s; rebuilding the "
+                    log.warning("change feed fell behind at %s; rebuilding the "
                                 "index from the store", self._cursor)
                     reload()
                     self._cursor = cursor
@@ -182,7 +186,7 @@ class Follower:
                 else:
                     self._cursor = batch.cursor
                 if self.last_error is not None:
-                    log.warning("prismcache: change feed readable again after %d errors",
+                    log.warning("change feed readable again after %d errors",
                                 self.errors)
                     self.last_error = None
                 delay = self._backoff[0]
@@ -191,7 +195,7 @@ class Follower:
                 first = self.last_error is None
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if first or not isinstance(exc, StoreError):
-                    log.warning("prismcache: change feed failed (%s); retrying with backoff",
+                    log.warning("change feed failed (%s); retrying with backoff",
                                 self.last_error, exc_info=not isinstance(exc, StoreError))
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
@@ -218,7 +222,7 @@ def _apply_run(tiers: Tiers, run: list[Change]) -> None:
     entries = []
     for change in run:
         if change.vector is not None and change.embedder != tiers.embedder_id:
-            log.warning("prismcache: entry %d from the change feed was embedded by %r, not %r; "
+            log.warning("entry %d from the change feed was embedded by %r, not %r; "
                         "not indexed", change.ref.id, change.embedder, tiers.embedder_id)
             continue
         entries.append(change.entry())

@@ -139,6 +139,9 @@ TEST_CONFIG: dict[str, Any] = {
     "classifier": {"examples": None},
     "rules": [],
     "capacity": {"entries": 1000},
+    # These tests pin the classic rule (cosine >= threshold, guards) on the hash embedder;
+    # the verifier's decisions are tested in test_decision.py with the bundled embedder.
+    "defaults": {"verifier": "none"},
     "categories": {
         "strict": {"threshold": 0.99, "ttl": "1h", "quota": 0.5},
         "loose": {"threshold": 0.5, "ttl": "1h", "quota": 0.5},

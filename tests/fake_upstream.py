@@ -8,9 +8,13 @@ Every answer names the call that made it (``"reply #3 to: <query>"``), so a test
 cached answer from a fresh one; a request's ``metadata.answer_key`` is echoed at the end of the
 answer (``"... [key=<answer_key>]"``) so a benchmark can check that a hit was correct.
 
-Run it alone (the benchmarks do)::
+Run it alone (the benchmarks do); every failure mode is a flag (``--help`` lists them)::
 
     python tests/fake_upstream.py --port 9000 --latency 0.05
+    python tests/fake_upstream.py --port 9000 --status 503          # every generation fails
+    python tests/fake_upstream.py --port 9000 --cut-after 3         # streams break off
+    python tests/fake_upstream.py --port 9000 --finish-reason content_filter
+    python tests/fake_upstream.py --port 9000 --tool-call
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class FakeUpstream:
         self.behaviour = Behaviour()
         self.calls: Counter[str] = Counter()
         self.authorizations: list[str | None] = []
+        self.others: list[tuple[str, str, str | None]] = []  # (method, raw path, authorization)
         self.streams_finished = 0
         self.streams_aborted = 0
         self.inflight = 0
@@ -81,6 +86,7 @@ class FakeUpstream:
             Route("/v1/completions", self._generate, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/{rest:path}", self._other, methods=["GET", "POST", "DELETE"]),
         ])
 
     def reset(self) -> None:
@@ -88,6 +94,7 @@ class FakeUpstream:
         self.behaviour = Behaviour()
         self.calls.clear()
         self.authorizations.clear()
+        self.others.clear()
         self.streams_finished = self.streams_aborted = 0
         self.rejected = 0
         self._slots = None
@@ -121,26 +128,35 @@ class FakeUpstream:
         self.authorizations.append(request.headers.get("authorization"))
         self._serial += 1
         serial, b = self._serial, self.behaviour
-        body = json.loads(await request.body())
+        try:
+            body = json.loads(await request.body())
+            if chat:
+                query = body["messages"][-1].get("content")
+            else:
+                query = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
+            if not isinstance(body.get("model"), str):
+                raise TypeError("model")
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:  # a real server's 400
+            return JSONResponse({"error": {"message": f"bad request: {exc!r}",
+                                           "type": "invalid_request_error", "param": None,
+                                           "code": None}}, status_code=400)
         if b.latency:
             await asyncio.sleep(b.latency)
         if b.status != 200:
             return JSONResponse({"error": {"message": f"upstream says {b.status}",
                                            "type": "server_error", "param": None,
                                            "code": None}}, status_code=b.status)
-        if chat:
-            query = body["messages"][-1]["content"]
-        else:
-            query = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
         text = f"reply #{serial} to: {query}"
         metadata = body.get("metadata")
         if isinstance(metadata, dict) and metadata.get("answer_key"):
             text += f" [key={metadata['answer_key']}]"
         head = {"id": f"cmpl-{serial}", "created": int(time.time()), "model": body["model"]}
-        if body.get("stream"):
-            return StreamingResponse(self._stream(head, chat, text, b),
-                                     media_type="text/event-stream")
         usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            return StreamingResponse(
+                self._stream(head, chat, text, b, usage if options.get("include_usage") else None),
+                media_type="text/event-stream")
         if not chat:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": b.finish_reason}
             return JSONResponse({**head, "object": "text_completion", "choices": [choice],
@@ -156,8 +172,8 @@ class FakeUpstream:
         return JSONResponse({**head, "object": "chat.completion", "choices": [choice],
                              "usage": usage})
 
-    async def _stream(self, head: dict[str, Any], chat: bool, text: str,
-                      b: Behaviour) -> AsyncIterator[bytes]:
+    async def _stream(self, head: dict[str, Any], chat: bool, text: str, b: Behaviour,
+                      usage: dict[str, int] | None = None) -> AsyncIterator[bytes]:
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def event(part: dict[str, Any], finish: str | None = None) -> bytes:
@@ -182,6 +198,9 @@ class FakeUpstream:
                                                            "arguments": "{}"}}]}})
             finish = "tool_calls" if chat and b.tool_call else b.finish_reason
             yield event({"delta": {}} if chat else {"text": ""}, finish)
+            if usage is not None:  # stream_options.include_usage: a last chunk, no choices
+                yield b"data: " + json.dumps({**head, "object": kind, "choices": [],
+                                              "usage": usage}).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
             self.streams_finished += 1
         except (asyncio.CancelledError, GeneratorExit):
@@ -202,6 +221,18 @@ class FakeUpstream:
         self.authorizations.append(request.headers.get("authorization"))
         return JSONResponse({"object": "list", "data": [
             {"id": "m1", "object": "model", "created": 0, "owned_by": "fake"}]})
+
+
+    async def _other(self, request: Request) -> Response:
+        """Any other path (files, batches, responses, audio, ...): record who asked for what,
+        and echo it, so a test can tell what reached the upstream and with which key."""
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        path = raw.decode("ascii", "replace")
+        self.others.append((request.method, path, request.headers.get("authorization")))
+        body = await request.body()
+        return JSONResponse({"object": "echo", "method": request.method, "path": path,
+                             "query": request.url.query, "bytes": len(body),
+                             "content_type": request.headers.get("content-type")})
 
 
 class ServerThread:
@@ -254,18 +285,38 @@ def serving_upstream() -> Iterator[FakeUpstream]:
         server.stop()
 
 
-def main() -> None:
-    """Serve the fake upstream on a port until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake upstream on a port until interrupted; the flags set its
+    :class:`Behaviour`, so failures can be rehearsed by hand."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="examples: --status 503 (every generation fails); --cut-after 3 (streams break "
+               "after 3 chunks: the proxy answers an error event and stores nothing); "
+               "--finish-reason content_filter (answers the proxy never stores); "
+               "--tool-call (answers that call a tool, never stored)")
     parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--max-inflight", type=int, default=None)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds before each answer (a stream's first byte included)")
+    parser.add_argument("--chunk-delay", type=float, default=0.0,
+                        help="seconds between stream chunks")
+    parser.add_argument("--status", type=int, default=200,
+                        help="answer every generation with this HTTP status (an OpenAI-style "
+                             "error body when not 200)")
+    parser.add_argument("--finish-reason", default="stop",
+                        help="finish_reason of every answer (stop, length, content_filter, ...)")
+    parser.add_argument("--tool-call", action="store_true",
+                        help="answer with a tool call instead of text")
+    parser.add_argument("--cut-after", type=int, default=None, metavar="N",
+                        help="drop the connection after N content chunks of a stream")
+    parser.add_argument("--max-inflight", type=int, default=None,
+                        help="generations served at once; the rest get --overflow")
     parser.add_argument("--overflow", choices=("429", "queue"), default="429")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fake = FakeUpstream()
-    fake.behaviour.latency = args.latency
-    fake.behaviour.max_inflight = args.max_inflight
-    fake.behaviour.overflow = args.overflow
+    fake.behaviour = Behaviour(
+        latency=args.latency, chunk_delay=args.chunk_delay, status=args.status,
+        finish_reason=args.finish_reason, tool_call=args.tool_call, cut_after=args.cut_after,
+        max_inflight=args.max_inflight, overflow=args.overflow)
     uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False)
 

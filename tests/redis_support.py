@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +33,14 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process without persistence, restartable on the same port."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, *, args: tuple[str, ...] = (),
+                 config: str | None = None) -> None:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.args = args  # extra command-line options (--replicaof, --cluster-enabled, ...)
+        self.config = config  # a config file's text, for servers that rewrite it (Sentinel)
+        self.log = directory / ("redis.log" if not (args or config) else f"redis-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,18 +50,24 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server; return once it answers PING (else raise ``RuntimeError``)."""
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        if self.config is not None:
+            path = self.directory / f"sentinel-{self.port}.conf"
+            if not path.exists():
+                path.write_text(f"port {self.port}\nbind 127.0.0.1\n{self.config}")
+            command = [self.binary, str(path), "--sentinel"]
+        else:
+            command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+                       "", "--appendonly", "no", "--dir", str(self.directory),
+                       "--protected-mode", "yes", *self.args]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=self.directory)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
-                                   + (self.directory / "redis.log").read_text()[-500:])
+                                   + self.log.read_text()[-500:])
             if self.ping():
                 return
             time.sleep(0.02)
@@ -79,6 +89,11 @@ class RedisServer:
             sock.sendall(" ".join(words).encode() + b"\r\n")
             return sock.recv(4096)
 
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         """Kill the server's process group and wait for it; idempotent."""
         process, self.process = self.process, None
@@ -91,15 +106,45 @@ class RedisServer:
         process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the session; skips if it cannot be found or started."""
+def redis_binary() -> str:
+    """The path of ``redis-server``; skips the test (reason printed) when there is none."""
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
     if binary is None:
         reason = "redis-server not found on PATH or at /usr/bin/redis-server"
         print(f"\nSKIP Redis tests: {reason}")
         pytest.skip(reason)
+    return binary
+
+
+def start_all(servers: list[RedisServer], what: str) -> None:
+    """Start ``servers``; skips (reason printed) when the first cannot run at all."""
+    for n, server in enumerate(servers):
+        try:
+            server.start()
+        except (OSError, RuntimeError) as exc:
+            for other in servers:
+                other.stop()
+            if n:
+                raise
+            reason = f"{what} could not run: {exc}"
+            print(f"\nSKIP {what} tests: {reason}")
+            pytest.skip(reason)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms until it is true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; skips if it cannot be found or started."""
+    binary = redis_binary()
     directory = Path(tempfile.mkdtemp(prefix="prism-redis-"))
     server = RedisServer(binary, directory)
     try:
@@ -121,3 +166,97 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     assert redis_server.command("FLUSHALL").startswith(b"+OK")
     return redis_server.url
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterOfRedis:
+    """A Redis Cluster on loopback: ``masters`` primaries with one replica each, made by
+    ``redis-cli --cluster create`` (slots in equal contiguous ranges)."""
+
+    def __init__(self, binary: str, directory: Path, masters: int = 3) -> None:
+        self.directory = directory
+        self.nodes: list[RedisServer] = []
+        for _ in range(2 * masters):
+            port = free_cluster_port()
+            node = RedisServer(binary, directory, args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0"))
+            node.port = port
+            node.log = directory / f"redis-{port}.log"
+            self.nodes.append(node)
+
+    def start(self) -> None:
+        """Start the nodes, create the cluster, wait until every node says ``cluster_state:ok``."""
+        start_all(self.nodes, "redis-server --cluster-enabled")
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        done = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-800:]}"
+                               f"{done.stderr[-800:]}")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every running node reports ``cluster_state:ok`` and all slots served."""
+        wait_until(lambda: all(b"cluster_state:ok" in n.command("CLUSTER", "INFO")
+                               for n in self.nodes if n.running), timeout, "cluster state ok")
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming two of the nodes as seeds."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are primaries now."""
+        return [n for n in self.nodes
+                if n.running and b"role:master" in n.command("INFO", "replication")]
+
+    def flush(self) -> None:
+        """Empty every primary."""
+        for node in self.masters():
+            assert node.command("FLUSHALL").startswith(b"+OK")
+
+    def stop(self) -> None:
+        """Kill every node; idempotent."""
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterOfRedis]:
+    """A 3-primary, 3-replica Redis Cluster for the session; skips when it cannot run."""
+    binary = redis_binary()
+    directory = Path(tempfile.mkdtemp(prefix="prism-cluster-"))
+    cluster = ClusterOfRedis(binary, directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: ClusterOfRedis) -> str:
+    """The URL of the running cluster, every primary emptied (stopped nodes restarted)."""
+    for node in redis_cluster.nodes:
+        if not node.running:
+            node.start()
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster.url

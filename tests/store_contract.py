@@ -494,6 +494,30 @@ class StoreContract:
                      "embedder", "created", "expires", "hits", "cost", "priority"):
             assert getattr(got, name) == getattr(original, name), name
 
+    def test_scan_partition_yields_only_that_partition_without_documents(
+        self, store: DocumentStore
+    ) -> None:
+        entries = {i: make_entry(i, partition=f"p{i % 3}", category="ab"[i % 2])
+                   for i in range(1, 701)}
+        entries[4] = make_entry(4, partition="p1", vector=None)
+        for entry in entries.values():
+            store.put(entry)
+        store.delete([7])
+        seen = Counter()
+        for got in store.scan_partition("p1"):
+            seen[got.id] += 1
+            want = entries[got.id]
+            assert (got.request, got.response, got.chunks) == ({}, {}, None)
+            for name in ("partition", "category", "exact_key", "embedder", "priority"):
+                assert getattr(got, name) == getattr(want, name), name
+            if want.vector is None:
+                assert got.vector is None
+            else:
+                assert got.vector is not None
+                assert got.vector.tobytes() == want.vector.astype(np.float32).tobytes()
+        assert seen == Counter(i for i, e in entries.items() if e.partition == "p1" and i != 7)
+        assert list(store.scan_partition("nowhere")) == []
+
     # -- usage ------------------------------------------------------------------------------
 
     def test_usage_after_every_kind_of_mutation(self, store: DocumentStore) -> None:

@@ -115,16 +115,15 @@ def test_the_adaptive_section_is_validated() -> None:
 
 def test_the_cache_applies_the_adjusted_threshold_and_ttl_at_decision_time(make_cache,
                                                                            clock) -> None:
-    cache = make_cache()
+    settings = AdaptiveSettings(inflight_high=1, window=60)
+    hook = AdaptivePolicy.from_settings(settings, clock=clock)
+    cache = make_cache(adaptive=hook)
     asked, paraphrase = chat("how do i reset my password"), chat("how can i reset my password")
     assert cache.store(asked, reply("a"), category="strict").stored
     miss = cache.lookup(paraphrase, category="strict")
     assert not miss.hit and miss.similarity is not None and miss.similarity < 0.99
-    settings = AdaptiveSettings(inflight_high=1, window=60)
-    hook = AdaptivePolicy.from_settings(settings, clock=clock)
     hook._bounds["strict"] = Bounds(max_threshold_drop=0.99 - miss.similarity + 0.005,
                                     max_ttl_factor=3)
-    cache.policy_hook = hook
     assert not cache.lookup(paraphrase, category="strict").hit  # level 0: unchanged
     hook.controller.signals.started("m1")
     hook.controller.signals.started("m1")

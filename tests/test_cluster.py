@@ -1,6 +1,7 @@
-"""Three ``prismcache serve`` processes over one real Redis behind no load balancer but the
-test: what one stores the others serve, invalidations reach all, a restarted proxy rebuilds,
-a Redis outage turns all into pass-throughs and its return restores caching."""
+"""Several ``prismcache serve`` processes over one real Redis, or a real Redis Cluster, behind
+no load balancer but the test: what one stores the others serve, invalidations reach all, a
+restarted proxy rebuilds, a Redis outage (or a cluster primary's failover) turns them into
+pass-throughs and its end restores caching."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import FakeUpstream, serving_upstream
-from redis_support import RedisServer, free_port, redis_server, redis_url  # noqa: F401
+from redis_support import (  # noqa: F401 - fixtures
+    ClusterOfRedis,
+    RedisServer,
+    cluster_url,
+    free_port,
+    redis_cluster,
+    redis_server,
+    redis_url,
+)
 
 ADMIN_TOKEN = "cluster-admin-token"
 CLIENT_KEY = "sk-cluster-client"  # pass-through mode: one key, one tenant on every proxy
@@ -27,6 +36,7 @@ CONFIG = textwrap.dedent("""\
     rules: []
     default_category: loose
     capacity: {entries: 1000}
+    defaults: {verifier: none}
     categories:
       strict: {threshold: 0.99, ttl: 1h, quota: 0.5}
       loose: {threshold: 0.5, ttl: 1h, quota: 0.5}
@@ -105,12 +115,23 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def cluster(redis_url: str, upstream: FakeUpstream,  # noqa: F811
             tmp_path: Path) -> Iterator[dict[str, ProxyProcess]]:
+    yield from _proxies(redis_url, upstream, tmp_path, "ABC")
+
+
+@pytest.fixture
+def on_redis_cluster(cluster_url: str, upstream: FakeUpstream,  # noqa: F811
+                     tmp_path: Path) -> Iterator[dict[str, ProxyProcess]]:
+    yield from _proxies(cluster_url, upstream, tmp_path, "AB")
+
+
+def _proxies(store: str, upstream: FakeUpstream, tmp_path: Path,
+             names: str) -> Iterator[dict[str, ProxyProcess]]:
     config = tmp_path / "prism.yaml"
     config.write_text(CONFIG)
-    args = ["serve", "--config", str(config), "--store", redis_url,
+    args = ["serve", "--config", str(config), "--store", store,
             "--upstream", upstream.url]  # type: ignore[attr-defined]
     proxies = {name: ProxyProcess(name, free_port(), args, tmp_path / f"{name}.log")
-               for name in "ABC"}
+               for name in names}
     try:
         for proxy in proxies.values():
             proxy.start()
@@ -175,3 +196,62 @@ def _entries(proxy: ProxyProcess) -> int:
     with httpx.Client(base_url=f"http://127.0.0.1:{proxy.port}", timeout=10.0) as admin:
         stats = admin.get("/admin/stats", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     return sum(c.get("entries", 0) for c in stats.json()["categories"].values())
+
+
+def test_two_proxies_over_a_redis_cluster(on_redis_cluster: dict[str, ProxyProcess],
+                                          redis_cluster: ClusterOfRedis,  # noqa: F811
+                                          upstream: FakeUpstream) -> None:
+    a, b = on_redis_cluster["A"], on_redis_cluster["B"]
+    questions = [f"how do I reset the password of account number {n}" for n in range(12)]
+
+    # 1. stored through A (entries in every bucket): hits through B
+    for question in questions:
+        assert a.ask(question).headers["x-prism-cache"] == "miss"
+    for question in questions:
+        poll(lambda q=question: b.cached(q) == "hit", 2.0, "A's answer served by B")
+
+    # 2. an invalidation through B's admin API stops the hits on A
+    with httpx.Client(base_url=f"http://127.0.0.1:{b.port}", timeout=10.0) as admin:
+        done = admin.post("/admin/invalidate", json={"all": True},
+                          headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert done.status_code == 200 and done.json()["deleted"] == len(questions)
+    for question in questions:
+        poll(lambda q=question: a.cached(q) == "miss", 2.0, "invalidation seen by A")
+
+    # 3. a primary killed: every request is answered (fail open) while its replica takes over
+    for question in questions:
+        a.ask(question)
+    victim = redis_cluster.masters()[0]
+    victim.stop()
+    answered, started = 0, time.monotonic()
+    while len(redis_cluster.masters()) < 3 or not _all_ok(redis_cluster):
+        assert time.monotonic() - started < 30, "no failover within 30 s"
+        for proxy in (a, b):
+            t = time.monotonic()
+            assert proxy.ask(questions[answered % len(questions)], store=False).status_code == 200
+            assert time.monotonic() - t < 3.0
+            answered += 1
+    failover = time.monotonic() - started
+
+    # 4. after the failover both proxies cache and share again, without a restart
+    fresh = iter(range(1000))
+
+    def shared() -> bool:
+        question = f"is there a student discount for group {next(fresh)}"
+        a.ask(question)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if b.cached(question) == "hit":
+                return True
+            time.sleep(0.02)
+        return False
+
+    poll(shared, 15.0, "caching resumes")
+    hits = sum(b.cached(q) == "hit" for q in questions)
+    print(f"failover took {failover:.1f} s, {answered} requests answered meanwhile; "
+          f"{hits}/{len(questions)} entries written before it still hit")
+
+
+def _all_ok(cluster: ClusterOfRedis) -> bool:
+    return all(b"cluster_state:ok" in n.command("CLUSTER", "INFO")
+               for n in cluster.nodes if n.running)

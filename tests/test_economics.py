@@ -9,8 +9,9 @@ import pytest
 from conftest import FakeClock, chat, reply
 
 from prismcache.config import load_config
-from prismcache.economics import EconomicsSettings, EconomicsTracker, chain_hooks
+from prismcache.economics import EconomicsSettings, EconomicsTracker
 from prismcache.errors import ConfigError
+from prismcache.policies import PolicyResolver
 from prismcache.report import format_table
 
 POLICIES = load_config({"categories": {"rare": {"threshold": 0.9}}}).categories
@@ -53,14 +54,16 @@ def test_below_break_even_is_flagged_but_disabled_only_when_configured(clock) ->
     econ = tracker(clock)
     feed(econ, clock, "rare", requests=300, hit_every=100)  # h = 0.01 < 0.02
     assert row(econ, "rare").flagged and not row(econ, "rare").disabled
-    assert econ("rare", POLICIES["rare"], "m").enabled  # flagged only: still cached
+    assert not econ.disabled("rare")  # flagged only: still cached
     feed(econ, clock, "support", requests=300, hit_every=2)
     assert not row(econ, "support").flagged
 
     econ = tracker(clock, categories={"rare": True})  # auto_disable for that category only
     feed(econ, clock, "rare", requests=300, hit_every=100)
     feed(econ, clock, "support", requests=300, hit_every=100)
-    assert row(econ, "rare").disabled  # stays off once its window has aged out and not econ("rare", POLICIES["rare"], "m").enabled
+    assert row(econ, "rare").disabled
+    resolver = PolicyResolver(load_config(None), economics=econ)
+    assert not resolver.resolve("rare").enabled and resolver.resolve("rare", shadow=True).enabled
     assert row(econ, "support").flagged and not row(econ, "support").disabled
 
 
@@ -75,9 +78,8 @@ def test_not_flagged_before_a_full_window_or_enough_requests(clock) -> None:
 
 def test_shadow_mode_counts_would_be_hits_without_embedding_or_serving(make_cache,
                                                                        clock) -> None:
-    cache = make_cache()
     econ = tracker(clock, auto_disable=True, shadow_sample=1, min_shadow=5)
-    cache.policy_hook = econ
+    cache = make_cache(economics=econ)
     asked = chat("how do i reset my password")
     assert cache.store(asked, reply("a"), category="loose").stored
     feed(econ, clock, "loose", requests=300, hit_every=100)
@@ -85,32 +87,31 @@ def test_shadow_mode_counts_would_be_hits_without_embedding_or_serving(make_cach
     calls = cache.embedder.calls
     econ.settings = EconomicsSettings(**{**vars_of(econ.settings), "shadow_sample": 10**9})
     off = econ.lookup(cache, asked, category="loose")
-    assert off.reason == "economics:off" and not off.cacheable
+    assert off.reason == "economics-off" and not off.cacheable
     assert cache.embedder.calls == calls  # disabled: no embedding, no search
     assert not cache.store(chat("a fresh one"), reply("x"), category="loose").stored
 
     econ.settings = EconomicsSettings(**{**vars_of(econ.settings), "shadow_sample": 1})
     shadow = econ.lookup(cache, chat("how can i reset my password"), category="loose")
-    assert not shadow.hit and shadow.reason == "shadow:hit" and shadow.cacheable
+    assert not shadow.hit and shadow.reason == "shadow-hit" and shadow.cacheable
     assert row(econ, "loose").shadow_lookups == 1 and row(econ, "loose").shadow_hit_rate == 1.0
     miss = econ.lookup(cache, chat("what is the refund policy"), category="loose")
-    assert miss.reason == "shadow:miss"
-    stored = econ.shadowed(cache.store, chat("what is the refund policy"), reply("r"),
-                           category="loose")
+    assert miss.reason == "shadow-miss"
+    stored = cache.store(chat("what is the refund policy"), reply("r"), category="loose",
+                         shadow=True)
     assert stored.stored  # the shadow cache keeps learning
 
 
 def test_a_disabled_category_is_re_enabled_when_shadow_shows_it_pays(make_cache, clock) -> None:
-    cache = make_cache()
     econ = tracker(clock, auto_disable=True, shadow_sample=1, min_shadow=5)
-    cache.policy_hook = econ
+    cache = make_cache(economics=econ)
     asked = chat("how do i reset my password")
     cache.store(asked, reply("a"), category="loose")
     feed(econ, clock, "loose", requests=300, hit_every=100)
     assert econ.disabled("loose")
     for _ in range(4):  # below min_shadow: stays off
         clock.tick(1)
-        assert econ.lookup(cache, asked, category="loose").reason == "shadow:hit"
+        assert econ.lookup(cache, asked, category="loose").reason == "shadow-hit"
     assert econ.disabled("loose")
     clock.tick(1)
     econ.lookup(cache, asked, category="loose")
@@ -118,16 +119,6 @@ def test_a_disabled_category_is_re_enabled_when_shadow_shows_it_pays(make_cache,
     assert econ.lookup(cache, asked, category="loose").hit
     feed(econ, clock, "loose", requests=150, hit_every=100, seconds=300)
     assert not econ.disabled("loose")  # hysteresis: a full window before it can be flagged
-
-
-def test_hooks_chain_in_order() -> None:
-    def lower(c, p, m):
-        from dataclasses import replace
-        return replace(p, threshold=p.threshold - 0.1)
-
-    hook = chain_hooks(None, lower, lower)
-    assert hook is not None and hook("x", POLICIES["rare"], "m").threshold == pytest.approx(0.7)
-    assert chain_hooks(None) is None
 
 
 def test_the_economics_section_is_validated() -> None:

@@ -131,6 +131,7 @@ def trace_table() -> tuple[list[TraceLine], EmbeddingTable]:
 
 
 REPLAY_CONFIG = {"classifier": {"examples": None},
+                 "defaults": {"verifier": "none"},
                  "categories": {"support": {"threshold": 0.9, "guards": []}}}
 
 

@@ -28,7 +28,7 @@ operation = st.tuples(st.sampled_from(("store", "lookup")), request)
 
 CONFIG = {
     "store": "memory://", "embedder": "hash:32", "classifier": {"examples": None}, "rules": [],
-    "categories": {"general": {"threshold": 0.000001, "guards": []}},
+    "categories": {"general": {"threshold": 0.000001, "guards": [], "verifier": "none"}},
 }
 
 

@@ -4,6 +4,7 @@ client disconnects, a broken store, bad requests; and coalescing of identical re
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 
@@ -71,6 +72,18 @@ def test_truncated_answers_are_not_cached_unless_configured(make_proxy, upstream
     keeper = make_proxy(server={"cache_truncated": True})
     post(keeper, {**BODY, "stream": stream})
     assert post(keeper, {**BODY, "stream": stream}).headers["x-prism-cache"] == "hit"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reason", ["content_filter", "abort"])
+def test_filtered_or_aborted_answers_are_served_never_cached(make_proxy, upstream, stream,
+                                                              reason) -> None:
+    proxy = make_proxy(server={"cache_truncated": True})
+    upstream.behaviour.finish_reason = reason
+    first = post(proxy, {**BODY, "stream": stream})
+    assert first.status_code == 200 and reason in first.text
+    assert post(proxy, {**BODY, "stream": stream}).headers["x-prism-cache"] == "miss"
+    assert proxy.entries() == 0 and upstream.generations == 2
 
 
 def test_stream_cut_off_upstream_is_reported_and_not_cached(make_proxy, upstream) -> None:
@@ -144,7 +157,8 @@ def test_coalesced_followers_share_the_leaders_error(make_proxy, upstream) -> No
     assert upstream.generations == 1 and proxy.entries() == 0
 
 
-def test_store_down_fails_open_and_is_counted(make_proxy, upstream) -> None:
+def test_store_down_fails_open_and_is_counted(make_proxy, upstream, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="prismcache.server")
     store = FlakyStore()
     proxy = make_proxy(store=store)
     post(proxy)  # stored while the store is up: later lookups find it and must read the store
@@ -161,6 +175,10 @@ def test_store_down_fails_open_and_is_counted(make_proxy, upstream) -> None:
     store.down = False
     assert post(proxy).headers["x-prism-cache"] == "hit"
     assert upstream.generations == 4
+    # the logger's name says where a line comes from; the message does not say it again
+    warnings = [r.getMessage() for r in caplog.records if r.name == "prismcache.server"]
+    assert any("failed open" in m for m in warnings)
+    assert not any(m.startswith("prismcache:") for m in warnings)
 
 
 def test_embedder_down_fails_open(make_proxy, upstream) -> None:

@@ -22,7 +22,7 @@ def test_importing_prismcache_loads_no_model_and_no_optional_extra() -> None:
     code = (
         "import sys, prismcache, prismcache.cli;"
         "heavy = {'onnxruntime', 'tokenizers', 'redis', 'starlette', 'uvicorn', 'torch',"
-        "         'sentence_transformers', 'matplotlib', 'openai'};"
+        "         'sentence_transformers', 'matplotlib', 'openai', 'langchain_core', 'litellm'};"
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -37,7 +37,8 @@ import importlib, pkgutil, sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in {'redis', 'starlette', 'uvicorn', 'sentence_transformers',
-                                   'matplotlib', 'gptcache', 'usearch'}:
+                                   'matplotlib', 'gptcache', 'usearch', 'openai',
+                                   'langchain_core', 'litellm'}:
             raise ImportError(f'blocked {name}')
 sys.meta_path.insert(0, Block())
 import prismcache

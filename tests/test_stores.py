@@ -191,7 +191,8 @@ def test_bad_urls_are_config_errors(url: str) -> None:
 
 
 def test_unknown_scheme_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"memory://, redis://, rediss://, sqlite://"):
+    with pytest.raises(ConfigError, match=r"memory://, redis://, redis\+cluster://, "
+                                          r"redis\+sentinel://, rediss://, sqlite://"):
         open_store("mongodb://localhost")
 
 

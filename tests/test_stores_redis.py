@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_py
+import redis.sentinel
 from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 from store_contract import StoreContract, assert_same_entry, make_entry, usage_of
 
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
-from prismcache.stores import DocumentStore, open_store
+from prismcache.stores import DocumentStore, open_store, redis_connect, redis_records
 from prismcache.stores import redis as redis_store
 from prismcache.stores.redis import RedisStore
 from prismcache.sync import ChangeFeed
@@ -162,7 +163,9 @@ def test_unreachable_at_open_is_unavailable_and_redacted() -> None:
 @pytest.mark.parametrize(
     "url",
     ["redis://127.0.0.1:1/0?socket_timeout=zero", "redis://127.0.0.1:1/0?socket_timeout=0",
-     "redis://127.0.0.1:1/0?cluster=true", "redis://127.0.0.1:1/0?prefix="],
+     "redis://127.0.0.1:1/0?cluster=true", "redis://127.0.0.1:1/0?prefix=",
+     "redis+cluster://127.0.0.1:x/", "redis+cluster://127.0.0.1:1/?frobnicate=1",
+     "redis+cluster:///?prefix=p:", "redis://127.0.0.1:1/0?buckets=many"],
 )
 def test_bad_options_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
@@ -176,6 +179,10 @@ def test_bad_options_are_config_errors(url: str) -> None:
         (redis_py.exceptions.BusyLoadingError("loading"), StoreUnavailable),
         (redis_py.exceptions.AuthenticationError("bad password"), StoreUnavailable),
         (redis_py.exceptions.ReadOnlyError("replica"), StoreUnavailable),
+        (redis_py.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+         StoreUnavailable),
+        (redis_py.exceptions.TryAgainError("TRYAGAIN"), StoreUnavailable),
+        (redis_py.sentinel.MasterNotFoundError("no master"), StoreUnavailable),
         (redis_py.exceptions.TimeoutError("timed out"), StoreTimeout),
         (redis_py.exceptions.ResponseError("OOM command not allowed"), StoreError),
     ],
@@ -185,8 +192,9 @@ def test_translation(error: Exception, kind: type) -> None:
     assert type(translated) is kind and "redis://h:***@x/0" in str(translated)
 
 
-def test_doctests() -> None:
-    assert doctest.testmod(redis_store).failed == 0
+@pytest.mark.parametrize("module", [redis_store, redis_records, redis_connect])
+def test_doctests(module: object) -> None:
+    assert doctest.testmod(module).failed == 0
 
 
 def test_built_from_a_client_as_with_sentinel(redis_url: str) -> None:  # noqa: F811

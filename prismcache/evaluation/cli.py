@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -105,15 +106,18 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(read_pairs(args.pairs), config, table,
                       target_precision=args.target_precision)
     _write(args.json, result)
-    print(f"{'category':<20}{'pairs':>7}{'AUC':>7}{'thr':>7}{'prec':>7}{'recall':>8}"
-          f"{'prec(no guards)':>17}{'t@target':>10}")
+    print("precision / recall at the configured policies: the decision (guards + verifier), "
+          "without the verifier, and cosine alone")
+    print(f"{'category':<20}{'pairs':>7}{'AUC':>7}{'thr':>7}{'decision':>15}"
+          f"{'no verifier':>15}{'cosine':>15}{'t@target':>10}")
     for name, g in {"overall": result["overall"], **result["categories"]}.items():
-        guarded, unguarded = g["at_configured"]["guarded"], g["at_configured"]["unguarded"]
+        at = g["at_configured"]
         target = g["at_target"]["guarded"]
         print(f"{name:<20}{g['pairs']:>7}{_f(g['roc_auc']):>7}"
-              f"{_f(g.get('configured_threshold')):>7}{_f(guarded['precision']):>7}"
-              f"{_f(guarded['recall']):>8}{_f(unguarded['precision']):>17}"
-              f"{_f(target and target['threshold']):>10}")
+              f"{_f(g.get('configured_threshold')):>7}"
+              + "".join(f"{_f(at[k]['precision']) + ' / ' + _f(at[k]['recall']):>15}"
+                        for k in ("decision", "guarded", "unguarded"))
+              + f"{_f(target and target['threshold']):>10}")
     if args.plot:
         from prismcache.evaluation.plots import plot_precision_recall
         print(f"plot: {plot_precision_recall(result, args.plot)}")
@@ -157,6 +161,15 @@ def _replay(args: argparse.Namespace) -> int:
                     embed_latency=latency, threshold=args.threshold,
                     economics=Economics(latency=_mapping(args.upstream_latency),
                                         price=_mapping(args.price)))
+    if any(p.verifier != "none" for p in config.categories.values()):
+        # The verifier's effect, on the same trace: the same config with every verifier off.
+        plain = dataclasses.replace(config, categories={
+            n: dataclasses.replace(p, verifier="none") for n, p in config.categories.items()})
+        without = replay(trace, plain, table, use_trace_categories=args.use_trace_categories,
+                         threshold=args.threshold)
+        result["without_verifier"] = {
+            name: {k: g[k] for k in ("requests", "hit_rate", "false_hit_rate", "precision")}
+            for name, g in {"overall": without["overall"], **without["categories"]}.items()}
     result["embedder"] = {"id": table.embedder.id, "samples": 0 if latency is None
                           else len(latency)}
     if latency is not None:
@@ -170,6 +183,14 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"{name:<20}{g['requests']:>7}{g['hit_rate']:>7.3f}{g['false_hit_rate']:>7.3f}"
               f"{g['oracle_hit_rate']:>8.3f}{_f(g['precision']):>7}"
               f"{_f(g['miss_overhead_ms']['p50']):>12}{_f(g['break_even_hit_rate']):>11}")
+    if "without_verifier" in result:
+        print("the verifier's effect (the same trace, verifier off):")
+        print(f"{'category':<20}{'hit':>7}{'false':>7}{'hit, off':>10}{'false, off':>11}")
+        for name, g in {"overall": result["overall"], **result["categories"]}.items():
+            off = result["without_verifier"].get(name)
+            if off is not None:
+                print(f"{name:<20}{g['hit_rate']:>7.3f}{g['false_hit_rate']:>7.3f}"
+                      f"{off['hit_rate']:>10.3f}{off['false_hit_rate']:>11.3f}")
     from prismcache.evaluation import plots
     if args.plot:
         print(f"plot: {plots.plot_replay(result, args.plot)}")

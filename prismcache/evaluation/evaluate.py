@@ -2,8 +2,11 @@
 
 A pair is served when the cache would serve the candidate's stored answer to the query: same
 conversation context, the category enabled, and either the same normalised text (exact tier) or
-a cosine similarity at or above the threshold with every guard of the category passing
-(:func:`prismcache.guards.check`). Metrics are reported with and without the guards.
+what :func:`prismcache.decision.decide` rules for the candidate under the category's policy —
+the very function lookups call. Results at the configured policies are reported three ways:
+the full decision (``decision``: guards and the category's verifier), without the verifier
+(``guarded``: cosine threshold and guards) and cosine alone (``unguarded``); the threshold
+sweep varies cosine alone, with and without the guards.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import numpy as np
 
 from prismcache import guards
 from prismcache.config import CacheConfig
+from prismcache.decision import Candidate, Query, decide
 from prismcache.evaluation import metrics
 from prismcache.evaluation.records import Pair, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable
 from prismcache.request import normalise
+from prismcache.verifiers import Verifier, open_verifier
 
 __all__ = ["ScoredPairs", "evaluate", "score_pairs"]
 
@@ -31,7 +36,9 @@ class ScoredPairs:
 
     ``scores`` is the cosine similarity, ``+inf`` when the exact tier serves the pair and
     ``-inf`` when nothing can (different context, disabled category, exact-only policy);
-    ``guard`` is the first guard that rejects the pair (``None`` when all pass).
+    ``guard`` is the first guard that rejects the pair (``None`` when all pass); ``served``
+    and ``served_guarded`` say whether the decision serves the pair with and without the
+    category's verifier; ``probability`` is the verifier's (NaN where it did not run).
     """
 
     categories: list[str]
@@ -39,6 +46,9 @@ class ScoredPairs:
     labels: np.ndarray
     scores: np.ndarray
     guard: list[str | None]
+    served: np.ndarray
+    served_guarded: np.ndarray
+    probability: np.ndarray
 
     @property
     def guards_pass(self) -> np.ndarray:
@@ -46,11 +56,17 @@ class ScoredPairs:
         return np.array([g is None for g in self.guard], dtype=bool)
 
 
-def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTable) -> ScoredPairs:
-    """Embed (through ``table``) and score every pair under ``config``'s policies."""
+def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTable,
+                verifiers: dict[str, Verifier | None] | None = None) -> ScoredPairs:
+    """Embed (through ``table``) and score every pair under ``config``'s policies; the
+    verifiers the policies name are opened unless given in ``verifiers`` (spec -> verifier)."""
     split = [(last_user_turn(p.query), last_user_turn(p.candidate)) for p in pairs]
     table.ensure([text for (q, _), (c, _) in split for text in (q, c)])
+    verifiers = dict(verifiers or {})
     scores = np.empty(len(pairs))
+    served = np.zeros(len(pairs), dtype=bool)
+    served_guarded = np.zeros(len(pairs), dtype=bool)
+    probability = np.full(len(pairs), np.nan)
     rejected: list[str | None] = []
     limit = config.limits.max_semantic_chars
     for i, (pair, ((q, q_ctx), (c, c_ctx))) in enumerate(zip(pairs, split, strict=True)):
@@ -60,20 +76,29 @@ def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTabl
             scores[i] = -np.inf
         elif normalise(q) == normalise(c):
             scores[i] = np.inf
+            served[i] = served_guarded[i] = True
         elif policy.exact_only or len(q) > limit or len(c) > limit:
             scores[i] = -np.inf
         else:
-            scores[i] = float(np.dot(table.vector(q).astype(np.float64),
-                                     table.vector(c).astype(np.float64)))
+            qv, cv = table.vector(q), table.vector(c)
+            scores[i] = float(np.dot(qv.astype(np.float64), cv.astype(np.float64)))
+            if policy.verifier not in verifiers:
+                verifiers[policy.verifier] = open_verifier(policy.verifier)
+            query = Query(text=q, vector=qv)
+            candidate = [Candidate(entry_id=1, text=c, similarity=scores[i], vector=cv)]
+            verdict = decide(query, candidate, policy, verifiers[policy.verifier])
+            served[i] = verdict.hit
+            if verdict.outcomes and verdict.outcomes[0][1] is not None:
+                probability[i] = verdict.outcomes[0][1]
+            served_guarded[i] = decide(query, candidate, policy).hit
     return ScoredPairs(categories=[p.category for p in pairs],
                        kinds=[p.kind or "unlabelled" for p in pairs],
                        labels=np.array([p.same for p in pairs], dtype=bool),
-                       scores=scores, guard=rejected)
+                       scores=scores, guard=rejected, served=served,
+                       served_guarded=served_guarded, probability=probability)
 
 
-def _at(scores: np.ndarray, eligible: np.ndarray, labels: np.ndarray,
-        thresholds: np.ndarray) -> dict[str, Any]:
-    served = eligible & (scores >= thresholds)
+def _at(served: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     tp = int((served & labels).sum())
     row = metrics._row(0.0, tp, int(served.sum()) - tp, int(labels.sum()), len(labels))
     del row["threshold"]
@@ -92,12 +117,14 @@ def _group(s: ScoredPairs, idx: np.ndarray, thresholds: np.ndarray, target: floa
         name = s.guard[idx[j]]
         by_guard[str(name)]["same" if labels[j] else "different"] += 1
     kind_rows: dict[str, dict[str, Any]] = {}
+    served, guarded = s.served[idx], s.served_guarded[idx]
     for kind in sorted(set(kinds)):
         mask = np.array([k == kind for k in kinds])
-        served = mask & above & passes
         kind_rows[kind] = {"pairs": int(mask.sum()), "same": int((mask & labels).sum()),
-                           "served": int(served.sum()),
-                           "served_rate": float(served.sum() / mask.sum())}
+                           "served": int((mask & served).sum()),
+                           "served_rate": float((mask & served).sum() / mask.sum()),
+                           "served_rate_without_verifier": float((mask & guarded).sum()
+                                                                 / mask.sum())}
     choices = {}
     for name, eligible in (("guarded", passes), ("unguarded", everything)):
         choice = metrics.best_threshold(scores, eligible, labels, target, bound="point")
@@ -112,8 +139,8 @@ def _group(s: ScoredPairs, idx: np.ndarray, thresholds: np.ndarray, target: floa
                                                     guarded_scores,
                                                     np.sign(guarded_scores) * 2), labels),
         "at_target": {"target_precision": target, **choices},
-        "at_configured": {"guarded": _at(scores, passes, labels, current),
-                          "unguarded": _at(scores, everything, labels, current)},
+        "at_configured": {"decision": _at(served, labels), "guarded": _at(guarded, labels),
+                          "unguarded": _at(scores >= current, labels)},
         "guard_rejections_above_threshold": {k: dict(v) for k, v in sorted(by_guard.items())},
         "kinds": kind_rows,
         "sweep": metrics.sweep(scores, passes, labels),

@@ -183,7 +183,7 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
                 g.hit_s.append(elapsed)
             else:
                 g.miss_s.append(elapsed)
-                g.reasons[result.reason] += 1
+                g.reasons[result.label] += 1
     seconds = time.perf_counter() - started
     cache.close()
     economics = economics or Economics()

@@ -15,6 +15,7 @@ support                 one key per intent; its test utterances                 
                         key per distinct utterance
 general                 ``oos_test`` queries, one key each, uniform (should miss)   CLINC150
 factual                 one key per question                                        NQ-open
+                                                                                    (half)
 math                    one key per problem (utterances: the problem in neutral     GSM8K
                         wrappers) and one per one-number-changed variant            (test half)
 code, creative          one key per prompt (``coding``, ``creative_writing``)       Arena-Hard
@@ -70,8 +71,9 @@ def _groups(root: Path, split: str, rng: np.random.Generator) -> dict[str, dict[
         groups[domain_of[intent]][key].append(text)
     for text in oos:
         groups["general"][_key("oos", text)].append(text)
-    for text in ds.nq_open(root):
-        groups["factual"][_key("nq", text)].append(text)
+    for text in ds.nq_open(root):  # halved like GSM8K: the verifier trains on the other half
+        if ds.half_of(text) == split:
+            groups["factual"][_key("nq", text)].append(text)
     for question in ds.gsm8k(root, split):
         variants = [question]
         changed = ds.change_one_number(question, rng)

@@ -7,7 +7,6 @@ API does not exist: 404. A missing or wrong token: 401.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -16,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from prismcache.errors import StoreError
+from prismcache.errors import RequestError, StoreError
+from prismcache.request import parse_json
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
     BodyTooLarge,
@@ -50,8 +50,8 @@ async def _admin_json(request: Request) -> tuple[ProxyState, dict[str, Any]] | R
     if (denied := _denied(state, request)) is not None:
         return denied
     try:
-        data = json.loads((await read_body(request, state.settings.max_body_bytes)) or b"{}")
-    except (BodyTooLarge, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json((await read_body(request, state.settings.max_body_bytes)) or b"{}")
+    except (BodyTooLarge, RequestError) as exc:
         return error_response(400, f"the body must be a JSON object: {exc}")
     if not isinstance(data, dict):
         return error_response(400, "the body must be a JSON object")
@@ -71,6 +71,7 @@ async def stats(request: Request) -> Response:
                   "coalesced": state.coalescer.followers,
                   "tenants": list(state.auth.tenant_names),
                   "mode": "pass-through" if state.settings.pass_through else "configured"},
+        "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
 
 
@@ -90,6 +91,9 @@ async def invalidate(request: Request) -> Response:
             if not isinstance(data[name], str) or not data[name]:
                 return error_response(400, f"{name} must be a non-empty string", param=name)
             filters[name] = data[name]
+    if "category" in filters and filters["category"] not in state.cache.config.categories:
+        return error_response(400, f"unknown category {filters['category']!r}; known: "
+                                   f"{sorted(state.cache.config.categories)}", param="category")
     if data.get("entry") is not None:
         try:
             filters["entry_id"] = parse_entry_id(data["entry"])
@@ -101,9 +105,9 @@ async def invalidate(request: Request) -> Response:
     try:
         deleted = await state.in_thread(lambda: state.cache.invalidate(**filters))
     except StoreError as exc:
-        log.warning("prismcache: invalidate failed: %s", exc)
+        log.warning("invalidate failed: %s", exc)
         return error_response(503, f"the store failed: {type(exc).__name__}", type="server_error")
-    log.info("prismcache: admin invalidated %d entries (%s)", deleted, sorted(filters) or "all")
+    log.info("admin invalidated %d entries (%s)", deleted, sorted(filters) or "all")
     return json_response({"deleted": deleted})
 
 
@@ -126,10 +130,10 @@ async def feedback(request: Request) -> Response:
                                   param="entry", code="entry_not_found")
         await state.in_thread(lambda: state.cache.invalidate(entry_id=entry_id))
     except StoreError as exc:
-        log.warning("prismcache: feedback failed: %s", exc)
+        log.warning("feedback failed: %s", exc)
         return error_response(503, f"the store failed: {type(exc).__name__}", type="server_error")
     state.metrics.false_hits.inc(entry.tenant, entry.category)
-    log.info("prismcache: false hit reported on entry %s (%s)", format_entry_id(entry_id),
+    log.info("false hit reported on entry %s (%s)", format_entry_id(entry_id),
              entry.category)
     return json_response({"removed": True, "entry": format_entry_id(entry_id),
                           "tenant": entry.tenant, "category": entry.category})

@@ -32,10 +32,12 @@ ANONYMOUS = "anonymous"
 @dataclass(frozen=True, slots=True)
 class Caller:
     """An authenticated client: its tenant, and the ``Authorization`` value to send upstream
-    (``None``: send none). ``repr`` hides the credential."""
+    (``None``: send none). ``own_credential``: that value is the client's own key (pass-through
+    mode), not one the proxy shares between clients. ``repr`` hides the credential."""
 
     tenant: str
     upstream_authorization: str | None = field(default=None, repr=False)
+    own_credential: bool = False
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -61,6 +63,7 @@ class Auth:
         self._settings = settings
         self._tenants = {_digest(t.key): t.tenant for t in settings.tenants}
         self._admin = _digest(settings.admin_token) if settings.admin_token else None
+        self._metrics = _digest(settings.metrics_token) if settings.metrics_token else None
         upstream = settings.upstream_api_key
         self._upstream = f"Bearer {upstream}" if upstream else None
 
@@ -76,7 +79,9 @@ class Auth:
         if self._settings.pass_through:
             if token is None:
                 return Caller(ANONYMOUS, self._upstream)
-            return Caller(hash_key(token), self._upstream or f"Bearer {token}")
+            if self._upstream:
+                return Caller(hash_key(token), self._upstream)
+            return Caller(hash_key(token), f"Bearer {token}", own_credential=True)
         if token is None:
             return None
         # A dict lookup by SHA-256 digest: timing can reveal at most digest prefixes, which
@@ -91,10 +96,19 @@ class Auth:
 
     def is_admin(self, headers: Headers) -> bool:
         """Whether ``headers`` carry the admin token."""
-        token = bearer_token(headers)
-        if self._admin is None or token is None:
-            return False
-        return hmac.compare_digest(self._admin, _digest(token))
+        return _matches(self._admin, headers)
+
+    def may_read_metrics(self, headers: Headers) -> bool:
+        """Whether ``headers`` may read ``/metrics``: anyone when no metrics token is
+        configured, else the bearer of the metrics token or of the admin token."""
+        return self._metrics is None or _matches(self._metrics, headers) or self.is_admin(headers)
+
+
+def _matches(secret: bytes | None, headers: Headers) -> bool:
+    token = bearer_token(headers)
+    if secret is None or token is None:
+        return False
+    return hmac.compare_digest(secret, _digest(token))
 
 
 def _digest(secret: str) -> bytes:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+from prismcache.commands import store_location
 from prismcache.config import load_config
 from prismcache.errors import ConfigError, PrismCacheError
 from prismcache.stores import redact_url
@@ -61,10 +66,44 @@ def serve(args: argparse.Namespace) -> int:
         print(f"prismcache serve: cannot open the cache at {redact_url(config.store)}: {exc}",
               file=sys.stderr)
         return 1
+    # Said once, where the operator looks first: the default store is a file in the working
+    # directory, easy to lose track of.
+    print(f"prismcache serve: cache store {store_location(config.store)}; upstream "
+          f"{redact_url(settings.upstream)}; listening on http://{args.host}:{args.port}",
+          file=sys.stderr, flush=True)
     try:
         app = create_app(cache, settings)
-        uvicorn.run(app, host=args.host, port=args.port,
-                    timeout_graceful_shutdown=settings.shutdown_timeout or None)
+        served = uvicorn.Config(app, host=args.host, port=args.port,
+                                timeout_graceful_shutdown=settings.shutdown_timeout or None)
+        _graceful_server(served).run()
     finally:
         cache.close()
+        log.info("cache closed")
     return 0
+
+
+def _graceful_server(config: Any) -> Any:
+    """A ``uvicorn.Server`` for ``config`` on which SIGINT and SIGTERM end ``run()`` normally.
+
+    uvicorn re-raises the signal it caught once it has shut down, which kills the process
+    (exit 143 on SIGTERM) before the caller can close the cache: no snapshot, SQLite's
+    ``-wal``/``-shm`` files left behind. Here a signal starts the same graceful shutdown
+    (in-flight requests drain for up to ``server.shutdown_timeout``) and ``run`` returns.
+    """
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)

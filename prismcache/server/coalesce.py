@@ -166,8 +166,11 @@ def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPoli
         return None
     if policy.exact_only:
         return None
+    # Followers get the leader's answer without the verifier's say: with a verifier, only
+    # near-verbatim requests (verify_high) follow; without one, the category's threshold.
+    threshold = policy.threshold if policy.verifier == "none" else policy.verify_high
     return Similar(group=(*flags, key.partition, result.category), query=key.query,
-                   vector=result.vector, threshold=policy.threshold, guards=policy.guards)
+                   vector=result.vector, threshold=threshold, guards=policy.guards)
 
 
 class Coalescer:
@@ -256,7 +259,7 @@ class Coalescer:
         except UpstreamError as exc:
             flight.fail(exc)
         except Exception:  # a bug in the proxy: answer 500, never leave subscribers hanging
-            log.exception("prismcache: upstream call failed unexpectedly")
+            log.exception("upstream call failed unexpectedly")
             flight.fail(UpstreamError("the proxy failed to forward the request", status=500))
         finally:
             if key is not None and self._flights.get(key) is flight:

@@ -21,13 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from prismcache.errors import RequestError, UpstreamError
-from prismcache.request import RequestKey, key_request, parse_body
+from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
-from prismcache.results import Hit, Miss
+from prismcache.results import Hit, Miss, MissReason
 from prismcache.server import overload
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head, Similar, similar_for
-from prismcache.server.sse import DONE, assemble, encode_event, iter_events, replay
+from prismcache.server.settings import ServerSettings
+from prismcache.server.sse import DONE, encode_event, iter_events, replay
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.upstream import iter_lines, pass_back_headers, pass_on_headers, read_all
 from prismcache.server.wire import (
@@ -40,11 +41,13 @@ from prismcache.server.wire import (
     prism_headers,
     read_body,
 )
+from prismcache.streams import StreamRecord, completion_of
 
 __all__ = ["completions"]
 
 log = logging.getLogger("prismcache.server")
 _FIELD = {"chat": "messages", "completions": "prompt"}
+_SHADOW = (MissReason.SHADOW_HIT, MissReason.SHADOW_MISS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,28 @@ class _Call:
     pass_on: dict[str, str]
     shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
 
+    @property
+    def prepared(self) -> PreparedRequest:
+        """The request as parsed and keyed here, handed to the cache as it is."""
+        return PreparedRequest(self.body, self.key)
+
+    @property
+    def wants_usage(self) -> bool:
+        """The client asked for a usage chunk at the end of its stream."""
+        options = self.body.get("stream_options")
+        return isinstance(options, Mapping) and options.get("include_usage") is True
+
+    def upstream_body(self, settings: ServerSettings) -> bytes:
+        """The body to send upstream: the client's, except that a stream the proxy records
+        asks for ``include_usage`` (so the entry, served later to a non-streaming client,
+        has ``usage``); the usage chunk is passed on only to clients that asked for it."""
+        if not (self.stream and self.store and settings.stream_usage) or self.wants_usage:
+            return self.raw
+        options = self.body.get("stream_options")
+        options = {**options} if isinstance(options, Mapping) else {}
+        body = {**self.body, "stream_options": {**options, "include_usage": True}}
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
 
 async def completions(request: Request) -> Response:
     """Serve one chat-completions or completions request from the cache or the upstream."""
@@ -75,7 +100,7 @@ async def completions(request: Request) -> Response:
         return call
     result: Hit | Miss | None = None
     if call.key.bypass:
-        result = Miss(reason=f"bypass:{call.key.bypass}", cacheable=False)
+        result = Miss(reason=MissReason.BYPASS, detail=call.key.bypass, cacheable=False)
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
         result = await _lookup(state, call)
         if isinstance(result, Hit):
@@ -85,9 +110,9 @@ async def completions(request: Request) -> Response:
     label = call.category or (result.category if result else None) or "unknown"
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
-                   shadow=isinstance(result, Miss) and result.reason.startswith("shadow:"))
+                   shadow=isinstance(result, Miss) and result.reason in _SHADOW)
     similar = similar_for(result, call.key, state.cache.policy_for(label, call.key.model),
-                          (call.endpoint, call.stream, call.store)
+                          (call.endpoint, call.stream, call.store, call.wants_usage)
                           ) if state.settings.coalesce_similar else None
     response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
                                    similar)
@@ -116,11 +141,14 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
         code = "request_too_large" if isinstance(exc, BodyTooLarge) else None
         return error_response(400, str(exc), code=code)
     category = request.headers.get(HEADER_CATEGORY) or None
-    if category is not None and category not in state.cache.config.categories:
-        metrics.rejected.inc(endpoint, "bad_request")
-        return error_response(400, f"unknown category {category!r} in X-Prism-Category; "
-                                   f"known: {sorted(state.cache.config.categories)}",
-                              param="X-Prism-Category")
+    known = state.cache.config.categories
+    metadata = body.get("metadata")
+    named = (metadata.get("prism_category") or None) if isinstance(metadata, Mapping) else None
+    for value, where in ((category, "X-Prism-Category"), (named, "metadata.prism_category")):
+        if value is not None and (not isinstance(value, str) or value not in known):
+            metrics.rejected.inc(endpoint, "bad_request")
+            return error_response(400, f"unknown category {value!r} in {where}; "
+                                       f"known: {sorted(known)}", param=where)
     no_store = CacheControl.parse(request.headers.get("cache-control")).no_store
     return _Call(endpoint=endpoint, path=request.url.path.removeprefix("/v1"), raw=raw,
                  body=body, key=key, caller=caller, category=category, label=category or "unknown",
@@ -130,25 +158,23 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
 
 async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
     if state.economics is not None:  # the proxy times hits and misses end to end itself
-        lookup = partial(state.economics.lookup, state.cache, call.body,
+        lookup = partial(state.economics.lookup, state.cache, call.prepared,
                          tenant=call.caller.tenant, category=call.category, timed=False)
     else:
-        lookup = partial(state.cache.lookup, call.body, tenant=call.caller.tenant,
+        lookup = partial(state.cache.lookup, call.prepared, tenant=call.caller.tenant,
                          category=call.category)
     result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
-    if isinstance(result, Miss) and result.reason.startswith("error:"):
+    if isinstance(result, Miss) and result.reason is MissReason.ERROR:
         state.metrics.cache_errors.inc("lookup")
-        log.warning("prismcache: lookup failed open (%s); serving from upstream", result.reason)
+        log.warning("lookup failed open (%s); serving from upstream", result.label)
     return result
 
 
 def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Response:
-    response = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
+    response = completion_of(hit.response, hit.chunks)
     headers = prism_headers(hit, state="hit")
     if call.stream:
-        options = call.body.get("stream_options")
-        usage = isinstance(options, Mapping) and options.get("include_usage") is True
-        out = Response(b"".join(replay(response, hit.chunks, include_usage=usage)),
+        out = Response(b"".join(replay(response, hit.chunks, include_usage=call.wants_usage)),
                        headers=headers, media_type="text/event-stream")
     else:
         out = json_response(response, headers=headers)
@@ -169,7 +195,7 @@ async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
     coalescer = state.coalescer
     key = None
     if state.settings.coalesce and not call.key.bypass:
-        key = (call.endpoint, call.key.exact_key, call.stream, call.store)
+        key = (call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage)
     flight, leader = coalescer.join(key, partial(_forward, state, call),
                                     similar if key is not None else None)
     if not leader:
@@ -225,7 +251,7 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
     """The flight's runner: call the upstream, publish the answer, store it if complete."""
     upstream, metrics = state.upstream, state.metrics
     auth = call.caller.upstream_authorization
-    load = _Load(state, call.key.model)
+    load = _Load(state, state.metrics.models(call.key.model))
     t0 = time.perf_counter()
     try:
         if not call.stream:
@@ -245,7 +271,8 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
             flight.set_head(Head(reply.status, reply.headers, reply.content_type))
             flight.publish(reply.body)
             return
-        async with upstream.stream(call.path, body=call.raw, authorization=auth,
+        async with upstream.stream(call.path, body=call.upstream_body(state.settings),
+                                   authorization=auth,
                                    headers=call.pass_on) as response:
             load.answered(response.status_code, time.perf_counter() - t0)  # ~ time to 1st token
             if response.status_code != 200:
@@ -287,21 +314,16 @@ class _Load:
 
 async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response: Any,
                         t0: float) -> None:
-    chunks: list[dict[str, Any]] = []
-    complete, valid = False, True
+    record = StreamRecord()
     try:
         async for data in iter_events(iter_lines(response, call.path)):
             if data.strip() == "[DONE]":
-                complete = True
+                record.finish()
                 break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                chunk = None
-            if isinstance(chunk, dict) and "error" not in chunk:
-                chunks.append(chunk)
-            else:
-                valid = False
+            chunk = record.add(data)
+            if chunk is not None and not chunk.get("choices") and chunk.get("usage") \
+                    and not call.wants_usage:
+                continue  # asked for the entry's sake: the client did not want it
             flight.publish(encode_event(data))
     except UpstreamError as exc:  # the stream broke off: tell the client, store nothing
         flight.upstream_seconds = time.perf_counter() - t0
@@ -309,11 +331,11 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    answer = assemble(chunks) if complete and valid else None
+    answer = record.answer()
     _observe_upstream(state, call, flight, 200, answer)
     if answer is not None and call.store:
-        await _store(state, call, answer, chunks, flight.upstream_seconds)
-    if complete:  # held back until the answer is stored: [DONE] means "cached" too
+        await _store(state, call, answer, record.chunks, flight.upstream_seconds)
+    if record.complete:  # held back until the answer is stored: [DONE] means "cached" too
         flight.publish(DONE)
 
 
@@ -339,16 +361,16 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
         return
     store = state.cache.store
     if call.shadow and state.economics is not None:  # the shadow cache keeps learning
-        store = partial(state.economics.shadowed, state.cache.store)
+        store = partial(state.cache.store, shadow=True)
     stored = await state.in_thread(
-        store, call.body, answer, tenant=call.caller.tenant, category=call.category,
+        store, call.prepared, answer, tenant=call.caller.tenant, category=call.category,
         chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)
     reason = stored.reason or ""
     outcome = "stored" if stored.stored else "error" if reason.startswith("error:") else "refused"
     metrics.stores.inc(stored.category or call.label, outcome)
     if outcome == "error":
         metrics.cache_errors.inc("store")
-        log.warning("prismcache: store failed open (%s); the answer was served, not cached",
+        log.warning("store failed open (%s); the answer was served, not cached",
                     reason)
     elif outcome == "refused":
-        log.debug("prismcache: answer not cached: %s", reason)
+        log.debug("answer not cached: %s", reason)

@@ -1,8 +1,10 @@
 """Prometheus metrics in the text exposition format, written by hand (no dependency).
 
 Every metric the proxy exports is declared in :class:`ProxyMetrics`; ``docs/proxy.md`` lists
-them. Label values are bounded: tenants are configured names (or, in pass-through mode, one
-hashed tenant per client key), categories come from the config, endpoints are fixed.
+them. Label values are bounded whatever clients send: a ``tenant`` label is a configured
+tenant name or ``other`` (pass-through tenants, hashed client keys, are never labels), a
+``category`` label a configured category, ``unknown`` or ``other``, and endpoints come from a
+fixed table.
 
 Metrics are updated on the event loop only, so they need no lock.
 """
@@ -10,17 +12,43 @@ Metrics are updated on the event loop only, so they need no lock.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from prismcache.entry import UsageCount
 from prismcache.quotas import Quotas
 from prismcache.results import CategoryStats
 
-__all__ = ["Counter", "Histogram", "ProxyMetrics"]
+__all__ = ["OTHER", "BoundedLabels", "Counter", "Histogram", "ProxyMetrics"]
+
+OTHER = "other"  # the label of every value outside a label's bounded set
+MODEL_LABELS = 64
+Clamp = Mapping[str, Callable[[str], str]]  # label name -> maps a value into its bounded set
 
 # Seconds: from a sub-millisecond hit to a slow generation.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class BoundedLabels:
+    """A label whose values clients choose (the model a request names): the first ``limit``
+    distinct values keep their name, later ones are :data:`OTHER`.
+
+    >>> models = BoundedLabels(2)
+    >>> [models(m) for m in ("a", "b", "c", "a")]
+    ['a', 'b', 'other', 'a']
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
 
 
 class Counter:
@@ -28,17 +56,21 @@ class Counter:
 
     kind = "counter"
 
-    def __init__(self, name: str, help: str, labels: Sequence[str]) -> None:
+    def __init__(self, name: str, help: str, labels: Sequence[str],
+                 clamp: Clamp | None = None) -> None:
+        """``clamp`` maps some labels' values into a bounded set before they are counted."""
         self.name, self.help, self.labels = name, help, tuple(labels)
         self.values: dict[tuple[str, ...], float] = {}
+        self._clamp = _clamper(self.labels, clamp)
 
     def inc(self, *labels: str, by: float = 1.0) -> None:
         """Add ``by`` (>= 0) to the series named by ``labels`` (in declaration order)."""
+        labels = self._clamp(labels)
         self.values[labels] = self.values.get(labels, 0.0) + by
 
     def value(self, *labels: str) -> float:
         """The current value of one series (0.0 if never incremented)."""
-        return self.values.get(labels, 0.0)
+        return self.values.get(self._clamp(labels), 0.0)
 
     def samples(self) -> Iterable[str]:
         for labels, value in sorted(self.values.items()):
@@ -51,13 +83,16 @@ class Histogram:
     kind = "histogram"
 
     def __init__(self, name: str, help: str, labels: Sequence[str],
-                 buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+                 buckets: Sequence[float] = LATENCY_BUCKETS, clamp: Clamp | None = None) -> None:
+        """``clamp`` as for :class:`Counter`."""
         self.name, self.help, self.labels = name, help, tuple(labels)
         self.buckets = tuple(buckets)
         self.series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., sum, count
+        self._clamp = _clamper(self.labels, clamp)
 
     def observe(self, value: float, *labels: str) -> None:
         """Record one observation (seconds) in the series named by ``labels``."""
+        labels = self._clamp(labels)
         series = self.series.get(labels)
         if series is None:
             series = self.series[labels] = [0.0] * (len(self.buckets) + 2)
@@ -69,7 +104,7 @@ class Histogram:
 
     def count(self, *labels: str) -> int:
         """How many observations one series has."""
-        series = self.series.get(labels)
+        series = self.series.get(self._clamp(labels))
         return int(series[-1]) if series else 0
 
     def samples(self) -> Iterable[str]:
@@ -84,34 +119,55 @@ class Histogram:
 
 
 class ProxyMetrics:
-    """Every metric the proxy exports."""
+    """Every metric the proxy exports.
 
-    def __init__(self) -> None:
+    ``tenants`` are the configured tenant names, the only tenants that are labels (every
+    other tenant counts as ``other``); ``categories``, when given, bound the ``category``
+    label the same way (``unknown`` and the empty label are kept).
+
+    >>> m = ProxyMetrics(tenants=["acme"], categories=["code"])
+    >>> m.requests.inc("chat", "key-0123456789abcdef", "nope", "miss")
+    >>> m.requests.value("chat", "other", "other", "miss")
+    1.0
+    """
+
+    def __init__(self, *, tenants: Collection[str] = (),
+                 categories: Collection[str] | None = None) -> None:
+        known_tenants = frozenset(tenants)
+        clamp: dict[str, Callable[[str], str]] = {
+            "tenant": lambda t: t if t in known_tenants else OTHER}
+        if categories is not None:
+            known = frozenset(categories) | {"unknown", ""}
+            clamp["category"] = lambda c: c if c in known else OTHER
         tc = ("tenant", "category")
         self.requests = Counter(
             "prismcache_requests_total",
             "Requests by endpoint, tenant, category and cache outcome (hit, miss, bypass).",
-            ("endpoint", "tenant", "category", "cache"))
+            ("endpoint", "tenant", "category", "cache"), clamp)
         self.false_hits = Counter(
             "prismcache_false_hit_reports_total",
-            "Hits reported wrong through POST /admin/feedback (the entry was removed).", tc)
+            "Hits reported wrong through POST /admin/feedback (the entry was removed).", tc,
+            clamp)
         self.hit_seconds = Histogram(
-            "prismcache_hit_seconds", "Time to answer a hit, from request to response.", tc)
+            "prismcache_hit_seconds", "Time to answer a hit, from request to response.", tc,
+            clamp=clamp)
         self.miss_overhead_seconds = Histogram(
             "prismcache_miss_overhead_seconds",
-            "Time a miss spent in the proxy, not waiting on the upstream.", tc)
+            "Time a miss spent in the proxy, not waiting on the upstream.", tc, clamp=clamp)
         self.upstream_seconds = Histogram(
-            "prismcache_upstream_seconds", "Time waiting on the upstream, per call.", tc)
+            "prismcache_upstream_seconds", "Time waiting on the upstream, per call.", tc,
+            clamp=clamp)
         self.tokens_saved = Counter(
-            "prismcache_tokens_saved_total", "Upstream tokens not generated thanks to hits.", tc)
+            "prismcache_tokens_saved_total", "Upstream tokens not generated thanks to hits.", tc,
+            clamp)
         self.usd_saved = Counter(
             "prismcache_usd_saved_total",
             "Estimated upstream spend saved by hits (USD, the category's price_per_1k_tokens).",
-            tc)
+            tc, clamp)
         self.stores = Counter(
             "prismcache_stores_total",
             "Upstream answers offered to the cache, by outcome (stored, refused, error).",
-            ("category", "outcome"))
+            ("category", "outcome"), clamp)
         self.cache_errors = Counter(
             "prismcache_cache_errors_total",
             "Cache operations that failed open (the request was served from upstream).",
@@ -132,6 +188,9 @@ class ProxyMetrics:
             "Requests the upstream refused (429/503/timeout) answered from a near entry "
             "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"))
         self.inflight = 0
+        # Models are named by clients: the load controller's per-model signals (and their
+        # metric lines) keep the first MODEL_LABELS names and pool the rest as "other".
+        self.models = BoundedLabels(MODEL_LABELS)
 
     def all(self) -> list[Counter | Histogram]:
         """Every metric, in exposition order."""
@@ -170,6 +229,22 @@ class ProxyMetrics:
                 lines += [f'{name}{{category="{_escape(c)}"}} {getattr(u, field)}'
                           for c, u in sorted(borrowed.items())]
         return "\n".join(lines) + "\n"
+
+
+def _clamper(names: tuple[str, ...],
+             clamp: Clamp | None) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """A function bounding the values of the clamped labels of a label tuple."""
+    slots = [(i, clamp[name]) for i, name in enumerate(names) if clamp and name in clamp]
+    if not slots:
+        return lambda labels: labels
+
+    def bound(labels: tuple[str, ...]) -> tuple[str, ...]:
+        out = list(labels)
+        for i, fn in slots:
+            out[i] = fn(out[i])
+        return tuple(out)
+
+    return bound
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:

@@ -40,9 +40,10 @@ from prismcache.cache import SemanticCache
 from prismcache.errors import StoreError
 from prismcache.request import RequestKey
 from prismcache.results import Hit, Miss
-from prismcache.server.sse import assemble, replay
+from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
+from prismcache.streams import completion_of
 
 __all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit"]
 
@@ -93,7 +94,7 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
     if hit is None:
         return None
     state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, "near")
-    answer = hit.response if hit.response.get("choices") else assemble(hit.chunks or []) or {}
+    answer = completion_of(hit.response, hit.chunks)
     headers = prism_headers(hit, state="near")
     headers["x-prism-upstream-status"] = str(response.status_code)
     if stream:

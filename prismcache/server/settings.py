@@ -7,6 +7,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       upstream: http://localhost:8000/v1    # the upstream's OpenAI base URL (--upstream wins)
       upstream_api_key_env: UPSTREAM_KEY   # env var holding the proxy's own upstream key
       admin_token_env: PRISM_ADMIN_TOKEN   # env var holding the admin token; unset: no admin API
+      metrics_token_env: PRISM_METRICS_TOKEN  # env var holding a /metrics token; unset: open
       tenants:                             # client key -> tenant; empty: pass-through mode
         - {tenant: acme, key_env: ACME_KEY}
         - {tenant: globex, key: sk-globex-123}
@@ -20,6 +21,8 @@ this module owns its keys and validates them. Unknown keys are errors::
       upstream_queue_wait: 10s             # calls over the limit wait this long, then go anyway
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
+      share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
+      stream_usage: true                   # recorded streams ask the upstream for usage
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from prismcache.config import parse_duration
+from prismcache.config import parse_duration, parse_size
 from prismcache.errors import ConfigError
 
 __all__ = ["ServerSettings", "TenantKey"]
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+# Fields read from the environment variable a ``<name>_env`` key names, never from the file.
+_SECRETS = ("upstream_api_key", "admin_token", "metrics_token")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +66,8 @@ class ServerSettings:
             or ``None``: then pass-through mode forwards the client's key.
         admin_token: the admin bearer token (read from ``admin_token_env``); ``None`` disables
             the admin API.
+        metrics_token: the bearer token ``GET /metrics`` needs (read from
+            ``metrics_token_env``; the admin token is accepted too); ``None``: open to all.
         tenants: client keys and their tenants; empty means pass-through mode.
         max_body_bytes: larger request bodies get a 400.
         cache_truncated: store responses cut off by ``max_tokens`` (``finish_reason: length``).
@@ -75,6 +81,11 @@ class ServerSettings:
         upstream_queue_wait: seconds a call waits in that queue before it is sent anyway.
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
+        share_upstream_objects: forward the endpoints of account-wide upstream objects
+            (files, batches, stored completions, ...) even when every client shares the
+            proxy's upstream key (see :mod:`prismcache.server.forward`).
+        stream_usage: ask the upstream for ``stream_options.include_usage`` on streams the
+            proxy records, so their entries carry ``usage``.
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -83,6 +94,7 @@ class ServerSettings:
     upstream: str | None = None
     upstream_api_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
     tenants: tuple[TenantKey, ...] = ()
     max_body_bytes: int = 1 << 20
     cache_truncated: bool = False
@@ -94,6 +106,8 @@ class ServerSettings:
     upstream_queue_wait: float = 10.0
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
+    share_upstream_objects: bool = False
+    stream_usage: bool = True
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -113,6 +127,13 @@ class ServerSettings:
         return not self.tenants
 
     @classmethod
+    def config_keys(cls) -> dict[str, None]:
+        """The keys of the ``server:`` section: the fields, except that each secret is named
+        by the environment variable holding it (``admin_token`` -> ``admin_token_env``)."""
+        names = [f.name for f in fields(cls)]
+        return {(f"{n}_env" if n in _SECRETS else n): None for n in names}
+
+    @classmethod
     def from_config(
         cls, raw: Mapping[str, Any] | None, *, environ: Mapping[str, str] | None = None
     ) -> ServerSettings:
@@ -124,23 +145,23 @@ class ServerSettings:
         """
         env = os.environ if environ is None else environ
         raw = dict(raw or {})
-        allowed = {f.name for f in fields(cls)} - {"upstream_api_key", "admin_token"}
-        allowed |= {"upstream_api_key_env", "admin_token_env"}
+        allowed = set(cls.config_keys())
         unknown = set(raw) - allowed
         if unknown:
             raise ConfigError(f"server: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         values: dict[str, Any] = {}
         if raw.get("upstream") is not None:
             values["upstream"] = _url(raw["upstream"])
-        for name, target in (("upstream_api_key_env", "upstream_api_key"),
-                             ("admin_token_env", "admin_token")):
+        for target in sorted(_SECRETS):
+            name = f"{target}_env"
             if raw.get(name) is not None:
                 values[target] = env.get(_str(raw[name], f"server.{name}")) or None
         values["tenants"] = tuple(_tenants(raw.get("tenants") or [], env))
         if "max_body_bytes" in raw:
-            values["max_body_bytes"] = _size(raw["max_body_bytes"])
+            values["max_body_bytes"] = parse_size(raw["max_body_bytes"],
+                                                  key="server.max_body_bytes")
         for name in ("cache_truncated", "coalesce", "coalesce_similar", "upstream_gate",
-                     "lookup_inline"):
+                     "lookup_inline", "share_upstream_objects", "stream_usage"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
@@ -165,18 +186,6 @@ def _url(value: Any) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server.upstream must be an http(s) URL, got {value!r}")
     return url
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    number = text.rstrip("kmgib")
-    unit = text[len(number):]
-    try:
-        return int(float(number) * _SIZE_UNITS[unit])
-    except (KeyError, ValueError):
-        raise ConfigError(f"server.max_body_bytes: {value!r} is not a size like 1MiB") from None
 
 
 def _tenants(spec: Any, env: Mapping[str, str]) -> list[TenantKey]:

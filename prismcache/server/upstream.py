@@ -9,6 +9,7 @@ upstream that *answers* 4xx/5xx is not an exception: its status and body pass th
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -18,16 +19,59 @@ import httpx
 from prismcache.errors import UpstreamError
 from prismcache.stores import redact_url
 
-__all__ = ["Upstream", "UpstreamReply", "iter_lines", "pass_back_headers", "pass_on_headers",
-           "read_all"]
+__all__ = ["UnsafePath", "Upstream", "UpstreamReply", "iter_lines", "iter_raw",
+           "pass_back_headers", "pass_on_headers", "read_all", "upstream_path"]
 
 log = logging.getLogger("prismcache.server")
 
 # Response headers worth passing back: the content type and the upstream's request id and
 # rate-limit information. Hop-by-hop and length/encoding headers are the proxy's own business.
-_PASS_BACK_PREFIXES = ("x-ratelimit-", "openai-", "x-request-id", "retry-after")
+_PASS_BACK_PREFIXES = ("x-ratelimit-", "openai-", "x-request-id", "retry-after",
+                       "content-disposition")
 # Request headers a client may send through (besides the body and Authorization).
 _PASS_ON = ("accept", "openai-organization", "openai-project", "openai-beta")
+
+
+# A path segment: RFC 3986 pchars, percent-escapes allowed except the ones that hide a dot, a
+# separator, a NUL or another escape (%2e, %2f, %5c, %00, %25), which upstreams and the servers
+# in front of them decode at different times.
+_SEGMENT = re.compile(r"^(?:[A-Za-z0-9\-_~!$&'()*+,;=:@.]"
+                      r"|%(?!2[eEfF5]|5[cC]|[01][0-9a-fA-F])[0-9A-Fa-f]{2})+$")
+
+
+class UnsafePath(ValueError):
+    """A path the proxy refuses to forward: a dot segment, an encoded dot, slash or
+    backslash, an empty segment, or anything outside ``/v1/``."""
+
+
+def upstream_path(raw_path: str | bytes) -> str:
+    """The path to ask the upstream for (relative to its base URL) for a client's raw,
+    still percent-encoded request path: ``/v1/models/m1`` -> ``/models/m1``.
+
+    Raises :class:`UnsafePath` unless every segment after ``/v1`` is non-empty, is not ``.``
+    or ``..`` and has no escape that decodes to a dot, a slash, a backslash, a control
+    character or a percent sign. Nothing is decoded or resolved: what is checked is exactly
+    what is sent.
+
+    >>> upstream_path("/v1/models/meta-llama%3ALlama-3")
+    '/models/meta-llama%3ALlama-3'
+    >>> upstream_path("/v1/models/%2e%2e/files")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    prismcache.server.upstream.UnsafePath: path segment '%2e%2e' is not allowed
+    """
+    if isinstance(raw_path, bytes):
+        try:
+            raw_path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            raise UnsafePath("the path must be ASCII (percent-encode the rest)") from None
+    if not raw_path.startswith("/v1/"):
+        raise UnsafePath("only paths under /v1/ are forwarded")
+    path = raw_path[len("/v1"):]
+    for segment in path[1:].split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+            raise UnsafePath(f"path segment {segment!r} is not allowed")
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +102,7 @@ class Upstream:
         """``timeout`` bounds each read and write, ``connect_timeout`` the connect; nothing
         bounds a whole (possibly long) stream."""
         self.base_url = base_url.rstrip("/")
+        self._base_path = httpx.URL(self.base_url).raw_path.rstrip(b"/")
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
@@ -74,9 +119,10 @@ class Upstream:
                       headers: Mapping[str, str] | None = None) -> UpstreamReply:
         """Send one request and read the whole answer (any status). Raises
         :class:`UpstreamError` (status 504 or 502) when no answer arrives."""
+        url = self._url(path)
         with _mapped(path):
             response = await self._client.request(
-                method, path, content=body, headers=self._headers(authorization, headers, body))
+                method, url, content=body, headers=self._headers(authorization, headers, body))
             return UpstreamReply(
                 status=response.status_code, headers=pass_back_headers(response.headers),
                 body=response.content,
@@ -88,25 +134,57 @@ class Upstream:
                      ) -> AsyncIterator[httpx.Response]:
         """POST ``body`` and yield the response with its body unread, for the caller to
         iterate with :func:`iter_lines`. Raises :class:`UpstreamError` as :meth:`request`."""
+        url = self._url(path)
         with _mapped(path):
             request = self._client.build_request(
-                "POST", path, content=body, headers=self._headers(authorization, headers, body))
+                "POST", url, content=body, headers=self._headers(authorization, headers, body))
             response = await self._client.send(request, stream=True)
         try:
             yield response
         finally:
             await response.aclose()
 
+    async def open(self, method: str, path: str, *, query: str = "",
+                   content: AsyncIterator[bytes] | None = None,
+                   authorization: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """Send ``method path?query`` with ``content`` streamed as the body, and return the
+        response with its body unread (the caller iterates :func:`iter_raw` and closes it).
+        Raises :class:`UnsafePath` or :class:`UpstreamError` as :meth:`request`."""
+        url = self._url(path)
+        if query:
+            url = url.copy_with(query=query.encode("ascii", "replace"))
+        with _mapped(path):
+            request = self._client.build_request(
+                method, url, content=content,
+                headers=self._headers(authorization, headers, None))
+            return await self._client.send(request, stream=True)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of ``path`` under the base URL. Raises :class:`UnsafePath` when
+        httpx would send anything but the base path followed by ``path`` verbatim (a dot
+        segment resolved, a character re-encoded), so the upstream credential is only ever
+        attached to a path the proxy meant to forward."""
+        url = httpx.URL(self.base_url + path)
+        try:
+            expected = self._base_path + path.encode("ascii")
+        except UnicodeEncodeError:
+            raise UnsafePath("the path must be ASCII") from None
+        if not path.startswith("/") or url.raw_path != expected:
+            raise UnsafePath(f"refusing to forward {path!r}: it does not stay under the "
+                             "upstream's base path as written")
+        return url
 
     @staticmethod
     def _headers(authorization: str | None, extra: Mapping[str, str] | None,
                  body: bytes | None) -> dict[str, str]:
         headers = {"accept-encoding": "identity", **(extra or {})}
         if body is not None:
-            headers["content-type"] = "application/json"
+            headers.setdefault("content-type", "application/json")
         if authorization:
             headers["authorization"] = authorization
         return headers
@@ -120,6 +198,13 @@ async def iter_lines(response: httpx.Response, path: str) -> AsyncIterator[str]:
             yield line
 
 
+async def iter_raw(response: httpx.Response, path: str) -> AsyncIterator[bytes]:
+    """The response body's bytes as they arrive, with failures mapped as :func:`iter_lines`."""
+    with _mapped(path):
+        async for chunk in response.aiter_raw():
+            yield chunk
+
+
 async def read_all(response: httpx.Response, path: str) -> bytes:
     """The rest of a streamed response's body, with failures mapped as :func:`iter_lines`."""
     with _mapped(path):
@@ -131,10 +216,10 @@ def _mapped(path: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        log.warning("prismcache: upstream timed out on %s (%s)", path, type(exc).__name__)
+        log.warning("upstream timed out on %s (%s)", path, type(exc).__name__)
         raise UpstreamError(f"the upstream did not answer in time ({type(exc).__name__})",
                             status=504) from None
     except httpx.TransportError as exc:
-        log.warning("prismcache: upstream failed on %s (%s)", path, type(exc).__name__)
+        log.warning("upstream failed on %s (%s)", path, type(exc).__name__)
         raise UpstreamError(f"the upstream could not be reached or broke off "
                             f"({type(exc).__name__})", status=502) from None

@@ -7,7 +7,9 @@ URL                                    store
 ``sqlite:///relative/path.db``         :class:`~prismcache.stores.sqlite.SQLiteStore`
 ``sqlite:////absolute/path.db``        (SQLAlchemy's convention: a 4th slash is the root)
 ``redis://[[user]:password@]host...``  ``prismcache.stores.redis.RedisStore`` (extra
-``rediss://...`` (TLS)                 ``prismcache[redis]``)
+``rediss://...`` (TLS)                 ``prismcache[redis]``); a cluster node opens the
+``redis+sentinel://h:p,h:p/service``   cluster. URLs and options:
+``redis+cluster://h:p,h:p/``           :mod:`prismcache.stores.redis_connect`
 =====================================  =================================================
 
 Backends are imported only when a URL names them, so a missing optional dependency costs
@@ -38,6 +40,8 @@ _BACKENDS: dict[str, str] = {
     "sqlite": "prismcache.stores.sqlite:SQLiteStore",
     "redis": "prismcache.stores.redis:RedisStore",
     "rediss": "prismcache.stores.redis:RedisStore",
+    "redis+sentinel": "prismcache.stores.redis:RedisStore",
+    "redis+cluster": "prismcache.stores.redis:RedisStore",
 }
 # Optional third-party packages a backend needs -> the extra that installs them.
 _EXTRAS: dict[str, str] = {"redis": "redis"}
@@ -57,7 +61,7 @@ def open_store(url: str, **options: Any) -> DocumentStore:
     if target is None:
         known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         raise ConfigError(f"unknown store URL {redact_url(url)!r}; known schemes: {known}")
-    factory = getattr(_load(target, scheme), "from_url")
+    factory = _load(target, scheme).from_url
     try:
         inspect.signature(factory).bind(url, **options)
     except TypeError as exc:
@@ -67,7 +71,8 @@ def open_store(url: str, **options: Any) -> DocumentStore:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password, and any password- or token-like query value, replaced by
+    """``url`` with its password, and any password- or token-like query value (also with a
+    prefix: ``sentinel_password``), replaced by
     ``***``: safe to log.
 
     >>> redact_url("rediss://:hunter2@redis.example.com:6380/1?password=x&db=1")
@@ -84,16 +89,20 @@ def redact_url(url: str) -> str:
             netloc = f"{user}:***@{host}"
         query = parts.query
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
-            query = urlencode(
-                [(n, "***" if n.lower() in _SECRET_PARAMS else v) for n, v in pairs]
-            )
+        if any(_secret(name) for name, _ in pairs):
+            query = urlencode([(n, "***" if _secret(n) else v) for n, v in pairs])
     except ValueError:
         # Too malformed to parse (e.g. a bad port): show only the scheme rather than risk a secret.
         return f"{url.partition('://')[0]}://<unparseable>"
     if netloc == parts.netloc and query == parts.query:
         return url  # untouched: urlunsplit would drop the empty authority of sqlite:////abs
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _secret(name: str) -> bool:
+    """Whether a query parameter holds a secret (``password``, ``sentinel_password``, ...)."""
+    name = name.lower()
+    return name in _SECRET_PARAMS or name.rpartition("_")[2] in _SECRET_PARAMS
 
 
 def _load(target: str, scheme: str) -> Any:

@@ -101,6 +101,16 @@ class DocumentStore(Protocol):
         """
         ...
 
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of one ``partition``, vectors included and documents left empty
+        (as ``scan(documents=False)``): what loading one partition's index needs.
+
+        Meant to cost in proportion to the partition, not the store (Redis keeps an id set per
+        partition; SQLite and memory filter every entry, fine at their sizes). Entries present
+        for the whole scan are yielded exactly once.
+        """
+        ...
+
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category currently stored."""
         ...

@@ -164,6 +164,14 @@ class MemoryStore:
             snapshot = [r for r in self._records.values() if since is None or r.created >= since]
         return (decode(record, documents=documents) for record in snapshot)
 
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of ``partition`` stored when the scan began, without documents;
+        O(n): the double filters every record."""
+        with self._lock:
+            self._check_open()
+            snapshot = [r for r in self._records.values() if r.partition == partition]
+        return (decode(record, documents=False) for record in snapshot)
+
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category; categories with no entries are absent."""
         with self._lock:

@@ -1,6 +1,9 @@
-"""The shared document store: one Redis (>= 7.0), several cache processes.
+"""The shared document store: Redis (>= 7.0) — one server, a Sentinel-managed primary or a
+Redis Cluster — and several cache processes.
 
-Keys, all under a configurable prefix ``P`` (default ``prism:``)::
+Keys, all under a **namespace** ``P``: on one Redis (and behind Sentinel) the configurable
+prefix (default ``prism:``), exactly the layout of earlier versions; on a Redis Cluster the
+prefix plus one bucket's hash tag, ``prism:{pc:b07}``, for each of ``buckets`` (16) buckets::
 
     P e:<id>         hash    the entry, one field per codec field (absent field = None),
                              with native expiry (PEXPIREAT) at ``expires``
@@ -11,10 +14,23 @@ Keys, all under a configurable prefix ``P`` (default ``prism:``)::
     P c:<category>   zset    score = priority, member = 16 hex digits of a sortable
                              last_access + 19-digit id: eviction order is ZRANGE order
     P t:<tenant>     set     ids per tenant        P m:<model>   set   ids per model
+    P p:<partition>  set     ids per partition: loading one partition's index
     P exp            zset    id by ``expires``: ``expire(now)`` and the reaper
     P usage          hash    ``n:<category>`` entries, ``b:<category>`` bytes
-    P changes        stream  the change feed (:mod:`prismcache.sync`), MAXLEN ~ 100k
+    P changes        stream  the change feed (:mod:`prismcache.sync`), MAXLEN ~ 100k in all
+                             (``stream_maxlen`` is shared equally by the buckets)
     P epoch          string  random token naming this incarnation of the feed
+    P layout         string  "2" once every entry is in its partition's set
+
+and, on a cluster only, ``prefix{pc:meta}buckets``: the bucket count, set by the first process.
+
+An entry lives in bucket ``id % buckets``: :meth:`RedisStore.get`, ``touch`` and ``delete``
+are given only ids, so the key of an entry must follow from its id alone. Every bucket's keys
+share one hash tag, so each Lua script (:mod:`prismcache.stores.redis_lua`) touches one slot;
+the tags are chosen so that bucket ``b`` hashes into the ``b``-th of ``buckets`` equal slot
+ranges, which spreads the buckets evenly over shards holding contiguous slot ranges (what
+``redis-cli --cluster create`` makes). What spans buckets — usage, find, expire, scan, the
+eviction order of a category, the change feed (one stream per bucket) — fans out over them.
 
 Ids are written as 19 zero-padded decimal digits, so Lua never does arithmetic on them (its
 numbers are doubles) and lexicographic order is numeric order.
@@ -27,429 +43,131 @@ by itself when it expires; scripts tolerate that: the **reaper** at the start of
 the one id they meet. An entry stored already expired (clock skew, tests) gets no native expiry
 and stays until ``expire`` removes it.
 
-Every redis-py exception becomes a :class:`~prismcache.errors.StoreError` in :func:`_translate`.
-Scripts address keys built from the prefix instead of declaring them in ``KEYS``: fine on one
-Redis (and behind Sentinel), not on Redis Cluster, which is refused (see ``docs/deployment.md``).
+Every redis-py exception becomes a :class:`~prismcache.errors.StoreError` in ``translate``
+(:mod:`prismcache.stores.redis_connect`, which also parses the URLs).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import struct
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from prismcache.entry import Entry, EntryRef, UsageCount
-from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from prismcache.errors import ConfigError, StoreError, StoreUnavailable
 from prismcache.quotas import Quotas
-from prismcache.stores import redact_url
-from prismcache.stores.codec import FIELDS, Record, decode, encode
-from prismcache.stores.codec import decode_vector as _decode_vector
+from prismcache.stores import redis_lua as lua
+from prismcache.stores import redis_records as rec
+from prismcache.stores.codec import FIELDS, decode, encode
+from prismcache.stores.redis_connect import open_clients, redis_module, run_pipeline
+from prismcache.stores.redis_connect import translate as _translate
 from prismcache.sync import Change, ChangeBatch
 
 __all__ = ["RedisStore"]
 
-_MAX_ID = 2**63
-_BATCH = 512  # ids per scan page, per delete script call, per expire script call
-_REAP = 256  # natively expired ids reconciled per script call
+_BATCH = lua.BATCH
 _MIN_VERSION = (7, 0)
 _NO_STREAM = "0-0"
+_CLUSTER_BUCKETS = 16
+_MAX_BUCKETS = 1024
+# A cluster's feed is polled (XREAD cannot block on streams of several slots): every 20 ms, or
+# 1 ms per bucket when more, so an idle poll (about 0.05 ms of CPU per bucket) stays ~5% of a core.
+_POLL_S = 0.02
+_POLL_PER_BUCKET_S = 0.001
+_EPOCH_CHECK_S = 1.0  # how often a cluster's idle streams have their epochs checked
+_Command = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # space, method, args, kwargs
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
-_INTS = frozenset({"id", "hits", "size"})
-_FLOATS = frozenset({"created", "expires", "last_access", "cost", "latency", "priority"})
-_BYTES = frozenset({"request", "response", "chunks", "vector"})
-# Options that are ours, taken from the URL's query string (the rest go to redis-py).
-_OPTIONS = ("prefix", "socket_timeout", "connect_timeout", "stream_maxlen")
-
-# Shared by every script: ARGV[1] is the prefix, ARGV[2] the stream's MAXLEN.
-_PRELUDE = r"""
-local P = ARGV[1]
-local MAXLEN = ARGV[2]
-local function unindex(id, blob)
-  local r = cjson.decode(blob)
-  redis.call('DEL', P .. 'e:' .. id)
-  redis.call('HDEL', P .. 'refs', id)
-  redis.call('ZREM', P .. 'ids', id)
-  redis.call('ZREM', P .. 'exp', id)
-  redis.call('ZREM', P .. 'c:' .. r[1], r[8])
-  redis.call('SREM', P .. 't:' .. r[6], id)
-  redis.call('SREM', P .. 'm:' .. r[7], id)
-  local n = redis.call('HINCRBY', P .. 'usage', 'n:' .. r[1], -1)
-  redis.call('HINCRBY', P .. 'usage', 'b:' .. r[1], -tonumber(r[4]))
-  if n <= 0 then redis.call('HDEL', P .. 'usage', 'n:' .. r[1], 'b:' .. r[1]) end
-  redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAXLEN, '*',
-             'op', 'delete', 'id', id, 'ref', blob)
-end
--- Unindex the lowest entry of category cat's eviction order: its id, ref and size, or nil
--- when the order is empty (a member whose ref is gone is dropped and the next one tried).
-local function evict_lowest(cat)
-  local zkey = P .. 'c:' .. cat
-  while true do
-    local first = redis.call('ZRANGE', zkey, 0, 0)
-    if #first == 0 then return nil end
-    local id = string.sub(first[1], 17)
-    local blob = redis.call('HGET', P .. 'refs', id)
-    if blob then
-      unindex(id, blob)
-      return id, blob, tonumber(cjson.decode(blob)[4])
-    end
-    redis.call('ZREM', zkey, first[1])
-  end
-end
-local function reap(limit, out)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local due = redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    if redis.call('EXISTS', P .. 'e:' .. id) == 0 then
-      local blob = redis.call('HGET', P .. 'refs', id)
-      if blob then
-        unindex(id, blob)
-        if out then out[#out + 1] = id; out[#out + 1] = blob end
-      else
-        redis.call('ZREM', P .. 'exp', id)
-      end
-    end
-  end
-end
-"""
-
-# ARGV: 3 id, 4 ref json, 5 priority, 6 member, 7 category, 8 tenant, 9 model, 10 size,
-# 11 expires or '', 12 epoch token, 13 n hash args, then the hash args, then the event's.
-_PUT = _PRELUDE + r"""
-local id = ARGV[3]
-local old = redis.call('HGET', P .. 'refs', id)
-if old then unindex(id, old) end
-local key = P .. 'e:' .. id
-local nh = tonumber(ARGV[13])
-redis.call('HSET', key, unpack(ARGV, 14, 13 + nh))
-redis.call('HSET', P .. 'refs', id, ARGV[4])
-redis.call('ZADD', P .. 'ids', 0, id)
-redis.call('ZADD', P .. 'c:' .. ARGV[7], ARGV[5], ARGV[6])
-redis.call('SADD', P .. 't:' .. ARGV[8], id)
-redis.call('SADD', P .. 'm:' .. ARGV[9], id)
-redis.call('HINCRBY', P .. 'usage', 'n:' .. ARGV[7], 1)
-redis.call('HINCRBY', P .. 'usage', 'b:' .. ARGV[7], ARGV[10])
-if ARGV[11] ~= '' then
-  redis.call('ZADD', P .. 'exp', ARGV[11], id)
-  local t = redis.call('TIME')
-  local at = math.floor(tonumber(ARGV[11]) * 1000)
-  if at > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
-    redis.call('PEXPIREAT', key, at)
-  end
-end
-redis.call('SET', P .. 'epoch', ARGV[12], 'NX')
-redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAXLEN, '*', unpack(ARGV, 14 + nh, #ARGV))
-"""
-
-# ARGV: 3 id, 4 now, 5 priority, 6 new eviction member.
-_TOUCH = _PRELUDE + r"""
-local id = ARGV[3]
-local blob = redis.call('HGET', P .. 'refs', id)
-if not blob then return 0 end
-local key = P .. 'e:' .. id
-if redis.call('EXISTS', key) == 0 then unindex(id, blob) return 0 end
-redis.call('HINCRBY', key, 'hits', 1)
-redis.call('HSET', key, 'last_access', ARGV[4], 'priority', ARGV[5])
-local r = cjson.decode(blob)
-redis.call('ZREM', P .. 'c:' .. r[1], r[8])
-redis.call('ZADD', P .. 'c:' .. r[1], ARGV[5], ARGV[6])
-r[5] = ARGV[5]
-r[8] = ARGV[6]
-redis.call('HSET', P .. 'refs', id, cjson.encode(r))
-return 1
-"""
-
-# ARGV: 3 'all' (delete) or 'gone' (only ids whose hash Redis expired), 4.. ids.
-_DELETE = _PRELUDE + r"""
-local out = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob and (ARGV[3] == 'all' or redis.call('EXISTS', P .. 'e:' .. id) == 0) then
-    unindex(id, blob)
-    out[#out + 1] = id; out[#out + 1] = blob
-  end
-end
-return out
-"""
-
-# ARGV: 3 now, 4 limit. Returns {number due, id, ref, id, ref, ...}.
-_EXPIRE = _PRELUDE + r"""
-local out = {0}
-reap(tonumber(ARGV[4]), out)
-local due = redis.call('ZRANGEBYSCORE', P .. 'exp', '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
-out[1] = #due
-for _, id in ipairs(due) do
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob then
-    unindex(id, blob)
-    out[#out + 1] = id; out[#out + 1] = blob
-  else
-    redis.call('ZREM', P .. 'exp', id)
-  end
-end
-return out
-"""
-
-# ARGV: 3 category, 4 max entries or '', 5 max bytes or ''.
-_EVICT = _PRELUDE + r"""
-reap(""" + str(_REAP) + r""")
-local cat = ARGV[3]
-local n = tonumber(redis.call('HGET', P .. 'usage', 'n:' .. cat) or '0')
-local b = tonumber(redis.call('HGET', P .. 'usage', 'b:' .. cat) or '0')
-local maxn = tonumber(ARGV[4])
-local maxb = tonumber(ARGV[5])
-local out = {}
-while (maxn and n > maxn) or (maxb and b > maxb) do
-  local id, blob, size = evict_lowest(cat)
-  if not id then break end
-  n, b = n - 1, b - size
-  out[#out + 1] = id; out[#out + 1] = blob
-end
-return out
-"""
-
-# ARGV: 3 admitting category, 4 capacity entries, 5 capacity bytes or '', 6 number of
-# categories k, then k triples: name, share, ceiling or ''. Restates Quotas.next_victim
-# (prismcache/quotas.py), the one statement of the rule: keep the two in step.
-_EVICT_FOR = _PRELUDE + r"""
-reap(""" + str(_REAP) + r""")
-local admitting = ARGV[3]
-local capn = tonumber(ARGV[4])
-local capb = tonumber(ARGV[5])
-local shares, ceilings = {}, {}
-for i = 0, tonumber(ARGV[6]) - 1 do
-  local name = ARGV[7 + 3 * i]
-  shares[name] = tonumber(ARGV[8 + 3 * i])
-  ceilings[name] = tonumber(ARGV[9 + 3 * i])
-end
-local n, b = {}, {}
-local flat = redis.call('HGETALL', P .. 'usage')
-for i = 1, #flat, 2 do
-  local kind, cat = string.sub(flat[i], 1, 1), string.sub(flat[i], 3)
-  if kind == 'n' then n[cat] = tonumber(flat[i + 1]) else b[cat] = tonumber(flat[i + 1]) end
-end
--- Python orders str by code point = UTF-8 byte order; Lua's '<' follows the locale.
-local function before(x, y)
-  for i = 1, math.min(#x, #y) do
-    local cx, cy = string.byte(x, i), string.byte(y, i)
-    if cx ~= cy then return cx < cy end
-  end
-  return #x < #y
-end
-local function victim()
-  local over, tn, tb = nil, 0, 0
-  for cat, count in pairs(n) do
-    if count > 0 then
-      local size = b[cat] or 0
-      tn, tb = tn + count, tb + size
-      local c = ceilings[cat]
-      if c and (count > math.floor(c * capn) or (capb and size > math.floor(c * capb)))
-         and (over == nil or before(cat, over)) then over = cat end
-    end
-  end
-  if over then return over end
-  local fulln, fullb = tn > capn, capb ~= nil and tb > capb
-  if not (fulln or fullb) then return nil end
-  local best, most = nil, 0.0
-  for cat, count in pairs(n) do
-    if count > 0 then
-      local share = shares[cat] or 0.0
-      local above = -1.0
-      if fulln then above = count / capn - share end
-      if fullb then above = math.max(above, (b[cat] or 0) / capb - share) end
-      if above > most or (best ~= nil and above == most and before(cat, best)) then
-        best, most = cat, above
-      end
-    end
-  end
-  if best == nil and (n[admitting] or 0) > 0 then return admitting end
-  return best
-end
-local out = {}
-while true do
-  local cat = victim()
-  if cat == nil then break end
-  local id, blob, size = evict_lowest(cat)
-  if not id then break end
-  n[cat], b[cat] = n[cat] - 1, (b[cat] or 0) - size
-  out[#out + 1] = id; out[#out + 1] = blob
-end
-return out
-"""
-
-# ARGV: 3..8 flag and value of tenant, category, model. Returns {id, ref, ...}.
-_FIND = _PRELUDE + r"""
-reap(""" + str(_REAP) + r""")
-local tf, tenant, cf, cat, mf, model = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local ids
-if tf == '1' and mf == '1' then
-  ids = redis.call('SINTER', P .. 't:' .. tenant, P .. 'm:' .. model)
-elseif tf == '1' then
-  ids = redis.call('SMEMBERS', P .. 't:' .. tenant)
-elseif mf == '1' then
-  ids = redis.call('SMEMBERS', P .. 'm:' .. model)
-elseif cf == '1' then
-  ids = redis.call('ZRANGE', P .. 'c:' .. cat, 0, -1)
-  for i, member in ipairs(ids) do ids[i] = string.sub(member, 17) end
-else
-  ids = redis.call('ZRANGE', P .. 'ids', 0, -1)
-end
-local out = {}
-for _, id in ipairs(ids) do
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob and (cf ~= '1' or cjson.decode(blob)[1] == cat) then
-    out[#out + 1] = id; out[#out + 1] = blob
-  end
-end
-return out
-"""
-
-_USAGE = _PRELUDE + r"""
-reap(""" + str(_REAP) + r""")
-return redis.call('HGETALL', P .. 'usage')
-"""
-
-
-def _redis() -> Any:
-    """The ``redis`` package, or a :class:`ConfigError` saying which extra installs it."""
-    try:
-        import redis
-    except ImportError as exc:
-        raise ConfigError(
-            "redis:// stores need the 'redis' package: pip install 'prismcache[redis]'"
-        ) from exc
-    return redis
-
-
-def _translate(exc: Exception, shown: str) -> StoreError:
-    """The prismcache error for a redis-py failure on the store at ``shown`` (redacted URL).
-
-    Timeouts -> :class:`StoreTimeout`; refused or dropped connections, authentication, a
-    server still loading its data, a read-only replica, a missing master (Sentinel) ->
-    :class:`StoreUnavailable`; anything else (script errors, out of memory, ...) ->
-    ``StoreError``.
-    """
-    errors = _redis().exceptions
-    message = f"Redis store {shown}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, errors.TimeoutError):
-        return StoreTimeout(message)
-    if isinstance(exc, errors.ConnectionError | errors.ReadOnlyError):
-        return StoreUnavailable(message)  # BusyLoading, Authentication, MasterNotFound too
-    text = str(exc)
-    if text.startswith(("LOADING", "MASTERDOWN", "READONLY", "NOAUTH")):
-        return StoreUnavailable(message)
-    return StoreError(message)
 
 
 class RedisStore:
     """A :class:`~prismcache.stores.base.DocumentStore` and
-    :class:`~prismcache.sync.ChangeFeed` in one Redis, shared by any number of processes.
+    :class:`~prismcache.sync.ChangeFeed` in Redis, shared by any number of processes.
 
     ``client`` is a ``redis.Redis`` (``decode_responses=False``), for example from a Sentinel's
-    ``master_for(...)``; ``feed_client`` one for the blocking reads of the change feed (its
-    socket timeout must exceed the block time; by default ``client`` is used and reads block
-    at most half its socket timeout). ``shown`` is how the store names itself in messages.
-    Connects once to check the server (Redis >= 7.0, not in cluster mode): raises
-    :class:`StoreUnavailable` when it cannot, :class:`ConfigError` for a cluster.
+    ``master_for(...)``, or a ``redis.cluster.RedisCluster``; ``feed_client`` one for the
+    blocking reads of the change feed (its socket timeout must exceed the block time; by
+    default ``client`` is used and reads block at most half its socket timeout). ``buckets``
+    is the number of hash-tagged key groups on a cluster (default 16; every process must use
+    the same, which the store checks); one Redis uses one, untagged. ``shown`` is how the
+    store names itself in messages. Connects once to check the server (Redis >= 7.0): raises
+    :class:`StoreUnavailable` when it cannot, :class:`ConfigError` for inconsistent options.
     """
 
     def __init__(self, client: Any, *, prefix: str = "prism:", stream_maxlen: int = 100_000,
-                 feed_client: Any = None, shown: str = "redis") -> None:
+                 feed_client: Any = None, shown: str = "redis",
+                 buckets: int | None = None) -> None:
         if not prefix:
             raise ConfigError("a Redis store prefix must not be empty (e.g. 'prism:')")
         if int(stream_maxlen) < 1:
             raise ConfigError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
+        self._cluster = rec.is_cluster_client(client)
+        if self._cluster and "{" in prefix:
+            raise ConfigError(f"on a Redis Cluster the prefix {prefix!r} must not hold a hash "
+                              "tag ('{'): the store tags its keys per bucket")
+        if not self._cluster and buckets not in (None, 1):
+            raise ConfigError(f"buckets={buckets} applies to a Redis Cluster only ({shown})")
+        count = int(buckets or (_CLUSTER_BUCKETS if self._cluster else 1))
+        if not 1 <= count <= _MAX_BUCKETS:
+            raise ConfigError(f"buckets must be in [1, {_MAX_BUCKETS}], got {count}")
         self._client = client
         self._feed_client = feed_client
         self._prefix = prefix
-        self._maxlen = str(int(stream_maxlen))
+        self._spaces = ([prefix + "{" + tag + "}" for tag in rec.bucket_tags(count)]
+                        if self._cluster else [prefix])
+        self._maxlen = str(-(-int(stream_maxlen) // len(self._spaces)))  # the total, shared
         self._shown = shown
-        self._epoch = secrets.token_hex(8)
+        self._next_epoch_check = 0.0
         self._closed = False
-        self._put = client.register_script(_PUT)
-        self._touch = client.register_script(_TOUCH)
-        self._delete = client.register_script(_DELETE)
-        self._expire = client.register_script(_EXPIRE)
-        self._evict = client.register_script(_EVICT)
-        self._evict_for = client.register_script(_EVICT_FOR)
-        self._find = client.register_script(_FIND)
-        self._usage = client.register_script(_USAGE)
+        self._put = client.register_script(lua.PUT)
+        self._touch = client.register_script(lua.TOUCH)
+        self._delete = client.register_script(lua.DELETE)
+        self._expire = client.register_script(lua.EXPIRE)
+        self._evict = client.register_script(lua.EVICT)
+        self._evict_for = client.register_script(lua.EVICT_FOR)
+        self._find = client.register_script(lua.FIND)
+        self._usage = client.register_script(lua.USAGE)
         with self._session():
             info = client.info("server")
-            cluster = client.info("cluster")
+            self._check_buckets()
+            self._index_partitions()
+        if info and all(isinstance(v, dict) for v in info.values()):
+            info = next(iter(info.values()))  # a cluster client answers per node
         version = tuple(int(p) for p in str(info.get("redis_version", "0.0")).split(".")[:2])
         if version < _MIN_VERSION:
             raise StoreUnavailable(f"Redis store {shown} runs Redis {info.get('redis_version')};"
                                    " prismcache needs >= 7.0")
-        if cluster.get("cluster_enabled"):
-            raise ConfigError(f"Redis store {shown} is a Redis Cluster, which prismcache does "
-                              "not support; see docs/deployment.md")
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str | None = None,
                  socket_timeout: float | None = None, connect_timeout: float | None = None,
-                 stream_maxlen: int | None = None) -> RedisStore:
-        """Open ``redis://[[user]:password@]host[:port][/db][?options]`` or ``rediss://``.
-
-        Options, as keyword arguments or in the query string (keywords win): ``prefix``
-        (``prism:``), ``socket_timeout`` and ``connect_timeout`` in seconds (0.5 each),
-        ``stream_maxlen`` (100000). Other query options go to redis-py's ``from_url``.
-        ``cluster=...`` is refused: Redis Cluster is not supported.
+                 stream_maxlen: int | None = None, buckets: int | None = None) -> RedisStore:
+        """Open ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
+        (see :mod:`prismcache.stores.redis_connect` for the URLs and their options; keywords
+        win over the query string). A ``redis://`` URL naming a cluster node opens the cluster.
         """
-        redis = _redis()
-        shown = redact_url(url)
-        parts = urlsplit(url)
-        ours: dict[str, str] = {}
-        rest: list[tuple[str, str]] = []
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in _OPTIONS:
-                ours[name] = value
-            else:
-                rest.append((name, value))
-        if any(name.lower() == "cluster" for name, _ in rest):
-            raise ConfigError(f"Redis Cluster is not supported ({shown}); use one Redis or "
-                              "Sentinel, see docs/deployment.md")
+        clients, options = open_clients(url, {
+            "prefix": prefix, "socket_timeout": socket_timeout,
+            "connect_timeout": connect_timeout, "stream_maxlen": stream_maxlen,
+            "buckets": buckets})
         try:
-            prefix = prefix if prefix is not None else ours.get("prefix", "prism:")
-            timeout = float(socket_timeout if socket_timeout is not None
-                            else ours.get("socket_timeout", 0.5))
-            connect = float(connect_timeout if connect_timeout is not None
-                            else ours.get("connect_timeout", 0.5))
-            maxlen = int(stream_maxlen if stream_maxlen is not None
-                         else ours.get("stream_maxlen", 100_000))
-        except ValueError as exc:
-            raise ConfigError(f"bad option in Redis store URL {shown}: {exc}") from exc
-        if not (timeout > 0 and connect > 0):
-            raise ConfigError(f"Redis store timeouts must be > 0 seconds ({shown})")
-        plain = urlunsplit(parts._replace(query=urlencode(rest)))
-        retry = redis.retry.Retry(redis.backoff.NoBackoff(), 1)  # one reconnect, no sleeping
-
-        def client(read_timeout: float) -> Any:
-            return redis.Redis.from_url(plain, socket_timeout=read_timeout,
-                                        socket_connect_timeout=connect, retry=retry,
-                                        health_check_interval=0)
-
-        try:
-            main, feed = client(timeout), client(timeout + 2.0)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad Redis store URL {shown}: {exc}") from exc
-        try:
-            return cls(main, prefix=prefix, stream_maxlen=maxlen, feed_client=feed, shown=shown)
+            return cls(clients.main, prefix=options.prefix, stream_maxlen=options.stream_maxlen,
+                       feed_client=clients.feed, shown=clients.shown, buckets=options.buckets)
         except BaseException:
-            main.close()
-            feed.close()
+            clients.close()
             raise
 
     @property
     def prefix(self) -> str:
         """The prefix of every key this store uses."""
         return self._prefix
+
+    @property
+    def buckets(self) -> int:
+        """How many hash-tagged key groups the entries are spread over (1 on one Redis)."""
+        return len(self._spaces)
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown!r}, prefix={self._prefix!r})"
@@ -463,52 +181,65 @@ class RedisStore:
         fields: list[Any] = []
         for name, value in zip(FIELDS, record, strict=True):
             if value is not None:
-                fields += [name, _scalar(value)]
-        ref_json = _ref_json(record)
-        event: list[Any] = ["op", "put", "id", _key(record.id), "ref", ref_json,
+                fields += [name, rec.scalar(value)]
+        ref_json = rec.ref_json(record)
+        event: list[Any] = ["op", "put", "id", rec.key(record.id), "ref", ref_json,
                             "embedder", record.embedder]
         if record.vector is not None:
             event += ["vector", record.vector]
         args = [
-            _key(record.id), ref_json, repr(record.priority),
-            _member(record.last_access, record.id), record.category, record.tenant,
+            rec.key(record.id), ref_json, repr(record.priority),
+            rec.member(record.last_access, record.id), record.category, record.tenant,
             record.model, str(record.size),
-            "" if record.expires is None else repr(record.expires), self._epoch, len(fields),
+            "" if record.expires is None else repr(record.expires), rec.new_epoch(), len(fields),
             *fields, *event,
         ]
-        self._run(self._put, args)
+        self._run(self._put, self._space_of(record.id), args)
 
     def get(self, entry_id: int) -> Entry | None:
         """The entry with ``entry_id``, or ``None`` (also when Redis expired its hash, which
         is then unindexed); expired entries not yet removed are still returned."""
-        key = _valid(entry_id)
+        key = rec.valid(entry_id)
         if key is None:
             return None
+        space = self._space_of(int(entry_id))
         with self._session():
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hgetall(self._prefix + "e:" + key)
-            pipe.hexists(self._prefix + "refs", key)
-            found, indexed = pipe.execute()
+            if self._cluster:  # one command: a cluster pipeline costs more than a round trip
+                found = self._client.hgetall(space + "e:" + key)
+                indexed = not found and self._client.hexists(space + "refs", key)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.hgetall(space + "e:" + key)
+                pipe.hexists(space + "refs", key)
+                found, indexed = pipe.execute()
         if not found:
             if indexed:
-                self._run(self._delete, ["gone", key])
+                self._run(self._delete, space, ["gone", key])
             return None
-        return decode(_record(found))
+        return decode(rec.record(found))
 
     def touch(self, entry_id: int, *, now: float, priority: float) -> None:
         """Record a hit on ``entry_id`` and move it in its category's eviction order; a
         missing id is ignored."""
-        key = _valid(entry_id)
+        key = rec.valid(entry_id)
         if key is not None:
-            self._run(self._touch, [key, repr(float(now)), repr(float(priority)),
-                                    _member(float(now), int(entry_id))])
+            self._run(self._touch, self._space_of(int(entry_id)),
+                      [key, repr(float(now)), repr(float(priority)),
+                       rec.member(float(now), int(entry_id))])
 
     def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
-        """Delete ``entry_ids`` (scripts of 512 ids, each atomic); refs of those that existed."""
-        keys = [k for k in map(_valid, entry_ids) if k is not None]
+        """Delete ``entry_ids`` (scripts of 512 ids per bucket, each atomic); refs of those
+        that existed."""
+        groups: dict[str, list[str]] = {}
+        for entry_id in entry_ids:
+            key = rec.valid(entry_id)
+            if key is not None:
+                groups.setdefault(self._space_of(int(entry_id)), []).append(key)
         refs: list[EntryRef] = []
-        for start in range(0, len(keys), _BATCH):
-            refs += _refs(self._run(self._delete, ["all", *keys[start:start + _BATCH]]))
+        for space, keys in groups.items():
+            for start in range(0, len(keys), _BATCH):
+                refs += rec.refs(self._run(self._delete, space,
+                                        ["all", *keys[start:start + _BATCH]]))
         return refs
 
     def find(
@@ -519,27 +250,34 @@ class RedisStore:
         model: str | None = None,
     ) -> list[EntryRef]:
         """Refs of the entries matching every given filter, from the tenant/model sets and
-        the category's eviction index (one script: O(matches), all at once)."""
+        the category's eviction index (one script per bucket: O(matches), all at once)."""
         args: list[str] = []
         for value in (tenant, category, model):
             args += ["0", ""] if value is None else ["1", value]
-        return _refs(self._run(self._find, args))
+        return [ref for space in self._spaces
+                for ref in rec.refs(self._run(self._find, space, args))]
 
     def evict_over(
         self, category: str, *, max_entries: int | None, max_bytes: int | None
     ) -> list[EntryRef]:
         """Delete the lowest ``(priority, last_access, id)`` entries of ``category`` until it
         is within both limits, in one script reading the usage counters first (O(1) within the
-        limits, O(k log n) to evict k); refs in eviction order."""
+        limits, O(k log n) to evict k); refs in eviction order. On a cluster the usage of every
+        bucket is read in one pipeline, and evicting merges the buckets' orders (see
+        :meth:`_evict_across`)."""
         args = [category, "" if max_entries is None else str(int(max_entries)),
                 "" if max_bytes is None else str(int(max_bytes))]
-        return _refs(self._run(self._evict, args))
+        if len(self._spaces) > 1:
+            return self._evict_across(category, max_entries, max_bytes)
+        return rec.refs(self._run(self._evict, self._spaces[0], args))
 
     def evict_for(self, category: str, quotas: Quotas) -> list[EntryRef]:
         """Delete entries until every limit of ``quotas`` holds, victims chosen as by
         :meth:`Quotas.next_victim` (restated in the script), atomically in one script that
-        reads the usage counters first (O(categories) within the limits, O(k (categories +
-        log n)) to evict k); refs in eviction order."""
+        reads the usage counters first; refs in eviction order. On a cluster the victims are
+        chosen here, one :meth:`evict_over` step at a time (not atomic across buckets)."""
+        if len(self._spaces) > 1:
+            return self._evict_for_across(category, quotas)
         names = sorted(set(quotas.shares) | set(quotas.ceilings))
         args = [category, str(int(quotas.capacity_entries)),
                 "" if quotas.capacity_bytes is None else str(int(quotas.capacity_bytes)),
@@ -548,60 +286,69 @@ class RedisStore:
             ceiling = quotas.ceilings.get(name)
             args += [name, repr(float(quotas.shares.get(name, 0.0))),
                      "" if ceiling is None else repr(float(ceiling))]
-        return _refs(self._run(self._evict_for, args))
+        return rec.refs(self._run(self._evict_for, self._spaces[0], args))
+
+    def _evict_for_across(self, category: str, quotas: Quotas) -> list[EntryRef]:
+        usage = {name: (u.entries, u.bytes) for name, u in self.usage().items()}
+        evicted: list[EntryRef] = []
+        while (victim := quotas.next_victim(usage, category)) is not None:
+            entries, size = usage[victim]
+            refs = self._evict_across(victim, entries - 1, None)
+            if not refs:
+                break
+            evicted += refs
+            usage[victim] = (entries - len(refs), size - sum(r.size for r in refs))
+        return evicted
 
     def expire(self, now: float) -> list[EntryRef]:
         """Delete every entry with ``expires <= now``; return their refs, and those of
         entries whose hash Redis already expired (reconciled at the same time)."""
         refs: list[EntryRef] = []
-        while True:
-            out = self._run(self._expire, [repr(float(now)), str(_BATCH)])
-            refs += _refs(out[1:])
-            if int(out[0]) < _BATCH:
-                return refs
+        for space in self._spaces:
+            while True:
+                out = self._run(self._expire, space, [repr(float(now)), str(_BATCH)])
+                refs += rec.refs(out[1:])
+                if int(out[0]) < _BATCH:
+                    break
+        return refs
 
     def scan(self, *, since: float | None = None, documents: bool = True) -> Iterator[Entry]:
-        """Yield every entry (``created >= since`` when given), in id order, pages of 512 ids
-        read by keyset pagination of the id index; ``documents=False`` does not read the JSON
-        fields. Entries present for the whole scan are yielded exactly once."""
-        after = "-"
-        ids_key = self._prefix + "ids"
-        while True:
-            with self._session():
-                page = self._client.zrange(ids_key, after, "+", bylex=True, offset=0,
-                                           num=_BATCH)
+        """Yield every entry (``created >= since`` when given), bucket by bucket in id order,
+        pages of 512 ids read by keyset pagination of the id index; ``documents=False`` does
+        not read the JSON fields. Entries present for the whole scan are yielded exactly once."""
+        for space in self._spaces:
+            after = "-"
+            while True:
+                with self._session():
+                    page = self._client.zrange(space + "ids", after, "+", bylex=True,
+                                               offset=0, num=_BATCH)
                 if not page:
-                    return
-                pipe = self._client.pipeline(transaction=False)
-                for key in page:
-                    entry_key = self._prefix + "e:" + key.decode()
-                    if documents:
-                        pipe.hgetall(entry_key)
-                    else:
-                        pipe.hmget(entry_key, _INDEX_FIELDS)
-                rows = pipe.execute()
-            for row in rows:
-                if documents:
-                    if row:
-                        entry = decode(_record(row))
-                    else:
-                        continue
-                else:
-                    if row[0] is None:
-                        continue
-                    entry = decode(_record(dict(zip(_INDEX_FIELDS, row, strict=True)),
-                                           documents=False), documents=False)
-                if since is None or entry.created >= since:
-                    yield entry
-            after = b"(" + page[-1]
+                    break
+                for entry in self._read_entries(space, [k.decode() for k in page], documents):
+                    if since is None or entry.created >= since:
+                        yield entry
+                after = b"(" + page[-1]
+
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of ``partition`` without their JSON documents (as
+        ``scan(documents=False)``), from its id set in every bucket: O(entries of the
+        partition), one pipeline for the sets and one per 512 entries."""
+        members = self._fan([(space, "smembers", (space + "p:" + partition,), {})
+                             for space in self._spaces])
+        for space, ids in zip(self._spaces, members, strict=True):
+            keys = sorted(k.decode() for k in ids)
+            for start in range(0, len(keys), _BATCH):
+                yield from self._read_entries(space, keys[start:start + _BATCH], False)
 
     def usage(self) -> dict[str, UsageCount]:
-        """Entries and bytes per category, from the script-maintained counters."""
-        flat = self._run(self._usage, [])
+        """Entries and bytes per category, from the script-maintained counters (summed over
+        the buckets)."""
         counts: dict[str, list[int]] = {}
-        for name, value in zip(flat[::2], flat[1::2], strict=True):
-            kind, _, category = name.decode().partition(":")
-            counts.setdefault(category, [0, 0])[kind == "b"] = int(value)
+        for space in self._spaces:
+            flat = self._run(self._usage, space, [])
+            for name, value in zip(flat[::2], flat[1::2], strict=True):
+                kind, _, category = name.decode().partition(":")
+                counts.setdefault(category, [0, 0])[kind == "b"] += int(value)
         return {c: UsageCount(entries=n, bytes=b) for c, (n, b) in counts.items() if n > 0}
 
     def close(self) -> None:
@@ -625,73 +372,246 @@ class RedisStore:
     # -- the change feed ----------------------------------------------------------------------
 
     def latest_cursor(self) -> str:
-        """A cursor after every change logged so far: ``<epoch>/<stream id>/<entries added>``.
+        """A cursor after every change logged so far: ``<epoch>/<stream id>/<entries added>``
+        per bucket, joined by ``/``.
 
-        The epoch names this incarnation of the stream (a Redis restarted empty, or a
+        The epoch names this incarnation of a bucket's stream (a Redis restarted empty, or a
         ``FLUSHDB``, starts another); the count of entries ever added detects trimming: entries
         after the cursor were lost when more were trimmed than the cursor had seen.
         """
-        with self._session():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.set(self._prefix + "epoch", self._epoch, nx=True)
-            pipe.get(self._prefix + "epoch")
-            pipe.xinfo_stream(self._prefix + "changes")
-            _, epoch, info = pipe.execute(raise_on_error=False)
-        if isinstance(info, Exception):
-            return f"{_text(epoch)}/{_NO_STREAM}/0"
-        return f"{_text(epoch)}/{_text(info['last-generated-id'])}/{int(info['entries-added'])}"
+        commands: list[_Command] = []
+        for space in self._spaces:
+            commands += [(space, "set", (space + "epoch", rec.new_epoch()), {"nx": True}),
+                         (space, "get", (space + "epoch",), {}),
+                         (space, "xinfo_stream", (space + "changes",), {})]
+        replies = self._fan(commands, raise_on_error=False)
+        parts = []
+        for n in range(len(self._spaces)):
+            _, epoch, info = replies[3 * n:3 * n + 3]
+            if isinstance(epoch, Exception):
+                raise _translate(epoch, self._shown)
+            if isinstance(info, Exception):
+                parts.append(f"{rec.text(epoch)}/{_NO_STREAM}/0")
+            else:
+                parts.append(f"{rec.text(epoch)}/{rec.text(info['last-generated-id'])}/"
+                             f"{int(info['entries-added'])}")
+        return "/".join(parts)
 
     def read_changes(self, cursor: str, *, block_ms: int = 250, limit: int = 1000) -> ChangeBatch:
-        """Up to ``limit`` changes after ``cursor``, waiting up to ``block_ms`` when there are
-        none. ``behind`` when the stream was trimmed past ``cursor`` or recreated since."""
-        try:
-            epoch, last, seen_text = cursor.split("/")
-            seen = int(seen_text)
-        except ValueError:
+        """Up to ``limit`` changes per bucket after ``cursor``, waiting up to ``block_ms`` when
+        there are none (on a cluster, one poll interval: 20 ms, or 1 ms per bucket past 20).
+        ``behind`` when a stream was trimmed past ``cursor`` or recreated since. Changes of one
+        entry keep their order (an entry's events are all in its bucket's stream)."""
+        words = cursor.split("/")
+        if len(words) != 3 * len(self._spaces):
             return ChangeBatch([], cursor, behind=True)  # not one of ours: start over
-        batch = self._read(epoch, last, seen, limit)
+        try:
+            marks = [(words[i], words[i + 1], int(words[i + 2])) for i in range(0, len(words), 3)]
+        except ValueError:
+            return ChangeBatch([], cursor, behind=True)
+        batch = self._read(marks, limit)
         if batch.changes or batch.behind or block_ms <= 0:
             return batch
+        if len(self._spaces) > 1:
+            time.sleep(min(block_ms / 1000,
+                           max(_POLL_S, _POLL_PER_BUCKET_S * len(self._spaces))))
+            return self._read(marks, limit)
         client = self._feed_client
         if client is None:  # blocking on the operations' client: stay inside its timeout
             client = self._client
             block_ms = min(block_ms, int(client.connection_pool.connection_kwargs.get(
                 "socket_timeout", 1.0) * 500))
         with self._session():
-            woke = client.xread({self._prefix + "changes": last}, count=1,
+            woke = client.xread({self._spaces[0] + "changes": marks[0][1]}, count=1,
                                 block=max(1, block_ms))
-        return self._read(epoch, last, seen, limit) if woke else batch
+        return self._read(marks, limit) if woke else batch
 
-    def _read(self, epoch: str, last: str, seen: int, limit: int) -> ChangeBatch:
-        """One atomic look at the stream (MULTI): its epoch, counters and the entries after
-        ``last``; ``seen`` is how many entries had been added up to ``last``."""
-        stream = self._prefix + "changes"
-        with self._session():
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self._prefix + "epoch")
-            pipe.xinfo_stream(stream)
-            pipe.xrange(stream, min="(" + last, max="+", count=limit)
-            current, info, rows = pipe.execute(raise_on_error=False)
-        if isinstance(rows, Exception):
-            raise _translate(rows, self._shown)
-        cursor = f"{epoch}/{last}/{seen}"
-        if current is None or _text(current) != epoch:
-            return ChangeBatch([], cursor, behind=True)  # the stream was recreated
-        if isinstance(info, Exception):  # no stream yet: nothing logged in this epoch
-            return ChangeBatch([], cursor)
-        trimmed = int(info["entries-added"]) - int(info["length"])  # we never XDEL
-        if trimmed > seen:
-            return ChangeBatch([], cursor, behind=True)  # entries after the cursor are gone
-        changes = [_change(fields) for _, fields in rows]
-        if rows:
-            cursor = f"{epoch}/{_text(rows[-1][0])}/{seen + len(rows)}"
-        return ChangeBatch(changes, cursor)
+    def _read(self, marks: list[tuple[str, str, int]], limit: int) -> ChangeBatch:
+        """One look at every bucket's stream: the entries after its mark; then, for the
+        streams that had some, their counters and epoch (read after the entries, so a trim or
+        a recreation before or during the read is seen). A stream with nothing after its mark
+        needs no counters (trimming, MAXLEN >= 1, never removes the newest entries), only its
+        epoch, to notice a Redis restarted empty: checked on every read of one Redis, once a
+        second on a cluster (where it would double the commands of a poll)."""
+        rows_of = self._fan([(space, "xrange", (space + "changes",),
+                              {"min": "(" + last, "max": "+", "count": limit})
+                             for space, (_, last, _) in zip(self._spaces, marks, strict=True)],
+                            raise_on_error=False)
+        for rows in rows_of:
+            if isinstance(rows, Exception):
+                raise _translate(rows, self._shown)
+        news = [n for n, rows in enumerate(rows_of) if rows]
+        now = time.monotonic()
+        every = len(self._spaces) == 1 or now >= self._next_epoch_check
+        if every:
+            self._next_epoch_check = now + _EPOCH_CHECK_S
+        quiet = [n for n, rows in enumerate(rows_of) if not rows] if every else []
+        checks: list[_Command] = []
+        for n in news:
+            space = self._spaces[n]
+            checks += [(space, "xinfo_stream", (space + "changes",), {}),
+                       (space, "get", (space + "epoch",), {})]
+        checks += [(self._spaces[n], "get", (self._spaces[n] + "epoch",), {}) for n in quiet]
+        replies = self._fan(checks, raise_on_error=False) if checks else []
+        behind = ChangeBatch([], "/".join(w for m in marks for w in map(str, m)), behind=True)
+        for n, current in zip(quiet, replies[2 * len(news):], strict=True):
+            if current is None or isinstance(current, Exception) or (
+                    rec.text(current) != marks[n][0]):
+                return behind  # the stream is gone or was recreated (a restart, FLUSHDB)
+        changes: list[Change] = []
+        parts = [f"{epoch}/{last}/{seen}" for epoch, last, seen in marks]
+        for k, n in enumerate(news):
+            info, current = replies[2 * k:2 * k + 2]
+            epoch, _, seen = marks[n]
+            if current is None or isinstance(current, Exception) or rec.text(current) != epoch:
+                return behind  # the stream was recreated
+            if isinstance(info, Exception):
+                raise _translate(info, self._shown)
+            if int(info["entries-added"]) - int(info["length"]) > seen:  # we never XDEL
+                return behind  # entries after the cursor were trimmed
+            rows = rows_of[n]
+            changes += [rec.change(fields) for _, fields in rows]
+            parts[n] = f"{epoch}/{rec.text(rows[-1][0])}/{seen + len(rows)}"
+        return ChangeBatch(changes, "/".join(parts))
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _run(self, script: Any, args: list[Any]) -> Any:
+    def _fan(self, commands: list[_Command], *, raise_on_error: bool = True) -> list[Any]:
+        """Run ``(space, method, args, kwargs)`` commands in pipelines, replies in order.
+
+        One Redis: one pipeline. A cluster: one plain pipeline per node owning the buckets
+        named (redis-py's cluster pipeline costs several times the CPU per command, which a
+        follower polling 16 streams every 20 ms would pay continually); when a node answers
+        ``MOVED``/``ASK`` or cannot be reached (resharding, failover), the commands run again
+        through the cluster client, which follows the redirections and refreshes its map.
+        """
         with self._session():
-            return script(args=[self._prefix, self._maxlen, *args])
+            if not self._cluster:
+                return run_pipeline(self._client, commands, raise_on_error)
+            groups: dict[str, tuple[Any, list[int]]] = {}
+            for n, (space, *_) in enumerate(commands):
+                node = self._client.get_node_from_key(space + "usage")
+                groups.setdefault(node.name, (node, []))[1].append(n)
+            replies: list[Any] = [None] * len(commands)
+            redis = redis_module()
+            redirected = (redis.exceptions.AskError, redis.exceptions.ConnectionError,
+                          redis.exceptions.TimeoutError, redis.exceptions.ClusterDownError,
+                          redis.exceptions.TryAgainError)
+            moved = False
+            try:
+                for node, members in groups.values():
+                    client = self._client.get_redis_connection(node)
+                    got = run_pipeline(client, [commands[n] for n in members], False)
+                    for n, reply in zip(members, got, strict=True):
+                        replies[n] = reply
+            except redirected:
+                moved = True
+            if moved or any(isinstance(r, redirected) for r in replies):
+                return run_pipeline(self._client, commands, raise_on_error)
+            for reply in replies:
+                if raise_on_error and isinstance(reply, Exception):
+                    raise reply
+            return replies
+
+    def _space_of(self, entry_id: int) -> str:
+        """The namespace of the bucket holding ``entry_id``."""
+        return self._spaces[entry_id % len(self._spaces)]
+
+    def _run(self, script: Any, space: str, args: list[Any]) -> Any:
+        with self._session():
+            return script(keys=[space + "usage"], args=[space, self._maxlen, *args])
+
+    def _read_entries(self, space: str, keys: list[str], documents: bool) -> list[Entry]:
+        """The entries ``keys`` of bucket ``space`` (one pipeline); those gone are skipped."""
+        with self._session():
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                if documents:
+                    pipe.hgetall(space + "e:" + key)
+                else:
+                    pipe.hmget(space + "e:" + key, _INDEX_FIELDS)
+            rows = pipe.execute()
+        entries = []
+        for row in rows:
+            if documents:
+                if row:
+                    entries.append(decode(rec.record(row)))
+            elif row[0] is not None:
+                entries.append(decode(rec.record(dict(zip(_INDEX_FIELDS, row, strict=True)),
+                                              documents=False), documents=False))
+        return entries
+
+    def _evict_across(self, category: str, max_entries: int | None,
+                      max_bytes: int | None) -> list[EntryRef]:
+        """``evict_over`` over several buckets: the usage of all in one pipeline; when over,
+        reconcile natively expired entries (``usage``), then repeatedly take the ``depth``
+        lowest members of every bucket's eviction order, merge them and delete the first
+        ``depth`` of the merged order — exactly the global lowest — until within limits.
+
+        Not atomic across buckets: processes evicting at the same time may evict a few more
+        entries than needed (never a wrong answer, only fewer hits).
+        """
+        def within(n: int, b: int) -> bool:
+            return (max_entries is None or n <= max_entries) and (
+                max_bytes is None or b <= max_bytes)
+
+        rows = self._fan([(space, "hmget", (space + "usage", ["n:" + category, "b:" + category]),
+                           {}) for space in self._spaces])
+        n = sum(int(row[0] or 0) for row in rows)
+        b = sum(int(row[1] or 0) for row in rows)
+        if within(n, b):
+            return []
+        current = self.usage().get(category, UsageCount(entries=0, bytes=0))
+        n, b = current.entries, current.bytes
+        evicted: list[EntryRef] = []
+        depth = 8
+        while not within(n, b):
+            lowest = self._fan([(space, "zrange", (space + "c:" + category, 0, depth - 1),
+                                 {"withscores": True}) for space in self._spaces])
+            merged = sorted((score, member, space) for space, members in
+                            zip(self._spaces, lowest, strict=True) for member, score in members)
+            if not merged:
+                break
+            for _, member, space in merged[:depth]:
+                if within(n, b):
+                    break
+                refs = rec.refs(self._run(self._delete, space, ["all", member[16:].decode()]))
+                if not refs:  # a member whose entry is gone: drop it from the order
+                    with self._session():
+                        self._client.zrem(space + "c:" + category, member)
+                for ref in refs:
+                    n, b = n - 1, b - ref.size
+                evicted += refs
+            depth = min(depth * 2, _BATCH)
+        return evicted
+
+    def _check_buckets(self) -> None:
+        """On a cluster, record the bucket count (first opener) or check it is the same."""
+        if not self._cluster:
+            return
+        key = self._prefix + "{pc:meta}buckets"
+        count = str(len(self._spaces))
+        self._client.set(key, count, nx=True)
+        stored = rec.text(self._client.get(key) or count.encode())
+        if stored != count:
+            raise ConfigError(f"Redis store {self._shown} holds {stored} buckets under prefix "
+                              f"{self._prefix!r}, not {count}: every process must use the same")
+
+    def _index_partitions(self) -> None:
+        """Add entries written before partition sets existed (layout 1) to their sets, once."""
+        for space in self._spaces:
+            if self._client.get(space + "layout") is not None:
+                continue
+            cursor = 0
+            while True:
+                cursor, refs = self._client.hscan(space + "refs", cursor, count=_BATCH)
+                pipe = self._client.pipeline(transaction=False)
+                for key, blob in refs.items():
+                    pipe.sadd(space + "p:" + json.loads(blob)[1], key)
+                pipe.execute()
+                if int(cursor) == 0:
+                    break
+            self._client.set(space + "layout", "2")
 
     @contextmanager
     def _session(self) -> Iterator[None]:
@@ -704,88 +624,5 @@ class RedisStore:
             raise
         except UnicodeEncodeError as exc:
             raise StoreError(f"Redis store {self._shown}: text not encodable: {exc}") from exc
-        except _redis().RedisError as exc:
+        except redis_module().RedisError as exc:
             raise _translate(exc, self._shown) from exc
-
-
-def _valid(entry_id: int) -> str | None:
-    """The 19-digit key of a valid id, or ``None`` (such an id cannot be stored)."""
-    value = int(entry_id)
-    return f"{value:019d}" if 0 < value < _MAX_ID else None
-
-
-def _key(entry_id: int) -> str:
-    return f"{entry_id:019d}"
-
-
-def _member(last_access: float, entry_id: int) -> str:
-    """Eviction-order member: sortable hex of ``last_access`` then the 19-digit id, so equal
-    priorities order by last access, then id (lexicographic order within a score)."""
-    (bits,) = struct.unpack(">Q", struct.pack(">d", last_access))
-    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
-    return f"{bits:016x}{entry_id:019d}"
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    return value
-
-
-def _ref_json(record: Record) -> str:
-    return json.dumps(
-        [record.category, record.partition, record.exact_key, str(record.size),
-         repr(record.priority), record.tenant, record.model,
-         _member(record.last_access, record.id)],
-        ensure_ascii=False, separators=(",", ":"),
-    )
-
-
-def _refs(flat: list[Any]) -> list[EntryRef]:
-    """Refs from a script's ``[id, ref json, id, ref json, ...]``."""
-    return [_ref(key, blob) for key, blob in zip(flat[::2], flat[1::2], strict=True)]
-
-
-def _ref(key: bytes | str, blob: bytes | str) -> EntryRef:
-    category, partition, exact_key, size, priority, *_ = json.loads(blob)
-    return EntryRef(id=int(key), partition=partition, category=category, exact_key=exact_key,
-                    size=int(size), priority=float(priority))
-
-
-def _record(row: dict[Any, bytes], *, documents: bool = True) -> Record:
-    """A :class:`Record` from an entry hash (field names as bytes or str)."""
-    values: dict[str, Any] = {}
-    for raw_name, raw in row.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-        if raw is None:
-            continue
-        if name in _BYTES:
-            values[name] = raw
-        elif name in _INTS:
-            values[name] = int(raw)
-        elif name in _FLOATS:
-            values[name] = float(raw)
-        else:
-            values[name] = raw.decode("utf-8")
-    if not documents:
-        values.update(request=b"{}", response=b"{}", chunks=None)
-    try:
-        return Record(**{name: values.get(name) for name in FIELDS})
-    except TypeError as exc:
-        raise StoreError(f"stored entry is malformed: {exc}") from exc
-
-
-def _change(fields: dict[bytes, bytes]) -> Change:
-    ref = _ref(fields[b"id"], fields[b"ref"])
-    if fields[b"op"] == b"delete":
-        return Change(op="delete", ref=ref)
-    vector = fields.get(b"vector")
-    return Change(op="put", ref=ref, embedder=fields.get(b"embedder", b"").decode(),
-                  vector=None if vector is None else _decode_vector(vector))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-

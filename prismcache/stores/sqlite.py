@@ -358,6 +358,23 @@ class SQLiteStore:
                 yield decode(Record._make(row), documents=documents)
             after = rows[-1][0]
 
+    def scan_partition(self, partition: str) -> Iterator[Entry]:
+        """Yield the entries of ``partition`` without documents, in id order, in batches of
+        512 rows (keyset pagination, as :meth:`scan`). No index on ``partition`` (the schema
+        is unchanged): each batch reads the table from the last id on."""
+        after = 0
+        while True:
+            with self._session() as db:
+                rows = db.execute(
+                    f"SELECT {_INDEX_COLUMNS} FROM entries WHERE id > ? AND partition = ? "
+                    "ORDER BY id LIMIT ?", (after, partition, _SCAN_BATCH),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield decode(Record._make(row), documents=False)
+            after = rows[-1][0]
+
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category, read from the trigger-maintained ``usage`` table."""
         with self._session() as db:
