@@ -180,11 +180,10 @@ class CategoryPolicy:
         if self.max_share is not None and not self.quota <= self.max_share <= 1.0:
             raise ConfigError(f"max_share must be in [quota, 1] = [{self.quota}, 1], "
                               f"got {self.max_share}")
-        # Not checked against threshold: load-adaptive control lowers the threshold in force
-        # below it (then a candidate between the two is simply a hit).
-        if self.fallback_threshold is not None and not 0.0 < self.fallback_threshold <= 1.0:
-            raise ConfigError(f"fallback_threshold must be in (0, 1], got "
-                              f"{self.fallback_threshold}")
+        if self.fallback_threshold is not None and not (
+                0.0 < self.fallback_threshold <= self.threshold):
+            raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
+                              f"(0, {self.threshold}], got {self.fallback_threshold}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from conftest import chat, reply
@@ -46,11 +44,6 @@ def test_borrowed_is_what_a_category_holds_above_its_share() -> None:
                                  "c": UsageCount(entries=3, bytes=30)}
 
 
-def test_a_threshold_lowered_under_load_may_pass_the_fallback_bound() -> None:
-    policy = CategoryPolicy(threshold=0.95, fallback_threshold=0.93)
-    assert dataclasses.replace(policy, threshold=0.90).fallback_threshold == 0.93
-
-
 def test_quotas_of_a_config() -> None:
     config = load_config({"capacity": {"entries": 500, "bytes": "1MB"},
                           "categories": {"code": {"max_share": 0.5}}})
@@ -60,7 +53,8 @@ def test_quotas_of_a_config() -> None:
 
 
 @pytest.mark.parametrize("values", [{"quota": 0.3, "max_share": 0.2}, {"max_share": 1.5},
-                                    {"fallback_threshold": 1.5}, {"fallback_threshold": 0.0}])
+                                    {"threshold": 0.9, "fallback_threshold": 0.95},
+                                    {"fallback_threshold": 0.0}])
 def test_bad_policy_values_are_config_errors(values: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         CategoryPolicy(**values)  # type: ignore[arg-type]
