@@ -292,10 +292,13 @@ def adjust(policy: CategoryPolicy, bounds: Bounds, level: float) -> CategoryPoli
     if ttl is not None:
         ttl = timedelta(seconds=ttl.total_seconds() * (1.0 + level * (bounds.max_ttl_factor - 1)))
     # With a verifier, the same drop widens the grey zone and lowers the cut-off.
-    drop = policy.threshold - min(threshold, policy.threshold)
-    return replace(policy, threshold=min(threshold, policy.threshold), ttl=ttl,
+    threshold = min(threshold, policy.threshold)
+    drop = policy.threshold - threshold
+    fallback = policy.fallback_threshold  # the near-answer bound stays under the threshold
+    return replace(policy, threshold=threshold, ttl=ttl,
                    verify_low=max(policy.verify_low - drop, 1e-6),
-                   cutoff=max(policy.cutoff - drop, 0.0))
+                   cutoff=max(policy.cutoff - drop, 0.0),
+                   fallback_threshold=None if fallback is None else min(fallback, threshold))
 
 
 def _bounds(raw: Any, key: str, base: Bounds) -> Bounds:
