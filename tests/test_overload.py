@@ -242,14 +242,15 @@ def test_gate_sends_a_call_anyway_after_the_longest_wait() -> None:
 
 def test_a_burst_past_the_upstream_capacity_waits_instead_of_failing(
         make_proxy, upstream: FakeUpstream) -> None:
-    upstream.behaviour.latency = 0.2
+    upstream.behaviour.latency = 0.3
     upstream.behaviour.max_inflight = 2
-    outcomes = {}
+    refused = {}
     for gate in (False, True):
         proxy = make_proxy(COALESCE, server={"upstream_gate": gate})
-        replies = _concurrently(proxy, [("sk-client-a", f"distinct question {w}", "strict")
-                                        for w in ("alpha", "bravo", "charlie", "delta",
-                                                  "echo", "foxtrot", "golf", "hotel")])
-        outcomes[gate] = sum(r.status_code == 429 for r in replies)
-    assert outcomes[False] >= 3  # the first request's 2 slots, then refusals
-    assert outcomes[True] < outcomes[False]
+        # A first wave of 4 at once draws refusals: the gate learns the upstream's capacity.
+        _concurrently(proxy, [("sk-client-a", f"warm-up {gate} {i}", "strict") for i in range(4)])
+        replies = _concurrently(proxy, [("sk-client-a", f"burst {gate} {i}", "strict")
+                                        for i in range(8)])
+        refused[gate] = sum(r.status_code == 429 for r in replies)
+    assert refused[False] >= 4  # 2 served at a time, the rest refused
+    assert refused[True] < refused[False]
