@@ -28,12 +28,12 @@ sentence-transformers. Each class parses its own spec in a ``from_spec`` class m
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prismcache._lazy import lazy_exports, load
 from prismcache.embedders.base import Embedder, embedder_id
 from prismcache.errors import ConfigError, EmbeddingError
 
@@ -91,22 +91,11 @@ def open_embedder(spec: str) -> Embedder:
     if target is None:
         known = ", ".join(sorted(_BACKENDS))
         raise ConfigError(f"unknown embedder spec {spec!r}: the scheme must be one of {known}")
-    embedder: Embedder = _load(target).from_spec(spec.strip())
+    embedder: Embedder = load(target).from_spec(spec.strip())
     return embedder
 
 
-def _load(target: str) -> Any:
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def __getattr__(name: str) -> Any:
-    # The classes are re-exported lazily (PEP 562) so that `import prismcache.embedders` stays
-    # free of every backend's dependencies.
-    target = _CLASSES.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _load(target)
+__getattr__ = lazy_exports(__name__, _CLASSES)  # PEP 562: backends load on first use
 
 
 def __dir__() -> list[str]:

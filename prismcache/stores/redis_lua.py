@@ -150,25 +150,16 @@ return out
 EVICT = PRELUDE + r"""
 reap(""" + str(REAP) + r""")
 local cat = ARGV[3]
-local zkey = P .. 'c:' .. cat
 local n = tonumber(redis.call('HGET', P .. 'usage', 'n:' .. cat) or '0')
 local b = tonumber(redis.call('HGET', P .. 'usage', 'b:' .. cat) or '0')
 local maxn = tonumber(ARGV[4])
 local maxb = tonumber(ARGV[5])
 local out = {}
 while (maxn and n > maxn) or (maxb and b > maxb) do
-  local first = redis.call('ZRANGE', zkey, 0, 0)
-  if #first == 0 then break end
-  local id = string.sub(first[1], 17)
-  local blob = redis.call('HGET', P .. 'refs', id)
-  if blob then
-    unindex(id, blob)
-    n = n - 1
-    b = b - tonumber(cjson.decode(blob)[4])
-    out[#out + 1] = id; out[#out + 1] = blob
-  else
-    redis.call('ZREM', zkey, first[1])
-  end
+  local id, blob, size = evict_lowest(cat)
+  if not id then break end
+  n, b = n - 1, b - size
+  out[#out + 1] = id; out[#out + 1] = blob
 end
 return out
 """

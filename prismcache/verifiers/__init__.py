@@ -21,9 +21,9 @@ Backends are imported only when a spec names them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from prismcache._lazy import lazy_exports, load
 from prismcache.errors import ConfigError
 from prismcache.verifiers.base import Verifier
 
@@ -62,17 +62,8 @@ def open_verifier(spec: str) -> Verifier | None:
     if target is None:
         raise ConfigError(f"unknown verifier spec {spec!r}: expected 'none', "
                           f"{', '.join(repr(k) for k in sorted(_BACKENDS))} (see docs/decision.md)")
-    verifier: Verifier = _load(target).from_spec(spec)
+    verifier: Verifier = load(target).from_spec(spec)
     return verifier
 
 
-def _load(target: str) -> Any:
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def __getattr__(name: str) -> Any:
-    target = _CLASSES.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _load(target)
+__getattr__ = lazy_exports(__name__, _CLASSES)  # PEP 562: backends load on first use
