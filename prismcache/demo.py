@@ -134,14 +134,17 @@ def _print(counts: dict[str, dict[str, int]], cache: SemanticCache, latencies: l
     print(f"{'source':<26}{'asked':>7}{'hits':>7}{'false':>7}")
     for source, row in counts.items():
         print(f"{source:<26}{row['asked']:>7}{row['hits']:>7}{row['false_hits']:>7}")
-    print("\nper category the classifier chose: entries stored, lookups, hits, semantic "
-          "matches a guard refused, and the similarity threshold a hit needs:")
-    print(f"{'category':<14}{'entries':>8}{'lookups':>9}{'hits':>6}{'guarded':>9}  threshold")
+    print("\nper category the classifier chose: entries stored, lookups, hits, candidates a "
+          "guard or the verifier refused, and the verifier's cut-off (docs/decision.md):")
+    print(f"{'category':<14}{'entries':>8}{'lookups':>9}{'hits':>6}{'guarded':>9}"
+          f"{'verifier':>9}  cut-off")
     for name, s in cache.stats().items():
         if s.lookups or s.entries:
             guarded = sum(s.guard_rejections.values())
+            policy = cache.config.policy(name)
+            bar = policy.cutoff if policy.verifier != "none" else f"cosine {policy.threshold}"
             print(f"{name:<14}{s.entries:>8}{s.lookups:>9}{s.hits:>6}{guarded:>9}"
-                  f"  {cache.config.policy(name).threshold}")
+                  f"{s.verifier_rejections:>9}  {bar}")
     ms = sorted(x * 1000 for x in latencies)
     print(f"\nlookup latency (embedding included): p50 {statistics.median(ms):.2f} ms, "
           f"p99 {ms[int(0.99 * (len(ms) - 1))]:.2f} ms over {len(ms)} lookups")
