@@ -111,7 +111,8 @@ class _Front:
     def prepare(self, kwargs: Mapping[str, Any]) -> _Call:
         passed = dict(kwargs)
         messages = passed.get("messages")
-        if isinstance(messages, Iterable) and not isinstance(messages, list | tuple | str):
+        if isinstance(messages, Iterable) and not isinstance(
+                messages, list | tuple | str | bytes | Mapping):
             passed["messages"] = list(messages)  # read once: for the key and for the call
         options = passed.get("stream_options")
         return _Call(kwargs=passed, request=self._prepared(_body(passed)),
