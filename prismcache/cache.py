@@ -1,17 +1,18 @@
 """The category-aware semantic cache: the library's main entry point.
 
 A lookup runs the steps of ``DESIGN.md``: key the request (partition + exact key), try the
-exact tier, classify, embed once, search the partition's category index, decide by the
-category's threshold and guards, and on a hit read the document from the store. A store admits
-a complete response under its category's TTL and quota, and evicts within that quota.
+exact tier, classify, embed once, search the partition's category index for the k nearest
+entries, decide among them, and on a hit serve the document read from the store. A store
+admits a complete response under its category's TTL and evicts within the quotas.
 
-The decision itself (which candidate, if any, may be served) is :func:`prismcache.decision.decide`;
-the policy it applies is resolved once per lookup by the cache's
-:class:`~prismcache.policies.PolicyResolver`.
+The decision itself (which candidate, if any, may be served: guards, then the verifier) is
+:func:`prismcache.decision.decide`; the policy it applies is resolved once per lookup by the
+cache's :class:`~prismcache.policies.PolicyResolver`.
 
 The cache fails open: when the store, the embedder or the verifier breaks,
 :meth:`SemanticCache.lookup` returns a :class:`~prismcache.results.Miss` with reason
-``MissReason.ERROR`` (detail: the exception type), counts it and logs it, and :meth:`SemanticCache.store` returns a :class:`~prismcache.results.Stored`
+``MissReason.ERROR`` (detail: the exception type), counts it and logs it, and
+:meth:`SemanticCache.store` returns a :class:`~prismcache.results.Stored`
 that was not admitted. Only a request the cache cannot key raises
 (:class:`~prismcache.errors.RequestError`).
 """

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from prismcache.errors import ConfigError
+from prismcache.guards import GUARD_TESTS
 from prismcache.request import RequestLimits
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 EVICTIONS = ("lru", "lfu", "gdsf")
-GUARDS = ("numbers", "negation", "entities", "antonyms", "question", "scope")
+GUARDS = tuple(GUARD_TESTS)  # every guard prismcache.guards defines, in order
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)

@@ -203,7 +203,6 @@ def _scope(q: Features, c: Features) -> bool:
 #: guard name -> its test on two texts' :class:`Features` (``True``: the pair differs)
 GUARD_TESTS = {"numbers": _numbers, "negation": _negation, "entities": _entities,
                "antonyms": _antonyms, "question": _question, "scope": _scope}
-_GUARDS = GUARD_TESTS
 
 
 def check(query: str, candidate: str, guards: Sequence[str]) -> str | None:
@@ -213,6 +212,6 @@ def check(query: str, candidate: str, guards: Sequence[str]) -> str | None:
         return None
     q, c = features(query), features(candidate)
     for name in guards:
-        if _GUARDS[name](q, c):
+        if GUARD_TESTS[name](q, c):
             return name
     return None

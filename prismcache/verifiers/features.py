@@ -64,7 +64,11 @@ def _stem(word: str) -> str:
 
 def content_words(text: str) -> list[str]:
     """The stemmed content words of ``text``, in order (the IDF table's vocabulary)."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
+    return _content(_WORD.findall(text.lower()))
+
+
+def _content(words: list[str]) -> list[str]:
+    return [_stem(w) for w in words if w not in _STOP]
 
 
 class Text:
@@ -75,7 +79,7 @@ class Text:
     def __init__(self, text: str) -> None:
         words = _WORD.findall(text.lower())
         self.words = len(words)
-        self.content = [_stem(w) for w in words if w not in _STOP]
+        self.content = _content(words)
         self.content_set = frozenset(self.content)
         self.guard = guards.features(text)
         wh = {w for w in words if w in _WH}
