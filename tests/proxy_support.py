@@ -5,6 +5,7 @@ Test modules import the fixtures they use: ``from proxy_support import make_prox
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Proxy:
     cache: SemanticCache
     settings: ServerSettings
     embedder: CountingEmbedder
+    app: Any = None
     clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
@@ -61,6 +63,15 @@ class Proxy:
         ``api_key`` like :meth:`client` does (so both reach the same tenant)."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         return httpx.Client(base_url=self.root, timeout=10.0, headers=headers)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the proxy has no store after a reply pending (the answers it served
+        are stored), for tests that look at the store or the counters right after a miss."""
+        after_reply = self.app.state.prism.after_reply
+        deadline = time.monotonic() + timeout
+        while len(after_reply):
+            assert time.monotonic() < deadline, "stores after the reply still pending"
+            time.sleep(0.002)
 
     def entries(self) -> int:
         """Entries the cache's store holds."""
@@ -91,8 +102,10 @@ def make_proxy(upstream: FakeUpstream) -> Iterator[Callable[..., Proxy]]:
         settings = ServerSettings.from_config(
             {"upstream": upstream.url, **(server or {})},  # type: ignore[attr-defined]
             environ=environ or {})
-        thread = ServerThread(create_app(cache, settings), timeout_graceful_shutdown=graceful)
-        proxy = Proxy(server=thread.start(), cache=cache, settings=settings, embedder=embedder)
+        app = create_app(cache, settings)
+        thread = ServerThread(app, timeout_graceful_shutdown=graceful)
+        proxy = Proxy(server=thread.start(), cache=cache, settings=settings, embedder=embedder,
+                      app=app)
         started.append(proxy)
         return proxy
 

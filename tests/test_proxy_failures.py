@@ -162,12 +162,14 @@ def test_store_down_fails_open_and_is_counted(make_proxy, upstream, caplog) -> N
     store = FlakyStore()
     proxy = make_proxy(store=store)
     post(proxy)  # stored while the store is up: later lookups find it and must read the store
+    proxy.settle()
     store.down = True
     for stream in (False, True):
         raw = post(proxy, {**BODY, "stream": stream})
         assert raw.status_code == 200 and raw.headers["x-prism-cache"] == "miss"
     reply = proxy.client().chat.completions.create(model="m1", messages=user(ASKED))
     assert reply.choices[0].message.content.endswith(ASKED)
+    proxy.settle()
     with proxy.http() as http:
         text = http.get("/metrics").text
     assert 'prismcache_cache_errors_total{operation="lookup"} 3' in text

@@ -78,6 +78,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
             yield
         finally:
             await sampler.stop()
+            await state.after_reply.drain(settings.shutdown_timeout)  # store what was served
             await upstream.aclose()
 
     routes = [

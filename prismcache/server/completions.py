@@ -4,7 +4,10 @@ One request's way: authenticate -> read and validate the body (400 on anything t
 cannot key) -> look up (unless ``Cache-Control: no-cache`` or the request bypasses the
 cache) -> on a hit, answer from the entry (JSON, or a replayed stream) -> on a miss, join or
 start the flight for this request (:mod:`prismcache.server.coalesce`), which calls the
-upstream, stores a complete answer, and feeds every identical waiting request.
+upstream and feeds every identical waiting request -> once a 200 answer is complete and
+released, :func:`_after_reply` observes and stores it off the response path
+(:mod:`prismcache.server.background`); an identical request arriving meanwhile waits for that
+store before its lookup, so it hits.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ async def completions(request: Request) -> Response:
     if call.key.bypass:
         result = Miss(reason=MissReason.BYPASS, detail=call.key.bypass, cacheable=False)
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
+        await state.after_reply.settled(call.key.exact_key)  # its own answer, being stored
         result = await _lookup(state, call)
         if isinstance(result, Hit):
             return _serve_hit(state, call, result, started)
@@ -259,15 +263,10 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
                                            authorization=auth, headers=call.pass_on)
             flight.upstream_seconds = time.perf_counter() - t0
             load.answered(reply.status, flight.upstream_seconds)
-            answer = None
-            if reply.status == 200:
-                try:
-                    answer = json.loads(reply.body)
-                except ValueError:
-                    answer = None
-            _observe_upstream(state, call, flight, reply.status, answer)
-            if reply.status == 200 and call.store:
-                await _store(state, call, answer, None, flight.upstream_seconds)
+            if reply.status == 200:  # registered before the body is released
+                await _release(state, call, flight, reply.body, None)
+            else:
+                _observe_upstream(state, call, flight, reply.status)
             flight.set_head(Head(reply.status, reply.headers, reply.content_type))
             flight.publish(reply.body)
             return
@@ -331,11 +330,8 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    answer = record.answer()
-    _observe_upstream(state, call, flight, 200, answer)
-    if answer is not None and call.store:
-        await _store(state, call, answer, record.chunks, flight.upstream_seconds)
-    if record.complete:  # held back until the answer is stored: [DONE] means "cached" too
+    await _release(state, call, flight, record.answer(), record.chunks)
+    if record.complete:  # after the store is registered: a request after [DONE] waits for it
         flight.publish(DONE)
 
 
@@ -351,6 +347,37 @@ def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: in
             price = state.cache.config.policy(call.label).price_per_1k_tokens
             usd = completion_tokens(answer) / 1000 * price
         state.economics.record_upstream(call.label, flight.upstream_seconds, usd)
+
+
+async def _release(state: ProxyState, call: _Call, flight: Flight, answer: Any,
+                   chunks: list[dict[str, Any]] | None) -> None:
+    """Hand a fresh 200 answer (parsed, or the raw JSON body) to :func:`_after_reply`, run in
+    the background; the store is registered under the exact key before this returns."""
+    key = call.key.exact_key if call.store else None
+    await state.after_reply.run(key, _after_reply(state, call, flight, answer, chunks),
+                                partial(_after_reply_failed, state, call))
+
+
+async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: Any,
+                       chunks: list[dict[str, Any]] | None) -> None:
+    """Runs once per fresh 200 answer from the upstream, after it is complete and released
+    to the client(s), off the response path: observe it (metrics, economics), then store it
+    when the request may be stored. ``answer`` is the completion (a stream's assembled
+    answer, ``None`` when it could not be assembled) or a JSON answer's raw body, parsed
+    here. The hook point for any further work on a fresh answer."""
+    if isinstance(answer, bytes):
+        try:
+            answer = json.loads(answer)
+        except ValueError:
+            answer = None
+    _observe_upstream(state, call, flight, 200, answer)
+    if call.store and (answer is not None or not call.stream):  # a JSON 'None' is refused
+        await _store(state, call, answer, chunks, flight.upstream_seconds)
+
+
+def _after_reply_failed(state: ProxyState, call: _Call, exc: BaseException) -> None:
+    state.metrics.stores.inc(call.label, "error")
+    state.metrics.cache_errors.inc("store")
 
 
 async def _store(state: ProxyState, call: _Call, answer: Any,

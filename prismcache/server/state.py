@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +13,7 @@ from prismcache.adaptive import AdaptivePolicy
 from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
+from prismcache.server.background import AfterReply
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
@@ -35,6 +36,7 @@ class ProxyState:
     coalescer: Coalescer
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
+    after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""

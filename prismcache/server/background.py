@@ -1,0 +1,92 @@
+"""Work after the reply: a fresh upstream answer is released to its clients first and stored
+off the response path.
+
+:class:`AfterReply` runs each piece of such work (the store of one answer) as a task of its
+own. Two promises keep it as safe as storing before the reply:
+
+* **An identical request after completion still hits.** The work is registered under the
+  request's exact key *before* the answer's last byte is released; a request with that key
+  that arrives while the work is pending waits for it (bounded by ``wait``) before its lookup.
+* **Nothing is lost silently.** A task that raises is logged and reported to its
+  ``on_error`` callback (the proxy counts it as a store error); at shutdown :meth:`drain`
+  waits for the pending work; past ``limit`` pending tasks, :meth:`run` makes its caller
+  wait for the work instead of queueing more (back-pressure, never a drop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+__all__ = ["AfterReply"]
+
+log = logging.getLogger("prismcache.server")
+
+
+class AfterReply:
+    """Pending work after replies, by exact key. Used from the event loop only."""
+
+    def __init__(self, *, limit: int = 256, wait: float = 2.0) -> None:
+        """``limit``: tasks pending at most before :meth:`run` awaits the work itself;
+        ``wait``: seconds a request waits for the pending work of its key."""
+        self.limit = limit
+        self.wait = wait
+        self.failures = 0  # tasks that raised (each also went to its on_error)
+        self._by_key: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, key: str | None, work: Coroutine[Any, Any, None],
+                  on_error: Callable[[BaseException], None]) -> None:
+        """Run ``work`` in the background, registered under ``key`` (``None``: not waited
+        for by anyone) until it ends; call before the reply's end is released. Returns at
+        once, or (with ``limit`` tasks pending already) once ``work`` is done."""
+        guarded = self._guarded(work, on_error)
+        if len(self._tasks) >= self.limit:
+            await guarded
+            return
+        task = asyncio.create_task(guarded)
+        self._tasks.add(task)
+        if key is not None:
+            self._by_key[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+
+    async def settled(self, key: str) -> bool:
+        """Wait (at most ``wait`` seconds) for the pending work registered under ``key``, if
+        any. Returns ``False`` only when that work is still running after the wait."""
+        task = self._by_key.get(key)
+        if task is None:
+            return True
+        done, _ = await asyncio.wait({task}, timeout=self.wait)  # never cancels the work
+        return bool(done)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every pending task (at shutdown); returns how
+        many were still running when the wait ended (they are then cancelled)."""
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d stores after reply still pending at shutdown: cancelled",
+                        len(pending))
+        return len(pending)
+
+    async def _guarded(self, work: Awaitable[None],
+                       on_error: Callable[[BaseException], None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # a bug or a store that broke: counted and logged, never lost
+            self.failures += 1
+            log.exception("work after the reply failed")
+            on_error(exc)
+
+    def _forget(self, key: str | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if key is not None and self._by_key.get(key) is task:
+            del self._by_key[key]
