@@ -74,7 +74,8 @@ class Proxy:
             time.sleep(0.002)
 
     def entries(self) -> int:
-        """Entries the cache's store holds."""
+        """Entries the cache's store holds, once the stores after replies are done."""
+        self.settle()
         return sum(s.entries for s in self.cache.stats().values())
 
 

@@ -48,6 +48,7 @@ def ask(proxy: Proxy, text: str = ASKED, **headers: str) -> httpx.Response:
         reply = http.post("/v1/chat/completions", headers=headers,
                           json={"model": "m1", "messages": user(text)})
     assert reply.status_code == 200, reply.text
+    proxy.settle()  # stored before the next (maybe paraphrased) question is asked
     return reply
 
 

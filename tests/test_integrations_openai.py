@@ -238,7 +238,7 @@ def test_the_proxy_and_the_wrapped_client_decide_alike(
         make_proxy: Callable[..., Proxy], make_cache: Callable[..., SemanticCache],  # noqa: F811
         upstream: FakeUpstream) -> None:  # noqa: F811
     proxy = make_proxy()
-    through_proxy = _served(proxy.client(), upstream, proxy.cache)
+    through_proxy = _served(proxy.client(), upstream, proxy.cache, proxy.settle)
     upstream.reset()
     own = make_cache({"default_category": "loose"})
     with openai.OpenAI(base_url=upstream.url, api_key="sk-test",  # type: ignore[attr-defined]
@@ -251,13 +251,16 @@ def test_the_proxy_and_the_wrapped_client_decide_alike(
 
 
 def _served(client: openai.OpenAI, upstream: FakeUpstream,  # noqa: F811
-            cache: SemanticCache) -> list[tuple[bool, int]]:
-    """For each request: (served without the upstream, entries stored so far)."""
+            cache: SemanticCache, settle: Callable[[], None] = lambda: None,
+            ) -> list[tuple[bool, int]]:
+    """For each request: (served without the upstream, entries stored so far, once ``settle``
+    has waited for the stores after the reply)."""
     out = []
     for request in REQUESTS:
         before = upstream.generations
         reply = client.chat.completions.create(**{"model": "m1", **request})
         if request.get("stream"):
             list(reply)
+        settle()
         out.append((upstream.generations == before, entries(cache)))
     return out

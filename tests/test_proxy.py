@@ -18,6 +18,7 @@ PARAPHRASE = "how can I reset my password"
 def ask(proxy: Proxy, text: str, **kwargs: object) -> tuple[dict[str, str], str]:
     raw = proxy.client(**{k: kwargs.pop(k) for k in ("api_key",) if k in kwargs}) \
         .chat.completions.with_raw_response.create(model="m1", messages=user(text), **kwargs)
+    proxy.settle()  # stored before the next (maybe paraphrased) question is asked
     return dict(raw.headers), raw.parse().choices[0].message.content
 
 
@@ -44,6 +45,7 @@ def test_stream_is_recorded_then_replayed_to_a_paraphrase(make_proxy, upstream) 
         assert raw.headers["x-prism-cache"] == "miss"
         streamed = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert streamed.endswith(ASKED)
+    proxy.settle()  # a paraphrase (unlike an identical request) does not wait for the store
     with client.chat.completions.with_streaming_response.create(
             model="m1", messages=user(PARAPHRASE), stream=True) as raw:
         assert raw.headers["x-prism-cache"] == "hit"
@@ -87,6 +89,7 @@ def test_async_client_streaming_and_not(make_proxy, upstream) -> None:
     async def run() -> tuple[str, str, str]:
         client = proxy.aclient()
         first = await client.chat.completions.create(model="m1", messages=user(ASKED))
+        proxy.settle()
         stream = await client.chat.completions.create(
             model="m1", messages=user(PARAPHRASE), stream=True)
         replayed = "".join([c.choices[0].delta.content or "" async for c in stream])

@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,12 +34,10 @@ __all__ = ["create_app"]
 log = logging.getLogger("prismcache.server")
 
 
-def create_app(cache: SemanticCache, settings: ServerSettings, *,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
     """The proxy as an ASGI app over ``cache``, forwarding misses to ``settings.upstream``.
 
-    The app does not own ``cache``: the caller closes it after the server stops. ``transport``
-    replaces httpx's network transport (for tests that need no upstream server). Raises
+    The app does not own ``cache``: the caller closes it after the server stops. Raises
     ``ValueError`` when ``settings.upstream`` is not set.
 
     >>> from prismcache import SemanticCache
@@ -54,7 +51,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings, *,
     if not settings.upstream:
         raise ValueError("no upstream: pass --upstream URL or set server.upstream")
     upstream = Upstream(settings.upstream, timeout=settings.timeout,
-                        connect_timeout=settings.connect_timeout, transport=transport)
+                        connect_timeout=settings.connect_timeout)
     auth = Auth(settings)
     # Only configured tenants and categories are metric labels: clients cannot grow /metrics.
     labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)

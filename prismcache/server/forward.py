@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -33,6 +32,7 @@ from prismcache.errors import UpstreamError
 from prismcache.server.state import state_of
 from prismcache.server.upstream import (
     UnsafePath,
+    UpstreamResponse,
     iter_raw,
     pass_back_headers,
     pass_on_headers,
@@ -129,7 +129,7 @@ async def passthrough(request: Request) -> Response:
         media_type=reply.headers.get("content-type"), background=BackgroundTask(reply.aclose))
 
 
-async def _body(reply: httpx.Response, path: str) -> AsyncIterator[bytes]:
+async def _body(reply: UpstreamResponse, path: str) -> AsyncIterator[bytes]:
     try:
         async for chunk in iter_raw(reply, path):
             yield chunk
