@@ -15,9 +15,11 @@ partition is loaded from the store, on a background thread, the first time a loo
 (that lookup, and any other until the load ends, misses: it never waits), kept while it is
 used, and dropped, least recently used first, when loading or growing another needs the room.
 Adds (the store path, the change feed) apply only to partitions held or being loaded; the
-others are read from the store when next needed. Sizes are estimates (vector bytes plus a
-per-entry overhead, see :func:`entry_bytes`); :meth:`Tiers.budget_stats` counts loads,
-evictions, misses while loading and partitions too large for the budget.
+others are read from the store when next needed. A partition's size is what its indexes
+hold allocated (their ``nbytes``: an exact index's matrix at its capacity, an HNSW graph's
+slots and its fixed 2.6 MB) plus an estimate per exact-tier item; :func:`entry_bytes` is the
+per-entry figure for planning. :meth:`Tiers.budget_stats` counts loads, evictions, misses
+while loading and partitions too large for the budget.
 """
 
 from __future__ import annotations
@@ -357,12 +359,18 @@ class Tiers:
         return False
 
     def _size(self, partition: str) -> int:
-        """Estimated bytes of ``partition`` now. Call with ``_lock`` held."""
-        vectors = sum(len(self._indexes[(partition, c)])
+        """Bytes of ``partition`` now: its indexes' allocation and its exact-tier items.
+        Call with ``_lock`` held."""
+        indexed = sum(self._index_bytes(self._indexes[(partition, c)])
                       for c in self._categories_of.get(partition, ())
                       if (partition, c) in self._indexes)
-        return (len(self._exact_of.get(partition, ())) * self._exact_bytes
-                + vectors * self._vector_bytes)
+        return len(self._exact_of.get(partition, ())) * self._exact_bytes + indexed
+
+    def _index_bytes(self, index: VectorIndex) -> int:
+        """``index.nbytes`` (the built-in indexes report their allocation), else the
+        per-vector estimate."""
+        nbytes = getattr(index, "nbytes", None)
+        return int(nbytes) if nbytes is not None else len(index) * self._vector_bytes
 
     def _resize(self, partitions: Iterable[str]) -> None:
         """Recompute the sizes of held ``partitions``. Call with ``_lock`` held."""

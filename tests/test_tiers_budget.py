@@ -18,15 +18,27 @@ from prismcache.config import load_config
 from prismcache.entry import Entry
 from prismcache.errors import ConfigError, StoreUnavailable
 from prismcache.index import IndexSpec
+from prismcache.index.exact import ExactIndex
+from prismcache.index.hnsw import HnswIndex
 from prismcache.stores import open_store
 from prismcache.stores.memory import MemoryStore
 from prismcache.tiers import Tiers, entry_bytes
 
 DIM = 8
 SPEC = IndexSpec(kind="exact")
-PER_ENTRY = sum(entry_bytes(DIM, SPEC))
 PARTITIONS = [f"part-{n}" for n in range(6)]
 PER_PARTITION = 50
+
+
+def partition_bytes() -> int:
+    """What the budget counts for one held partition: its exact-tier items (estimated) and
+    what its index allocates."""
+    index = ExactIndex(DIM)
+    index.add(np.arange(1, PER_PARTITION + 1), np.ones((PER_PARTITION, DIM), dtype=np.float32))
+    return PER_PARTITION * entry_bytes(DIM, SPEC)[0] + index.nbytes
+
+
+PARTITION_BYTES = partition_bytes()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -48,7 +60,7 @@ def filled_store() -> tuple[MemoryStore, list[Entry]]:
 
 def budgeted(store: MemoryStore, partitions: float) -> Tiers:
     return Tiers(dim=DIM, embedder_id=f"hash:{DIM}", spec=SPEC,
-                 max_bytes=int(partitions * PER_PARTITION * PER_ENTRY),
+                 max_bytes=int(partitions * PARTITION_BYTES),
                  loader=store.scan_partition)
 
 
@@ -73,7 +85,7 @@ def test_a_cold_partition_misses_then_loads_and_answers_as_a_full_index() -> Non
     stats = tiers.budget_stats()
     assert stats is not None and stats.loads == 1 and stats.loaded_entries == PER_PARTITION
     assert stats.load_misses >= 1 and stats.partitions == 1
-    assert stats.bytes == PER_PARTITION * PER_ENTRY
+    assert stats.bytes == PARTITION_BYTES
 
 
 def test_least_recently_used_partitions_are_dropped_and_reload_the_same() -> None:
@@ -121,7 +133,7 @@ def test_adds_apply_to_held_partitions_only() -> None:
     assert tiers.exact("b" * 16) is None  # part-5 is not held: ignored
     tiers.drop([fresh[0].ref()])
     assert 10_001 not in ids() and tiers.exact("a" * 16) is None
-    assert tiers.budget_stats().bytes == PER_PARTITION * PER_ENTRY  # type: ignore[union-attr]
+    assert tiers.budget_stats().bytes == PARTITION_BYTES  # type: ignore[union-attr]
 
 
 def test_a_partition_larger_than_the_budget_is_refused_for_a_while() -> None:
@@ -246,3 +258,17 @@ def test_redis_partition_sets_are_built_for_older_data(redis_url: str) -> None: 
         raw.close()
     with open_store(redis_url) as store:
         assert sorted(e.id for e in store.scan_partition("p1")) == list(range(1, 30, 3))
+
+
+def test_the_budget_counts_what_an_hnsw_graph_allocates() -> None:
+    store, entries = filled_store()
+    tiers = Tiers(dim=DIM, embedder_id=f"hash:{DIM}", spec=IndexSpec(kind="hnsw"),
+                  max_bytes=10**8, loader=store.scan_partition)
+    query = np.random.default_rng(6).standard_normal(DIM).astype(np.float32)
+    search_when_held(tiers, "part-0", query)
+    graph = HnswIndex(DIM, capacity=PER_PARTITION)
+    graph.add(np.array([e.id for e in entries[:PER_PARTITION]]),
+              np.stack([e.vector for e in entries[:PER_PARTITION]]))
+    held = tiers.budget_stats().bytes  # type: ignore[union-attr]
+    # hnswlib's fixed 2.6 MB per graph is counted, not only the vectors the estimate knows
+    assert held >= graph.nbytes > 65536 * 40 > 100 * PER_PARTITION * sum(entry_bytes(DIM, SPEC))

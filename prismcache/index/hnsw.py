@@ -36,6 +36,14 @@ from prismcache.index.rwlock import RWLock
 __all__ = ["HnswIndex"]
 
 _INDEX_FILE = "hnsw.bin"
+# Resident bytes of an hnswlib 0.8 index (measured at 384-d, m=16; bench/capacity.py): a fixed
+# 2.6 MB per graph (65,536 label-operation mutexes, whatever its size), ~176 bytes per slot
+# allocated (a mutex, a level, a visited-list mark; unused slots' data pages are never touched)
+# and, per slot used, its vector, level-0 links and label, plus upper-level links on average.
+_GRAPH_BYTES = 65536 * 40
+_SLOT_BYTES = 176
+_ELEMENT_BYTES = 96  # per slot used besides vector and level-0 links (1,760 bytes in all)
+_GROWTH = 1.5  # capacity grows by half when full: at most a third of the slots unused
 
 
 class HnswIndex:
@@ -43,7 +51,7 @@ class HnswIndex:
 
     ``m`` is the graph degree, ``ef_construction`` the build-time beam and ``ef_search`` the
     query-time beam (raise it for recall, lower it for speed; queries use ``max(ef_search, k)``).
-    ``capacity`` is the first allocation; it doubles under the write lock when full.
+    ``capacity`` is the first allocation; it grows by half under the write lock when full.
     """
 
     kind = "hnsw"
@@ -100,6 +108,13 @@ class HnswIndex:
         with self._lock.write():
             self._index.set_ef(ef)
             self._ef_search = ef
+
+    @property
+    def nbytes(self) -> int:
+        """Resident bytes of the graph (estimated from its slots; see ``_GRAPH_BYTES``)."""
+        used = self.dim * 4 + 2 * self.m * 4 + _ELEMENT_BYTES
+        return (_GRAPH_BYTES + self._index.get_max_elements() * _SLOT_BYTES
+                + self._index.element_count * used)
 
     @property
     def capacity(self) -> int:
@@ -209,5 +224,5 @@ class HnswIndex:
         if needed <= capacity:
             return
         while capacity < needed:
-            capacity *= 2
+            capacity = max(capacity + 1, int(capacity * _GROWTH))
         self._index.resize_index(capacity)

@@ -67,6 +67,11 @@ class TieredIndex:
         return len(self._inner)
 
     @property
+    def nbytes(self) -> int:
+        """Resident bytes of the current tier's index."""
+        return self._inner.nbytes
+
+    @property
     def tier(self) -> str:
         """``"exact"`` before promotion, ``"hnsw"`` after."""
         return self._inner.kind
@@ -114,6 +119,6 @@ class TieredIndex:
     def _promote(self, exact: ExactIndex) -> None:
         ids, vectors = exact.items()
         graph = HnswIndex(self.dim, m=self.m, ef_construction=self.ef_construction,
-                          ef_search=self.ef_search, capacity=max(1024, 2 * ids.size))
+                          ef_search=self.ef_search, capacity=ids.size + ids.size // 4)
         graph.add(ids, vectors)
         self._inner = graph
