@@ -139,6 +139,7 @@ class ExactIndex:
         self._ids = np.empty(capacity, dtype=np.int64)
         self._rows: dict[int, int] = {}
         self._n = 0
+        self._touched = 0  # rows ever written in the current matrix (its resident part)
 
     def __repr__(self) -> str:
         return f"ExactIndex(dim={self.dim}, len={self._n})"
@@ -149,8 +150,13 @@ class ExactIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes allocated: the matrix and ids at their capacity, and the id -> row map."""
-        return self._vectors.nbytes + self._ids.nbytes + len(self._rows) * _ROW_BYTES
+        """Resident bytes: the matrix (at its capacity on the heap; the rows ever written
+        when on pages of its own, which the system provides as they are first touched), the
+        ids and the id -> row map."""
+        vectors = self._vectors.nbytes
+        if vectors >= _MMAP_BYTES:
+            vectors = self._touched * self.dim * 4
+        return vectors + self._ids.nbytes + len(self._rows) * _ROW_BYTES
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add or replace vectors under ``ids``; see ``VectorIndex.add``."""
@@ -168,6 +174,7 @@ class ExactIndex:
                     self._n += 1
                 rows[i] = row
             self._vectors[rows] = vec
+            self._touched = max(self._touched, self._n)
 
     def remove(self, ids: np.ndarray) -> None:
         """Remove ``ids``; unknown ids are ignored."""
@@ -238,4 +245,4 @@ class ExactIndex:
         ids = np.empty(capacity, dtype=np.int64)
         vectors[: self._n] = self._vectors[: self._n]
         ids[: self._n] = self._ids[: self._n]
-        self._vectors, self._ids = vectors, ids
+        self._vectors, self._ids, self._touched = vectors, ids, self._n
