@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +14,7 @@ from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
+from prismcache.server.learning import RecentHits
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.upstream import Upstream
@@ -35,6 +36,7 @@ class ProxyState:
     coalescer: Coalescer
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
+    recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""
