@@ -12,8 +12,8 @@ variants), without verbatim repeats. Per trace, in one run:
   (``bench/quality.py``'s curve); the bar is its best hit rate at a false-hit rate no higher
   than the online run's (and at <= 1%);
 - **shipped**: the default decision (guards + built-in verifier, configured cut-offs);
-- **online**: the same, with ``target_precision`` set everywhere (0.99, and 0.95 to show the
-  bound moving): labels only from grey-zone misses and explored grey-zone hits
+- **online**: the same, with ``target_precision`` set everywhere (0.99; 0.95, 0.9 and 0.8 to
+  show where the bound starts to move the cut-offs): labels only from grey-zone misses and explored grey-zone hits
   (``answer_key`` equality stands in for answer agreement), every explored request counted
   as an upstream call (a miss).
 
@@ -46,7 +46,9 @@ from prismcache.evaluation.vectors import EmbeddingTable  # noqa: E402
 from prismcache.labels import AGREE_COSINE, DISAGREE_COSINE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = (0.99, 0.95)
+TARGETS = (0.99, 0.95, 0.9, 0.8)
+#: quality.py's sweep, finer where the uniform curve crosses 1% false hits
+UNIFORM = tuple(sorted({*quality.UNIFORM, 0.95, 0.955, 0.965, 0.97, 0.975, 0.985, 0.99}))
 MAX_FALSE = quality.MAX_FALSE
 
 
@@ -60,7 +62,7 @@ def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTa
         explore_rate: float | None, plot: str | None) -> dict[str, Any]:
     """The uniform curve, the shipped decision and online runs on ``trace``."""
     t0 = time.perf_counter()
-    uniform = quality.uniform_curve(trace, base, table)
+    uniform = quality.uniform_curve(trace, base, table, UNIFORM)
 
     def point(result: dict[str, Any]) -> dict[str, Any]:
         o = result["overall"]

@@ -127,14 +127,14 @@ def run_trace(name: str, trace: list[TraceLine], base: CacheConfig,
             "seconds": time.perf_counter() - t0}
 
 
-def uniform_curve(trace: list[TraceLine], base: CacheConfig,
-                  table: EmbeddingTable) -> list[dict[str, Any]]:
+def uniform_curve(trace: list[TraceLine], base: CacheConfig, table: EmbeddingTable,
+                  thresholds: tuple[float, ...] = UNIFORM) -> list[dict[str, Any]]:
     """The bar: one cosine threshold for every category, top-1, no guards, no verifier,
-    swept over :data:`UNIFORM`; one point (hit rate, false-hit rate, precision) each."""
+    swept over ``thresholds``; one point (hit rate, false-hit rate, precision) each."""
     plain = dataclasses.replace(with_policies(base, guards=(), verifier="none",
                                               fallback_threshold=None), neighbours=1)
     out = []
-    for t in UNIFORM:
+    for t in thresholds:
         o = replay(trace, with_policies(plain, threshold=t), table)["overall"]
         out.append({"threshold": t, "hit_rate": o["hit_rate"],
                     "false_hit_rate": o["false_hit_rate"], "precision": o["precision"],

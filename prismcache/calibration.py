@@ -32,8 +32,6 @@ configured policy, before load-adaptive control). It is recomputed when a label 
 rebuilt from the stored labels when the cache opens, so it survives restarts; rolling back is
 deleting the labels or unsetting ``target_precision``.
 
->>> round(wilson_lower(99, 100), 4)
-0.9564
 >>> learn_cutoff([(0.8, True)] * 10, configured=0.9, target=0.95, min_labels=50).cutoff
 0.9
 """
@@ -51,12 +49,13 @@ from typing import TYPE_CHECKING, Any
 
 from prismcache.config import CacheConfig, CategoryPolicy
 from prismcache.errors import StoreError
+from prismcache.evaluation.metrics import wilson_lower
 from prismcache.labels import Label
 
 if TYPE_CHECKING:
     from prismcache.stores.base import DocumentStore
 
-__all__ = ["MIN_LABELS", "Calibrator", "Change", "Learned", "learn_cutoff", "wilson_lower"]
+__all__ = ["MIN_LABELS", "Calibrator", "Change", "Learned", "learn_cutoff"]
 
 log = logging.getLogger("prismcache.calibration")
 #: labels (with a probability) a category needs before its cut-off moves, and decisions a
@@ -66,16 +65,6 @@ Z_95 = 1.645  # one-sided 95%
 GRID = tuple(round(0.99 - i / 100, 2) for i in range(95))  # 0.99 ... 0.05
 _KEEP = 50_000  # labels per category held in memory for recomputing
 _HISTORY = 200
-
-
-def wilson_lower(good: int, n: int, z: float = Z_95) -> float:
-    """The Wilson score lower bound of a proportion ``good / n`` (0.0 when ``n`` is 0)."""
-    if n <= 0:
-        return 0.0
-    p = good / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,7 +95,7 @@ def learn_cutoff(labels: Iterable[tuple[float, bool]], *, configured: float, tar
             i += 1
         if i < min_labels:
             continue
-        bound = wilson_lower(good, i)
+        bound = wilson_lower(good, i, Z_95)
         if bound < target:
             break
         lowest = math.floor(scored[i - 1][0] * 1e6) / 1e6  # never past the labels' evidence
@@ -114,7 +103,7 @@ def learn_cutoff(labels: Iterable[tuple[float, bool]], *, configured: float, tar
                        bound=bound, why=f"loosest with bound >= {target:g}")
     if best is not None:
         return best
-    bound = wilson_lower(good, i)
+    bound = wilson_lower(good, i, Z_95)
     if cutoff < configured:  # the evidence lies below the configured cut-off: say nothing
         return Learned(cutoff=configured, labels=len(scored), decisions=i, bound=bound,
                        why=f"first bound with evidence ({bound:.3f} at {cutoff:g}) is "
@@ -160,6 +149,7 @@ class Calibrator:
             n: deque(maxlen=_KEEP) for n in self._policies}
         self._counts: dict[tuple[str, str, bool], int] = {}
         self._learned: dict[str, Learned] = {}
+        self._applied: dict[str, tuple[CategoryPolicy, CategoryPolicy]] = {}
         self.history: deque[Change] = deque(maxlen=_HISTORY)
         for name in self._policies:
             self._relearn(name)
@@ -213,7 +203,10 @@ class Calibrator:
         cutoff = self.cutoff(category)
         if cutoff is None or policy.target_precision is None or cutoff == policy.cutoff:
             return policy
-        return replace(policy, cutoff=cutoff)
+        memo = self._applied.get(category)  # one validated copy per (policy, cut-off)
+        if memo is None or memo[0] is not policy or memo[1].cutoff != cutoff:
+            memo = self._applied[category] = (policy, replace(policy, cutoff=cutoff))
+        return memo[1]
 
     def as_json(self) -> dict[str, Any]:
         """Per category: configured and learned cut-off, labels, bound, target; the change

@@ -13,7 +13,8 @@ from conftest import TEST_CONFIG, CountingEmbedder
 from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 
 from prismcache import SemanticCache
-from prismcache.calibration import Calibrator, learn_cutoff, wilson_lower
+from prismcache.calibration import Z_95, Calibrator, learn_cutoff
+from prismcache.evaluation.metrics import wilson_lower
 from prismcache.cli import main
 from prismcache.config import load_config
 from prismcache.labels import Label
@@ -34,10 +35,10 @@ def labels(n: int, p: float, *, same: bool = True, tenant: str = "acme",
 
 
 def test_wilson_lower_bound() -> None:
-    assert wilson_lower(0, 0) == 0.0
-    assert wilson_lower(100, 100) < 1.0
-    assert wilson_lower(95, 100) < 0.95 < wilson_lower(990, 1000)
-    assert wilson_lower(500, 500) > wilson_lower(50, 50)
+    assert wilson_lower(0, 0, Z_95) == 0.0
+    assert wilson_lower(100, 100, Z_95) < 1.0
+    assert wilson_lower(95, 100, Z_95) < 0.95 < wilson_lower(990, 1000, Z_95)
+    assert wilson_lower(99, 100, Z_95) > wilson_lower(99, 100)  # one-sided 95%: less strict
 
 
 def test_too_few_labels_keep_the_configured_cutoff() -> None:

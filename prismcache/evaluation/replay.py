@@ -216,6 +216,9 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     categories = {name: groups[name].report(*economics.upstream(name, config))
                   for name in sorted(groups) if name != "\x00overall"}
     overall = _overall(groups["\x00overall"], categories)
+    if online is None:  # the shape of a plain replay stays as it was
+        for report in (overall, *categories.values()):
+            del report["explored"], report["explored_rate"]
     out = {"requests": len(trace), "seconds": seconds, "use_trace_categories":
            use_trace_categories, "thresholds": {n: p.threshold for n, p in
                                                 sorted(config.categories.items())},
