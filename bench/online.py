@@ -66,7 +66,8 @@ def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTa
 
     def point(result: dict[str, Any]) -> dict[str, Any]:
         o = result["overall"]
-        out = {k: o[k] for k in ("hit_rate", "false_hit_rate", "precision", "explored_rate")}
+        out = {k: o[k] for k in ("hit_rate", "false_hit_rate", "precision")}
+        out["explored_rate"] = o.get("explored_rate", 0.0)  # only an online replay explores
         out["upstream_calls_rate"] = 1.0 - o["hit_rate"]
         at = bar(uniform, o["false_hit_rate"])
         out["uniform_at_same_false"] = at
