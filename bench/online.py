@@ -1,7 +1,7 @@
 """Online calibration (``replay --online``) against the uniform-threshold curve, on dev traces.
 
-    .venv/bin/python bench/online.py --vector-cache bench/out/emb \
-        --json bench/results/online.json > bench/results/online.txt
+    .venv/bin/python bench/online.py --json bench/results/online.json \
+        --plot bench/results/online_cutoffs.png > bench/results/online.txt    # ~10 min
 
 Everything is built from the TRAIN (dev) side of ``../shared/data``, as ``bench/quality.py``
 builds its test traces (``mixed``: Banking77, CLINC150 by domain, CLINC out-of-scope, NQ-open,
@@ -84,9 +84,10 @@ def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTa
                                            result["online"]["calibration"]["categories"]
                                            if r["cutoff"] != r["configured_cutoff"]},
                                "steps": result["online"]["cutoffs"]}
-        if plot and target == TARGETS[0]:
+        if plot:  # one PNG per target: PLOT with the target before the suffix
             from prismcache.evaluation.plots import plot_cutoffs
-            plot_cutoffs(result, plot)
+            path = Path(plot)
+            plot_cutoffs(result, path.with_name(f"{path.stem}_{target}{path.suffix}"))
     return {"trace": name, "requests": len(trace), "uniform": uniform, "shipped": shipped,
             "online": online, "uniform_best_at_1pct": bar(uniform, MAX_FALSE),
             "seconds": time.perf_counter() - t0}
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explore-rate", type=float, help="default: the config's")
     parser.add_argument("--vector-cache", default=str(ROOT / "bench" / "out" / "emb"))
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "online.json"))
-    parser.add_argument("--plot", help="learned cut-offs of the mixed trace (PNG)")
+    parser.add_argument("--plot", help="learned cut-offs of the mixed trace, one PNG per "
+                                       "target (OUT.png -> OUT_0.99.png, ...)")
     args = parser.parse_args(argv)
     root = Path(args.data)
     base = load_config(None)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'rule':30s} {'hit rate':>9s} {'false':>7s} {'explored':>9s} "
               f"{'uniform@same false':>19s} {'ratio':>6s}")
         for u in r["uniform"]:
-            print(f"uniform threshold {u['threshold']:<12.2f} {u['hit_rate']:9.2%} "
+            print(f"uniform threshold {u['threshold']:<12.3f} {u['hit_rate']:9.2%} "
                   f"{u['false_hit_rate']:7.2%}")
         rows = [("shipped (configured cut-offs)", r["shipped"])]
         rows += [(f"online, target {t}", r["online"][t]) for t in r["online"]]

@@ -137,3 +137,15 @@ def test_feedback_records_labels_and_removes_only_wrong_hits(make_proxy, upstrea
     assert (row["cutoff"], row["labels"]) == (0.9, 2)
     assert 'prismcache_learned_cutoff{category="loose"} 0.9' in metrics
     assert 'prismcache_labels_total{category="loose",source="feedback",same="false"} 1' in metrics
+
+
+def test_a_streamed_answer_is_labelled_too(make_proxy, upstream) -> None:
+    proxy = make_proxy(config(), verifiers={"builtin": FixedVerifier(0.6)})
+    upstream.behaviour.text = ANSWER
+    ask(proxy, "How do I reset my password?")
+    with proxy.http() as http:
+        streamed = http.post("/v1/chat/completions", json={
+            "model": "m1", "stream": True, "messages": user("How can I reset my password?")})
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    [agreed] = wait_labels(proxy, 1)
+    assert (agreed.same, agreed.source) == (True, "agreement")
