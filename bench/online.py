@@ -13,9 +13,9 @@ variants), without verbatim repeats. Per trace, in one run:
   than the online run's (and at <= 1%);
 - **shipped**: the default decision (guards + built-in verifier, configured cut-offs);
 - **online**: the same, with ``target_precision`` set everywhere (0.99; 0.95, 0.9 and 0.8 to
-  show where the bound starts to move the cut-offs): labels only from grey-zone misses and explored grey-zone hits
-  (``answer_key`` equality stands in for answer agreement), every explored request counted
-  as an upstream call (a miss).
+  show where the bound starts to move the cut-offs): labels only from grey-zone misses and
+  explored grey-zone hits (``answer_key`` equality stands in for answer agreement), every
+  explored request counted as an upstream call (a miss).
 
 Also measured here: the answer-agreement rule of :mod:`prismcache.labels` on ParaQA train
 answer-paraphrase clusters (true paraphrases vs. each answer's nearest other question's answer

@@ -15,12 +15,12 @@ whose **lower confidence bound** on precision still reaches the target, over the
    cut-offs are tested in a fixed order and the first failure ends it, so scanning many
    cut-offs does not inflate the error).
 3. The loosest cut-off passed is learned (raised to the lowest labelled probability among its
-   decisions: it never reaches into probabilities no label has seen), looser **or tighter** than the configured one. When
-   the very first cut-off with enough evidence already fails: if it is at or above the
-   configured cut-off, the labels say the grey zone is not precise enough at the configured
-   value or above: the cut-off becomes 1.0 (the grey zone serves nothing; cosine >=
-   ``verify_high`` still does); below it, they say nothing about the configured value, which
-   stays.
+   decisions: it never reaches into probabilities no label has seen), looser **or tighter**
+   than the configured one. When the very first cut-off with enough evidence already fails:
+   if it is at or above the configured cut-off, the labels say the grey zone is not precise
+   enough at the configured value or above: the cut-off becomes 1.0 (the grey zone serves
+   nothing; cosine >= ``verify_high`` still does); below it, they say nothing about the
+   configured value, which stays.
 
 The labels are a biased sample, and the bias is on the cautious side: below the cut-off in
 force every grey-zone miss is labelled, above it only explored requests (a few percent) and
@@ -230,7 +230,8 @@ class Calibrator:
         yield "# HELP prismcache_learned_cutoff Verifier cut-off in force, learned from labels."
         yield "# TYPE prismcache_learned_cutoff gauge"
         for row in state["categories"]:
-            yield f'prismcache_learned_cutoff{{category="{_esc(row["category"])}"}} {row["cutoff"]:.6g}'
+            name = _esc(row["category"])
+            yield f'prismcache_learned_cutoff{{category="{name}"}} {row["cutoff"]:.6g}'
         yield ("# HELP prismcache_learned_precision_bound 95% lower bound on precision at the "
                "learned cut-off (absent: too few labels).")
         yield "# TYPE prismcache_learned_precision_bound gauge"
@@ -238,7 +239,8 @@ class Calibrator:
             if row["bound"] is not None:
                 yield (f'prismcache_learned_precision_bound{{category="{_esc(row["category"])}"}}'
                        f' {row["bound"]:.6g}')
-        yield "# HELP prismcache_labels_total Labels recorded from traffic since start."
+        yield ("# HELP prismcache_labels_total Labels counted: those stored when the cache opened, "
+               "plus those recorded since.")
         yield "# TYPE prismcache_labels_total counter"
         for row in state["labels"]:
             yield (f'prismcache_labels_total{{category="{_esc(row["category"])}",source='

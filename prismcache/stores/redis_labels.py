@@ -1,5 +1,5 @@
-"""Labels in Redis (:mod:`prismcache.labels`), beside a :class:`~prismcache.stores.redis.RedisStore`'s
-entries, under the same prefix ``P``::
+"""Labels in Redis (:mod:`prismcache.labels`), beside the entries of a
+:class:`~prismcache.stores.redis.RedisStore`, under the same prefix ``P``::
 
     P l:<tenant>   list    the tenant's labels as JSON, oldest first, trimmed to the bound
     P lt           set     tenants that have labels (so ``labels()`` of all need no SCAN)
