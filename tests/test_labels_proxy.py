@@ -15,6 +15,8 @@ from prismcache.decision import Candidate, Query
 from prismcache.labels import Label
 
 ANSWER = "Open the settings page and choose reset password."
+GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+         "lambda", "mu", "nu", "xi", "omicron", "pi")  # no number words: the numbers guard
 ADMIN = {"server": {"admin_token_env": "PRISM_ADMIN"}, "environ": {"PRISM_ADMIN": ADMIN_TOKEN}}
 
 
@@ -97,8 +99,7 @@ def test_grey_zone_hits_are_explored_and_labelled(make_proxy, upstream) -> None:
     upstream.behaviour.text = ANSWER
     ask(proxy, "How do I reset my password?")
     states = [ask(proxy, f"How do I reset my password? variant {w}").headers["x-prism-cache"]
-              for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
-                        "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi")]
+              for w in GREEK]
     explored = states.count("miss")
     assert explored >= 1 and states.count("hit") >= 1  # 2**-16 chance each way to fail
     labels = wait_labels(proxy, explored)
@@ -149,3 +150,24 @@ def test_a_streamed_answer_is_labelled_too(make_proxy, upstream) -> None:
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
     [agreed] = wait_labels(proxy, 1)
     assert (agreed.same, agreed.source) == (True, "agreement")
+
+
+def test_no_exploration_while_the_upstream_is_overloaded(make_proxy, upstream) -> None:
+    proxy = make_proxy({**config(explore_rate=0.5),
+                        "adaptive": {"enabled": True, "inflight_high": 1,
+                                     "rise_per_second": 1000}},
+                       verifiers={"builtin": FixedVerifier(0.95)})
+    upstream.behaviour.text = ANSWER
+    ask(proxy, "How do I reset my password?")
+    adaptive = proxy.cache.policies.adaptive
+    assert adaptive is not None
+    for _ in range(3):  # three calls in flight against a mark of one: saturated
+        adaptive.controller.signals.started("m1")
+    deadline = time.monotonic() + 5.0
+    while adaptive.controller.level("m1") < 1.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert adaptive.controller.level("m1") == 1.0
+    states = {ask(proxy, f"How do I reset my password? variant {i}").headers["x-prism-cache"]
+              for i in GREEK}
+    assert states == {"hit"}  # at explore_rate 0.5, 2**-16 odds of this without the rule
+    assert upstream.generations == 1
