@@ -65,13 +65,14 @@ def with_policies(config: CacheConfig, **changes: Any) -> CacheConfig:
         for name, policy in config.categories.items()})
 
 
-def factual_trace(root: Path, *, requests: int, seed: int) -> list[TraceLine]:
-    """NQ-open (test half) and ParaQA test questions with Zipf repeats; each key's utterances
-    are the question and a reworded copy; perturbed copies are keys of their own."""
+def factual_trace(root: Path, *, requests: int, seed: int,
+                  split: str = "test") -> list[TraceLine]:
+    """NQ-open (``split`` half) and ParaQA ``split`` questions with Zipf repeats; each key's
+    utterances are the question and a reworded copy; perturbed copies are keys of their own."""
     rng = np.random.default_rng(seed)
     entities, pools = load_entities(root)
-    questions = [q for q in ds.nq_open(root) if ds.half_of(q) == "test"]
-    paraqa = json.loads((root / "paraqa" / "test.json").read_text("utf-8"))
+    questions = [q for q in ds.nq_open(root) if ds.half_of(q) == split]
+    paraqa = json.loads((root / "paraqa" / f"{split}.json").read_text("utf-8"))
     questions += [d["question"] for d in paraqa if d.get("question")][:1500]
     keys: list[list[str]] = []
     for text, edited, same, _kind in perturb(questions, rng, entities=entities, pools=pools):
@@ -112,8 +113,7 @@ def run_trace(name: str, trace: list[TraceLine], base: CacheConfig,
                 "precision": o["precision"], "lookup_p50_ms": o["lookup_ms"]["p50"]}
 
     t0 = time.perf_counter()
-    plain = dataclasses.replace(with_policies(base, guards=(), verifier="none"), neighbours=1)
-    uniform = [{"threshold": t, **point(with_policies(plain, threshold=t))} for t in UNIFORM]
+    uniform = uniform_curve(trace, base, table)
     guards = point(with_policies(base, verifier="none"))
     decision = point(base)
     curve = [{"cutoff": c, **point(with_policies(base, cutoff=c))} for c in CUTOFFS]
@@ -125,6 +125,21 @@ def run_trace(name: str, trace: list[TraceLine], base: CacheConfig,
             "ratio_shipped": (decision["hit_rate"] / bar
                               if bar and decision["false_hit_rate"] <= MAX_FALSE else None),
             "seconds": time.perf_counter() - t0}
+
+
+def uniform_curve(trace: list[TraceLine], base: CacheConfig, table: EmbeddingTable,
+                  thresholds: tuple[float, ...] = UNIFORM) -> list[dict[str, Any]]:
+    """The bar: one cosine threshold for every category, top-1, no guards, no verifier,
+    swept over ``thresholds``; one point (hit rate, false-hit rate, precision) each."""
+    plain = dataclasses.replace(with_policies(base, guards=(), verifier="none",
+                                              fallback_threshold=None), neighbours=1)
+    out = []
+    for t in thresholds:
+        o = replay(trace, with_policies(plain, threshold=t), table)["overall"]
+        out.append({"threshold": t, "hit_rate": o["hit_rate"],
+                    "false_hit_rate": o["false_hit_rate"], "precision": o["precision"],
+                    "lookup_p50_ms": o["lookup_ms"]["p50"]})
+    return out
 
 
 def pair_rows(root: Path, seed: int) -> list[tuple[str, str, bool, str]]:

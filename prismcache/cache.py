@@ -113,7 +113,7 @@ class SemanticCache:
         self._store = store
         self._embedder = embedder
         self._clock = clock
-        self._policies = policies or PolicyResolver.from_config(config)
+        self._policies = policies or PolicyResolver.from_config(config, labels=store)
         self._verifiers = dict(verifiers) if verifiers is not None else _open_verifiers(config)
         self._index_spec = IndexSpec(**{k: v for k, v in config.index.items() if k != "max_bytes"})
         self._router = CategoryRouter(config, build_classifier(config.classifier, embedder))
@@ -159,7 +159,8 @@ class SemanticCache:
         embedder = embedder or open_embedder(config.embedder)
         store = store or open_store(config.store)
         try:
-            policies = PolicyResolver.from_config(config, adaptive=adaptive, economics=economics)
+            policies = PolicyResolver.from_config(config, adaptive=adaptive, economics=economics,
+                                                  labels=store)
             return cls(config, store=store, embedder=embedder, clock=clock, policies=policies)
         except BaseException:
             store.close()
@@ -301,6 +302,12 @@ class SemanticCache:
             reason = MissReason.BELOW_THRESHOLD  # the search found some, all too far
         miss = replace(self._miss(category, reason, count, detail=verdict.detail,
                                   similarity=best), vector=vector)
+        rejected = [(p, c) for c, (o, p, _) in zip(candidates, verdict.outcomes, strict=False)
+                    if o is decision.Outcome.VERIFIER and p is not None]
+        if rejected:  # the near candidate a fresh answer can label (prismcache.labels)
+            p, grey = max(rejected, key=lambda pc: pc[0])
+            miss = replace(miss, grey_entry=int(grey.entry_id),
+                           grey_similarity=float(grey.similarity), grey_probability=float(p))
         floor = policy.fallback_threshold  # the near candidate overload.py may serve
         if floor is not None:
             guarded = {c.entry_id for c, (o, _, _) in zip(candidates, verdict.outcomes,

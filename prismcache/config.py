@@ -133,6 +133,11 @@ class CategoryPolicy:
         fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
             or above this similarity (and below ``threshold``) may be served marked ``near``;
             ``None`` never (see :mod:`prismcache.server.overload`).
+        target_precision: learn the verifier ``cutoff`` from labelled traffic, keeping the
+            loosest one whose 95% lower confidence bound on precision reaches this
+            (:mod:`prismcache.calibration`); ``None`` (the default): off, ``cutoff`` as set.
+        explore_rate: with ``target_precision`` set, the share of grey-zone hits sent upstream
+            instead and labelled (0 while the upstream is overloaded).
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -153,6 +158,8 @@ class CategoryPolicy:
     price_per_1k_tokens: float = 0.002
     max_share: float | None = None
     fallback_threshold: float | None = None
+    target_precision: float | None = None
+    explore_rate: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -185,6 +192,10 @@ class CategoryPolicy:
                 0.0 < self.fallback_threshold <= self.threshold):
             raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
                               f"(0, {self.threshold}], got {self.fallback_threshold}")
+        if self.target_precision is not None and not 0.5 <= self.target_precision < 1.0:
+            raise ConfigError(f"target_precision must be in [0.5, 1), got {self.target_precision}")
+        if not 0.0 <= self.explore_rate <= 0.5:
+            raise ConfigError(f"explore_rate must be in [0, 0.5], got {self.explore_rate}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",

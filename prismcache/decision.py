@@ -66,6 +66,7 @@ class MissReason(StrEnum):
     ECONOMICS_OFF = "economics-off"  #: the economics disabled the category
     SHADOW_HIT = "shadow-hit"  #: disabled category, shadow lookup would have hit
     SHADOW_MISS = "shadow-miss"  #: disabled category, shadow lookup would have missed
+    EXPLORED = "explored"  #: a grey-zone hit sent upstream to be labelled (prismcache.labels)
 
 
 class Outcome(StrEnum):

@@ -3,9 +3,11 @@
 A category's policy in force is the configured one (``defaults.yaml`` merged with the user's
 file), adjusted by the live controllers the deployment runs:
 
-1. **load-adaptive** control (:class:`~prismcache.adaptive.AdaptivePolicy`, when the config
+1. **calibration** (:class:`~prismcache.calibration.Calibrator`, when a category sets
+   ``target_precision``): the verifier cut-off learned from labelled traffic;
+2. **load-adaptive** control (:class:`~prismcache.adaptive.AdaptivePolicy`, when the config
    has an ``adaptive:`` section): lower bounds and longer TTLs while the model is overloaded;
-2. **economics** (:class:`~prismcache.economics.EconomicsTracker`): a category that does not
+3. **economics** (:class:`~prismcache.economics.EconomicsTracker`): a category that does not
    pay for itself may be switched off (``economics.auto_disable``); a *shadow* lookup sees it
    switched on, to keep measuring it.
 
@@ -27,33 +29,40 @@ from prismcache.config import CacheConfig, CategoryPolicy
 
 if TYPE_CHECKING:
     from prismcache.adaptive import AdaptivePolicy
+    from prismcache.calibration import Calibrator
     from prismcache.economics import EconomicsTracker
+    from prismcache.stores.base import DocumentStore
 
 __all__ = ["PolicyResolver"]
 
 
 class PolicyResolver:
-    """Configured policies, then load-adaptive control, then economics.
+    """Configured policies, then calibration, then load-adaptive control, then economics.
 
     Args:
         config: the cache's configuration (the configured policies).
         adaptive: the load-adaptive controller, or ``None`` for none.
         economics: the economics tracker, or ``None`` for none.
+        calibration: the cut-offs learned from labels, or ``None`` for none.
     """
 
     def __init__(self, config: CacheConfig, *, adaptive: AdaptivePolicy | None = None,
-                 economics: EconomicsTracker | None = None) -> None:
+                 economics: EconomicsTracker | None = None,
+                 calibration: Calibrator | None = None) -> None:
         self.config = config
         self.adaptive = adaptive
         self.economics = economics
+        self.calibration = calibration
 
     @classmethod
     def from_config(cls, config: CacheConfig, *, adaptive: AdaptivePolicy | None = None,
-                    economics: EconomicsTracker | None = None) -> PolicyResolver:
+                    economics: EconomicsTracker | None = None,
+                    labels: DocumentStore | None = None) -> PolicyResolver:
         """The resolver a config asks for: ``adaptive``, else load-adaptive control when the
         config has an ``adaptive:`` section; ``economics``, else a tracker built from the
-        ``economics:`` section (which disables nothing unless ``auto_disable`` says so).
-        Raises :class:`ConfigError` on bad sections."""
+        ``economics:`` section (which disables nothing unless ``auto_disable`` says so); and
+        calibration from the labels in ``labels`` (a store) when a category sets
+        ``target_precision``. Raises :class:`ConfigError` on bad sections."""
         from prismcache.adaptive import AdaptivePolicy, AdaptiveSettings
         from prismcache.economics import EconomicsSettings, EconomicsTracker
 
@@ -63,12 +72,19 @@ class PolicyResolver:
         if economics is None:
             economics = EconomicsTracker(EconomicsSettings.from_config(config),
                                          config.categories)
-        return cls(config, adaptive=adaptive, economics=economics)
+        calibration = None
+        if any(p.target_precision is not None for p in config.categories.values()):
+            from prismcache.calibration import Calibrator
+            calibration = Calibrator(config, labels)
+            calibration.load()
+        return cls(config, adaptive=adaptive, economics=economics, calibration=calibration)
 
     def resolve(self, category: str, model: str = "", *, shadow: bool = False) -> CategoryPolicy:
         """The policy in force for ``category`` on a request to ``model``. ``shadow``: ignore
         an economics switch-off (a shadow lookup measures what the category would do)."""
         policy = self.config.policy(category)
+        if self.calibration is not None:
+            policy = self.calibration(category, policy)
         if self.adaptive is not None:
             policy = self.adaptive(category, policy, model)
         if (self.economics is not None and not shadow and policy.enabled
@@ -77,5 +93,6 @@ class PolicyResolver:
         return policy
 
     def __repr__(self) -> str:
-        parts = [p for p, on in (("adaptive", self.adaptive), ("economics", self.economics)) if on]
+        parts = [p for p, on in (("calibration", self.calibration), ("adaptive", self.adaptive),
+                                 ("economics", self.economics)) if on]
         return f"PolicyResolver(configured{''.join(' + ' + p for p in parts)})"

@@ -53,6 +53,11 @@ def _report(args: argparse.Namespace) -> int:
         print(format_table(body["categories"]))
         for model, level in sorted((body.get("load") or {}).items()):
             print(f"load level {model}: {level:.2f}")
+        for row in (body.get("calibration") or {}).get("categories", []):
+            bound = "-" if row["bound"] is None else f"{row['bound']:.4f}"
+            print(f"learned cut-off {row['category']}: {row['cutoff']:g} (configured "
+                  f"{row['configured_cutoff']:g}, target {row['target_precision']:g}, "
+                  f"{row['labels']} labels, bound {bound}: {row['why']})")
         return 0
     return _configured(args)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["completion_tokens", "uncacheable_reason"]
+__all__ = ["completion_tokens", "response_text", "uncacheable_reason"]
 
 
 # The finish reasons of a whole answer the model chose to end. Anything else is not stored:
@@ -77,3 +77,14 @@ def completion_tokens(response: Mapping[str, Any]) -> int:
     message = choice.get("message") if isinstance(choice, Mapping) else None
     text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
     return max(1, len(text or "") // 4)
+
+
+def response_text(response: Mapping[str, Any]) -> str | None:
+    """The first choice's text (``message.content`` or completions' ``text``), or ``None``."""
+    choices = response.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, Mapping):
+        return None
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
+    return text if isinstance(text, str) else None

@@ -63,6 +63,11 @@ class Miss:
         near_similarity: that candidate's similarity.
         vector: the query's embedding, when a semantic search ran (the proxy matches it
             against requests in flight: :mod:`prismcache.server.coalesce`).
+        grey_entry: the grey-zone candidate the verifier rejected with the highest
+            probability (reason ``verifier``): what the proxy labels from the fresh answer
+            (:mod:`prismcache.labels`). ``None`` otherwise.
+        grey_similarity: its cosine.
+        grey_probability: its probability.
     """
 
     reason: MissReason
@@ -73,6 +78,9 @@ class Miss:
     near_entry: int | None = None
     near_similarity: float | None = None
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    grey_entry: int | None = None
+    grey_similarity: float | None = None
+    grey_probability: float | None = None
 
     @property
     def hit(self) -> bool:

@@ -55,6 +55,7 @@ class Behaviour:
         max_inflight: generations served at once (``None``: unlimited); the rest get
             ``overflow``: ``"429"`` (an immediate rate-limit error) or ``"queue"`` (wait).
         overflow: what happens beyond ``max_inflight``.
+        text: answer every generation with exactly this text (``None``: a numbered reply).
     """
 
     latency: float = 0.0
@@ -65,6 +66,7 @@ class Behaviour:
     chunk_delay: float = 0.0
     max_inflight: int | None = None
     overflow: str = "429"
+    text: str | None = None
 
 
 class FakeUpstream:
@@ -146,7 +148,7 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": f"upstream says {b.status}",
                                            "type": "server_error", "param": None,
                                            "code": None}}, status_code=b.status)
-        text = f"reply #{serial} to: {query}"
+        text = f"reply #{serial} to: {query}" if b.text is None else b.text
         metadata = body.get("metadata")
         if isinstance(metadata, dict) and metadata.get("answer_key"):
             text += f" [key={metadata['answer_key']}]"

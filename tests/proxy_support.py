@@ -17,7 +17,9 @@ import pytest
 from conftest import TEST_CONFIG, CountingEmbedder
 from fake_upstream import FakeUpstream, ServerThread, serving_upstream
 from prismcache import SemanticCache
+from prismcache.config import load_config
 from prismcache.server import ServerSettings, create_app
+from prismcache.stores import open_store
 
 # TEST_CONFIG with everything routed to the loose category (threshold 0.5), so that the hash
 # embedder's paraphrases hit.
@@ -96,10 +98,15 @@ def make_proxy(upstream: FakeUpstream) -> Iterator[Callable[..., Proxy]]:
 
     def make(config: Mapping[str, Any] | None = None, server: Mapping[str, Any] | None = None,
              *, store: Any = None, environ: Mapping[str, str] | None = None,
-             graceful: float | None = None) -> Proxy:
+             graceful: float | None = None, verifiers: Mapping[str, Any] | None = None) -> Proxy:
         embedder = CountingEmbedder()
-        cache = SemanticCache.open({**PROXY_CONFIG, **(config or {})}, embedder=embedder,
-                                   store=store)
+        merged = {**PROXY_CONFIG, **(config or {})}
+        if verifiers is None:
+            cache = SemanticCache.open(merged, embedder=embedder, store=store)
+        else:  # in-memory verifiers in place of the ones the specs name
+            settled = load_config(merged)
+            cache = SemanticCache(settled, store=store or open_store(settled.store),
+                                  embedder=embedder, verifiers=verifiers)
         settings = ServerSettings.from_config(
             {"upstream": upstream.url, **(server or {})},  # type: ignore[attr-defined]
             environ=environ or {})

@@ -146,13 +146,23 @@ def register_replay(subparsers: Any) -> None:
     parser.add_argument("--upstream-latency", action="append", metavar="CAT=SECONDS")
     parser.add_argument("--price", action="append", metavar="CAT=USD",
                         help="price of one upstream call (CAT may be 'default')")
+    parser.add_argument("--online", action="store_true",
+                        help="learn verifier cut-offs from grey-zone labels while replaying")
+    parser.add_argument("--target-precision", type=float, default=0.99,
+                        help="with --online: the precision bound to keep (default 0.99)")
+    parser.add_argument("--explore-rate", type=float,
+                        help="with --online: share of grey-zone hits explored (default: config)")
+    parser.add_argument("--cutoff-plot", metavar="OUT.png",
+                        help="with --online: learned cut-offs over the trace")
     parser.set_defaults(func=_replay)
 
 
 def _replay(args: argparse.Namespace) -> int:
     from prismcache.evaluation.metrics import percentile
-    from prismcache.evaluation.replay import Economics, replay
+    from prismcache.evaluation.replay import Economics, Online, replay
     config, table = _setup(args)
+    online = (Online(target_precision=args.target_precision, explore_rate=args.explore_rate)
+              if args.online else None)
     trace = read_trace(args.trace)
     texts = sorted({line.query for line in trace if isinstance(line.query, str)})
     latency = (measure_latency(table.embedder, texts, samples=args.latency_samples)
@@ -160,8 +170,8 @@ def _replay(args: argparse.Namespace) -> int:
     result = replay(trace, config, table, use_trace_categories=args.use_trace_categories,
                     embed_latency=latency, threshold=args.threshold,
                     economics=Economics(latency=_mapping(args.upstream_latency),
-                                        price=_mapping(args.price)))
-    if any(p.verifier != "none" for p in config.categories.values()):
+                                        price=_mapping(args.price)), online=online)
+    if online is None and any(p.verifier != "none" for p in config.categories.values()):
         # The verifier's effect, on the same trace: the same config with every verifier off.
         plain = dataclasses.replace(config, categories={
             n: dataclasses.replace(p, verifier="none") for n, p in config.categories.items()})
@@ -191,7 +201,18 @@ def _replay(args: argparse.Namespace) -> int:
             if off is not None:
                 print(f"{name:<20}{g['hit_rate']:>7.3f}{g['false_hit_rate']:>7.3f}"
                       f"{off['hit_rate']:>10.3f}{off['false_hit_rate']:>11.3f}")
+    if "online" in result:
+        o, learned = result["overall"], result["online"]
+        print(f"online (target precision {learned['target_precision']:g}): explored "
+              f"{o['explored']} ({o['explored_rate']:.2%}), labels {learned['labels']}")
+        for row in learned["calibration"]["categories"]:
+            if not row["labels"]:
+                continue
+            print(f"  cut-off {row['category']}: {row['configured_cutoff']:g} -> "
+                  f"{row['cutoff']:g} ({row['labels']} labels; {row['why']})")
     from prismcache.evaluation import plots
+    if args.cutoff_plot and "online" in result:
+        print(f"plot: {plots.plot_cutoffs(result, args.cutoff_plot)}")
     if args.plot:
         print(f"plot: {plots.plot_replay(result, args.plot)}")
     if args.break_even_plot:

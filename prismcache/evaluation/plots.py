@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_break_even", "plot_policies", "plot_precision_recall", "plot_replay"]
+__all__ = ["plot_break_even", "plot_cutoffs", "plot_policies", "plot_precision_recall",
+           "plot_replay"]
 
 
 def _pyplot() -> Any:
@@ -107,4 +108,27 @@ def plot_policies(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path
     ax.set_ylabel("hit rate (hits / requests)")
     ax.set_title("Hit rate vs false-hit rate per policy (same trace)")
     ax.legend()
+    return _save(fig, path)
+
+
+def plot_cutoffs(result: Mapping[str, Any], path: str | Path) -> Path:
+    """``replay --online``: each category's learned verifier cut-off against the request
+    number (a step plot; the first point is the configured cut-off)."""
+    plt = _pyplot()
+    online = result["online"]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    end = result["requests"]
+    for name, steps in sorted(online["cutoffs"].items()):
+        xs = [s[0] for s in steps] + [end]
+        ys = [s[1] for s in steps] + [steps[-1][1]]
+        ax.step(xs, ys, where="post", label=name)
+    ax.set_xlabel("request")
+    ax.set_ylabel("verifier cut-off in force")
+    ax.set_ylim(0, 1.02)
+    o = result["overall"]
+    ax.set_title(f"replay --online, target precision {online['target_precision']:g}: hit "
+                 f"{o['hit_rate']:.1%}, false {o['false_hit_rate']:.2%}, explored "
+                 f"{o['explored_rate']:.1%}")
+    if online["cutoffs"]:
+        ax.legend(fontsize=8, loc="lower left", ncol=2)
     return _save(fig, path)

@@ -23,9 +23,11 @@ from prismcache.config import CacheConfig
 from prismcache.evaluation.metrics import percentile
 from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+from prismcache.labels import Label
+from prismcache.results import Hit, Miss, MissReason
 from prismcache.stores.memory import MemoryStore
 
-__all__ = ["COMPLETION_TOKENS", "Economics", "prepare_config", "replay"]
+__all__ = ["COMPLETION_TOKENS", "Economics", "Online", "prepare_config", "replay"]
 
 T0 = 1_800_000_000.0
 #: assumed completion tokens of one upstream answer, per category (``default`` for the rest)
@@ -52,15 +54,31 @@ class Economics:
         return float(seconds), float(usd)
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Online:
+    """``replay --online``: learn each category's verifier cut-off while replaying
+    (:mod:`prismcache.calibration`). Labels come only from grey-zone misses and explored
+    grey-zone hits, with ``answer_key`` equality standing in for answer agreement; an explored
+    request is a miss (one upstream call). ``explore_rate`` ``None`` keeps the policies'."""
+
+    target_precision: float = 0.99
+    explore_rate: float | None = None
+
+
 def prepare_config(config: CacheConfig, categories: Sequence[str], *,
-                   threshold: float | None = None) -> CacheConfig:
+                   threshold: float | None = None, online: Online | None = None) -> CacheConfig:
     """``config`` with a memory store, no snapshot, a policy for every name in ``categories``
-    (a copy of the default category's when missing) and, if given, ``threshold`` everywhere."""
+    (a copy of the default category's when missing) and, if given, ``threshold`` everywhere
+    and ``online``'s target precision (and explore rate) everywhere."""
     policies = dict(config.categories)
     for name in categories:
         policies.setdefault(name, config.policy(name))
     if threshold is not None:
         policies = {n: dataclasses.replace(p, threshold=threshold) for n, p in policies.items()}
+    if online is not None:
+        rate = {} if online.explore_rate is None else {"explore_rate": online.explore_rate}
+        policies = {n: dataclasses.replace(p, target_precision=online.target_precision, **rate)
+                    for n, p in policies.items()}
     return dataclasses.replace(config, store="memory://", snapshot=None, categories=policies)
 
 
@@ -78,6 +96,7 @@ def _body(line: TraceLine) -> dict[str, Any]:
 class _Group:
     def __init__(self) -> None:
         self.requests = self.hits = self.exact = self.false_hits = self.oracle = 0
+        self.explored = 0
         self.hit_s: list[float] = []
         self.miss_s: list[float] = []
         self.lookup_s: list[float] = []
@@ -96,6 +115,7 @@ class _Group:
             "hit_rate": self.hits / n, "false_hit_rate": self.false_hits / n,
             "precision": (self.hits - self.false_hits) / self.hits if self.hits else None,
             "oracle_hit_rate": self.oracle / n,
+            "explored": self.explored, "explored_rate": self.explored / n,
             "lookup_ms": {"p50": _ms(percentile(self.lookup_s, 50)),
                           "p99": _ms(percentile(self.lookup_s, 99))},
             "miss_overhead_ms": {**ms, "mean": miss_mean * 1000},
@@ -121,7 +141,7 @@ def _ms(value: float | None) -> float | None:
 def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTable, *,
            use_trace_categories: bool = False, embed_latency: np.ndarray | None = None,
            economics: Economics | None = None, threshold: float | None = None,
-           seed: int = 0) -> dict[str, Any]:
+           seed: int = 0, online: Online | None = None) -> dict[str, Any]:
     """Replay ``trace`` through a fresh cache opened with ``config`` (its store replaced by
     ``memory://``); vectors come from ``table`` (missing ones are embedded first).
 
@@ -129,10 +149,11 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     the classifier decide); results are grouped by the line's category when it has one.
     ``embed_latency`` holds measured seconds per real embedder call, one of which is drawn per
     call the cache makes (none: embedding is free). ``threshold`` overrides every category's.
+    ``online`` learns the cut-offs while replaying (:class:`Online`; adds ``"online"``).
     Returns ``{"overall": {...}, "categories": {...}, "requests", "seconds", "thresholds"}``.
     """
     names = sorted({line.category for line in trace if line.category})
-    config = prepare_config(config, names, threshold=threshold)
+    config = prepare_config(config, names, threshold=threshold, online=online)
     texts = [last_user_turn(line.query)[0] for line in trace]
     if use_trace_categories:  # the cache never embeds what only the exact tier may match
         texts = [text for text in texts if len(text) <= config.limits.max_semantic_chars]
@@ -145,6 +166,7 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     rng = np.random.default_rng(seed)
     draws = embed_latency if embed_latency is not None and len(embed_latency) else np.zeros(1)
     keys: dict[int, str] = {}
+    learner = _Learner(cache, keys, seed) if online is not None else None
     cached: set[tuple[str, str]] = set()
     groups: dict[str, _Group] = defaultdict(_Group)
     started = time.perf_counter()
@@ -161,6 +183,9 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
         totals, group = groups["\x00overall"], groups[group_name]
         oracle = (tenant, line.answer_key) in cached
         elapsed = lookup
+        explored = learner is not None and learner.learn(i, result, line, tenant)
+        if explored:
+            result = Miss(reason=MissReason.EXPLORED, category=result.category)
         if result.hit:
             wrong = keys.get(result.entry_id) != line.answer_key
         else:
@@ -176,6 +201,7 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
             g.requests += 1
             g.lookup_s.append(lookup)
             g.oracle += oracle
+            g.explored += explored
             if result.hit:
                 g.hits += 1
                 g.exact += result.tier == "exact"
@@ -190,10 +216,16 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     categories = {name: groups[name].report(*economics.upstream(name, config))
                   for name in sorted(groups) if name != "\x00overall"}
     overall = _overall(groups["\x00overall"], categories)
-    return {"requests": len(trace), "seconds": seconds, "use_trace_categories":
-            use_trace_categories, "thresholds": {n: p.threshold for n, p in
-                                                 sorted(config.categories.items())},
-            "overall": overall, "categories": categories}
+    if online is None:  # the shape of a plain replay stays as it was
+        for report in (overall, *categories.values()):
+            del report["explored"], report["explored_rate"]
+    out = {"requests": len(trace), "seconds": seconds, "use_trace_categories":
+           use_trace_categories, "thresholds": {n: p.threshold for n, p in
+                                                sorted(config.categories.items())},
+           "overall": overall, "categories": categories}
+    if learner is not None and online is not None:
+        out["online"] = learner.report(online)
+    return out
 
 
 def _overall(total: _Group, categories: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -204,6 +236,55 @@ def _overall(total: _Group, categories: Mapping[str, Mapping[str, Any]]) -> dict
     report = total.report(upstream, usd)
     report["money_saved_usd"] = sum(c["money_saved_usd"] for c in categories.values())
     return report
+
+
+class _Learner:
+    """Labels for ``replay --online``: a grey-zone miss is labelled with its candidate; a
+    grey-zone hit is explored (not served) ``explore_rate`` of the time and labelled."""
+
+    def __init__(self, cache: SemanticCache, keys: Mapping[int, str], seed: int) -> None:
+        calibrator = cache.policies.calibration
+        assert calibrator is not None  # prepare_config set a target precision everywhere
+        self.cache, self.calibrator, self.keys = cache, calibrator, keys
+        self.rng = np.random.default_rng(seed + 1)
+        self.labels: Counter[str] = Counter()
+        self.timeline: dict[str, list[tuple[int, float]]] = {}
+
+    def learn(self, i: int, result: Hit | Miss, line: TraceLine, tenant: str) -> bool:
+        """Record the label ``result`` gives (if any); whether it was explored."""
+        category = result.category or ""
+        if isinstance(result, Hit):
+            policy = self.cache.policy_for(category)
+            if (result.tier != "semantic" or result.probability is None
+                    or result.probability >= 1.0
+                    or self.rng.random() >= policy.explore_rate):
+                return False
+            entry_id, p, source = result.entry_id, result.probability, "explored"
+        elif result.grey_entry is not None and result.grey_probability is not None:
+            entry_id, p, source = result.grey_entry, result.grey_probability, "agreement"
+        else:
+            return False
+        entry = self.cache.document_store.get(entry_id)
+        same = self.keys.get(entry_id) == line.answer_key
+        self.calibrator.record(Label(
+            tenant=tenant, category=category, query=last_user_turn(line.query)[0],
+            entry_id=entry_id, candidate="" if entry is None else entry.query,
+            similarity=result.similarity or 0.0, probability=p, same=same,
+            source=source, t=float(i)))  # type: ignore[arg-type]
+        self.labels[f"{source}:{'same' if same else 'different'}"] += 1
+        cutoff = self.calibrator.cutoff(category)
+        steps = self.timeline.setdefault(category, [(0, self.cache.config.policy(category)
+                                                     .cutoff)])
+        if cutoff is not None and cutoff != steps[-1][1]:
+            steps.append((i, cutoff))
+        return source == "explored"
+
+    def report(self, online: Online) -> dict[str, Any]:
+        """Labels by source, the cut-off steps per category, the calibrator's final state."""
+        return {"target_precision": online.target_precision, "labels": dict(self.labels),
+                "cutoffs": {c: [list(s) for s in steps] for c, steps in
+                            sorted(self.timeline.items())},
+                "calibration": self.calibrator.as_json()}
 
 
 class _Clock:

@@ -8,6 +8,7 @@ API does not exist: 404. A missing or wrong token: 401.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from prismcache.errors import RequestError, StoreError
+from prismcache.labels import Label
 from prismcache.request import parse_json
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
@@ -112,31 +114,58 @@ async def invalidate(request: Request) -> Response:
 
 
 async def feedback(request: Request) -> Response:
-    """Report a wrong hit: ``{"entry": "<X-Prism-Entry>", "reason": "..."}`` removes the
-    entry and counts a false-hit report for its tenant and category."""
+    """A client's verdict on a served hit, named by ``entry`` (``X-Prism-Entry``) or
+    ``response`` (the served body's ``id``). ``{"entry": ..., "reason": "..."}`` (or
+    ``"correct": false``) reports it wrong: the entry is removed and a false hit counted.
+    ``"correct": true`` reports it right: the entry stays. Either way, when the proxy still
+    remembers the hit (its query and the verifier's probability), a ``feedback`` label is
+    recorded (:mod:`prismcache.labels`). Answers what was done, with ``"labelled"``."""
     checked = await _admin_json(request)
     if isinstance(checked, Response):
         return checked
     state, data = checked
-    try:
-        entry_id = parse_entry_id(data.get("entry"))
-    except ValueError as exc:
-        return error_response(400, str(exc), param="entry")
+    correct = data.get("correct", False)
+    if not isinstance(correct, bool):
+        return error_response(400, "correct must be true or false", param="correct")
+    remembered = None
+    if data.get("entry") is None and isinstance(data.get("response"), str):
+        remembered = state.recent_hits.find(response_id=data["response"])
+        if remembered is None:
+            return error_response(404, f"no recent hit answered with {data['response']!r}",
+                                  param="response", code="response_not_found")
+        entry_id = remembered.entry_id
+    else:
+        try:
+            entry_id = parse_entry_id(data.get("entry"))
+        except ValueError as exc:
+            return error_response(400, str(exc), param="entry")
+        remembered = state.recent_hits.find(entry_id=entry_id)
     store = state.cache.document_store
     try:
         entry = await state.in_thread(store.get, entry_id)
         if entry is None:
             return error_response(404, f"no entry {format_entry_id(entry_id)}",
                                   param="entry", code="entry_not_found")
-        await state.in_thread(lambda: state.cache.invalidate(entry_id=entry_id))
+        label = None
+        if remembered is not None and remembered.tenant == entry.tenant:
+            label = Label(tenant=entry.tenant, category=entry.category, query=remembered.query,
+                          entry_id=entry_id, candidate=entry.query,
+                          similarity=remembered.similarity, probability=remembered.probability,
+                          same=correct, source="feedback", t=time.time())
+            calibrator = state.cache.policies.calibration
+            await state.in_thread(calibrator.record if calibrator else store.add_label, label)
+        if not correct:
+            await state.in_thread(lambda: state.cache.invalidate(entry_id=entry_id))
     except StoreError as exc:
         log.warning("feedback failed: %s", exc)
         return error_response(503, f"the store failed: {type(exc).__name__}", type="server_error")
-    state.metrics.false_hits.inc(entry.tenant, entry.category)
-    log.info("false hit reported on entry %s (%s)", format_entry_id(entry_id),
-             entry.category)
-    return json_response({"removed": True, "entry": format_entry_id(entry_id),
-                          "tenant": entry.tenant, "category": entry.category})
+    if not correct:
+        state.metrics.false_hits.inc(entry.tenant, entry.category)
+    log.info("%s hit reported on entry %s (%s)", "right" if correct else "false",
+             format_entry_id(entry_id), entry.category)
+    return json_response({"removed": not correct, "entry": format_entry_id(entry_id),
+                          "tenant": entry.tenant, "category": entry.category,
+                          "labelled": label is not None})
 
 
 async def economics(request: Request) -> Response:
@@ -147,6 +176,8 @@ async def economics(request: Request) -> Response:
         return denied
     tracker = state.economics
     body = tracker.as_json() if tracker is not None else {"categories": []}
+    if (calibrator := state.cache.policies.calibration) is not None:
+        body["calibration"] = calibrator.as_json()
     if state.adaptive is not None:
         control = state.adaptive.controller
         body["load"] = {m: control.level(m) for m in control.signals.models()}

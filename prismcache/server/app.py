@@ -114,6 +114,8 @@ async def metrics(request: Request) -> Response:
         text += "\n".join(state.adaptive.metric_lines(state.cache.config.categories)) + "\n"
     if state.economics is not None:
         text += "\n".join(state.economics.metric_lines()) + "\n"
+    if (calibrator := state.cache.policies.calibration) is not None:
+        text += "\n".join(calibrator.metric_lines()) + "\n"
     if (budget := state.cache.index_budget) is not None:
         text += "\n".join(budget.metric_lines()) + "\n"
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

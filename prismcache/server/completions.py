@@ -27,7 +27,7 @@ from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
 from prismcache.results import Hit, Miss, MissReason
-from prismcache.server import overload
+from prismcache.server import learning, overload
 from prismcache.server.auth import Caller
 from prismcache.server.coalesce import Flight, Head, Similar, similar_for
 from prismcache.server.settings import ServerSettings
@@ -69,6 +69,7 @@ class _Call:
     store: bool
     pass_on: dict[str, str]
     shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
+    probe: learning.Probe | None = None  # a near candidate the fresh answer labels
 
     @property
     def prepared(self) -> PreparedRequest:
@@ -107,8 +108,14 @@ async def completions(request: Request) -> Response:
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
         await state.after_reply.settled(call.key.exact_key)  # its own answer, being stored
         result = await _lookup(state, call)
-        if isinstance(result, Hit):
+        probe = learning.probe_for(state, result, tenant=call.caller.tenant,
+                                   query=call.key.query, model=call.key.model)
+        if isinstance(result, Hit) and probe is None:
             return _serve_hit(state, call, result, started)
+        if isinstance(result, Hit):  # explored: forwarded and labelled, not served
+            result = Miss(reason=MissReason.EXPLORED, category=result.category,
+                          similarity=result.similarity)
+        call = replace(call, probe=probe)
     cacheable = result is None or result.cacheable
     outcome = "miss" if cacheable else "bypass"
     label = call.category or (result.category if result else None) or "unknown"
@@ -183,6 +190,7 @@ def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Resp
     else:
         out = json_response(response, headers=headers)
     metrics, tenant = state.metrics, call.caller.tenant
+    state.recent_hits.remember(hit, tenant=tenant, query=call.key.query)
     tokens = completion_tokens(response)
     metrics.requests.inc(call.endpoint, tenant, hit.category, "hit")
     metrics.tokens_saved.inc(tenant, hit.category, by=tokens)
@@ -371,6 +379,8 @@ async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: A
         except ValueError:
             answer = None
     _observe_upstream(state, call, flight, 200, answer)
+    if call.probe is not None:  # a grey-zone request: label the candidate from this answer
+        learning.record_later(state, call.probe, answer)
     if call.store and (answer is not None or not call.stream):  # a JSON 'None' is refused
         await _store(state, call, answer, chunks, flight.upstream_seconds)
 

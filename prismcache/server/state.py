@@ -15,6 +15,7 @@ from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
 from prismcache.server.background import AfterReply
 from prismcache.server.coalesce import Coalescer
+from prismcache.server.learning import RecentHits
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.upstream import Upstream
@@ -37,6 +38,7 @@ class ProxyState:
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
     after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
+    recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""

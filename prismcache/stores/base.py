@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from prismcache.entry import Entry, EntryRef, UsageCount
+from prismcache.labels import MAX_LABELS_PER_TENANT, Label
 from prismcache.quotas import Quotas
 
 __all__ = ["DocumentStore"]
@@ -113,6 +114,21 @@ class DocumentStore(Protocol):
 
     def usage(self) -> dict[str, UsageCount]:
         """Entries and bytes per category currently stored."""
+        ...
+
+    def add_label(self, label: Label, *, limit: int = MAX_LABELS_PER_TENANT) -> None:
+        """Keep ``label`` under its tenant; past ``limit`` labels of that tenant the oldest go.
+        Labels live apart from entries: deleting or evicting entries keeps them."""
+        ...
+
+    def labels(self, *, tenant: str | None = None,
+               category: str | None = None) -> list[Label]:
+        """The labels kept for ``tenant`` (``None``: every tenant's) and ``category``
+        (``None``: all), oldest first within a tenant."""
+        ...
+
+    def delete_labels(self, *, tenant: str | None = None) -> int:
+        """Delete ``tenant``'s labels (``None``: everyone's); return how many went."""
         ...
 
     def close(self) -> None:

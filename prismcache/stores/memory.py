@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreUnavailable
+from prismcache.labels import MAX_LABELS_PER_TENANT, Label
 from prismcache.quotas import Quotas
 from prismcache.stores.codec import Record, decode, encode, ref_of
 
@@ -41,6 +43,7 @@ class MemoryStore:
         self._records: dict[int, Record] = {}
         self._by_category: dict[str, set[int]] = {}
         self._usage: dict[str, tuple[int, int]] = {}
+        self._labels: dict[str, deque[str]] = {}  # tenant -> labels as JSON, oldest first
         self._closed = False
 
     @classmethod
@@ -178,6 +181,33 @@ class MemoryStore:
             self._check_open()
             return {c: UsageCount(entries=n, bytes=b) for c, (n, b) in self._usage.items()}
 
+    def add_label(self, label: Label, *, limit: int = MAX_LABELS_PER_TENANT) -> None:
+        """Keep ``label`` under its tenant, at most ``limit`` per tenant (oldest dropped)."""
+        text = label.to_json()
+        with self._lock:
+            self._check_open()
+            kept = self._labels.setdefault(label.tenant, deque())
+            kept.append(text)
+            while len(kept) > limit:
+                kept.popleft()
+
+    def labels(self, *, tenant: str | None = None,
+               category: str | None = None) -> list[Label]:
+        """``tenant``'s labels (``None``: all tenants) of ``category`` (``None``: all)."""
+        with self._lock:
+            self._check_open()
+            texts = [t for name, kept in sorted(self._labels.items())
+                     if tenant is None or name == tenant for t in kept]
+        found = map(Label.from_json, texts)
+        return [x for x in found if category is None or x.category == category]
+
+    def delete_labels(self, *, tenant: str | None = None) -> int:
+        """Delete ``tenant``'s labels (``None``: everyone's); return how many went."""
+        with self._lock:
+            self._check_open()
+            names = list(self._labels) if tenant is None else [tenant]
+            return sum(len(self._labels.pop(name, ())) for name in names)
+
     def close(self) -> None:
         """Drop every entry; later calls raise :class:`StoreUnavailable`. Idempotent."""
         with self._lock:
@@ -185,6 +215,7 @@ class MemoryStore:
             self._records.clear()
             self._by_category.clear()
             self._usage.clear()
+            self._labels.clear()
 
     def __enter__(self) -> MemoryStore:
         return self

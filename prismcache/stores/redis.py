@@ -57,7 +57,9 @@ from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreUnavailable
+from prismcache.labels import MAX_LABELS_PER_TENANT, Label
 from prismcache.quotas import Quotas
+from prismcache.stores import redis_labels
 from prismcache.stores import redis_lua as lua
 from prismcache.stores import redis_records as rec
 from prismcache.stores.codec import FIELDS, decode, encode
@@ -350,6 +352,22 @@ class RedisStore:
                 kind, _, category = name.decode().partition(":")
                 counts.setdefault(category, [0, 0])[kind == "b"] += int(value)
         return {c: UsageCount(entries=n, bytes=b) for c, (n, b) in counts.items() if n > 0}
+
+    def add_label(self, label: Label, *, limit: int = MAX_LABELS_PER_TENANT) -> None:
+        """Keep ``label`` under its tenant (:mod:`prismcache.stores.redis_labels`)."""
+        with self._session():
+            redis_labels.add(self._client, self._prefix, label, limit)
+
+    def labels(self, *, tenant: str | None = None,
+               category: str | None = None) -> list[Label]:
+        """``tenant``'s labels (``None``: all tenants) of ``category`` (``None``: all)."""
+        with self._session():
+            return redis_labels.read(self._client, self._prefix, tenant, category)
+
+    def delete_labels(self, *, tenant: str | None = None) -> int:
+        """Delete ``tenant``'s labels (``None``: everyone's); return how many went."""
+        with self._session():
+            return redis_labels.delete(self._client, self._prefix, tenant)
 
     def close(self) -> None:
         """Close the connection pools; later calls raise :class:`StoreUnavailable`."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from prismcache.entry import Entry, EntryRef, UsageCount
 from prismcache.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from prismcache.labels import MAX_LABELS_PER_TENANT, Label
 from prismcache.quotas import Quotas
 from prismcache.stores.codec import FIELDS, Record, decode, encode
 
@@ -103,6 +104,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN {_COUNT_OUT} END",
         "CREATE TRIGGER entries_update AFTER UPDATE OF category, size ON entries "
         f"BEGIN {_COUNT_OUT} {_COUNT_IN} END",
+    ),
+    (  # labels from traffic (prismcache.labels): per tenant, apart from the entries
+        """CREATE TABLE labels (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant   TEXT    NOT NULL,
+            category TEXT    NOT NULL,
+            label    TEXT    NOT NULL
+        )""",
+        "CREATE INDEX labels_tenant ON labels (tenant, seq)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -380,6 +390,34 @@ class SQLiteStore:
         with self._session() as db:
             rows = db.execute("SELECT category, entries, bytes FROM usage").fetchall()
         return {category: UsageCount(entries=n, bytes=b) for category, n, b in rows}
+
+    def add_label(self, label: Label, *, limit: int = MAX_LABELS_PER_TENANT) -> None:
+        """Keep ``label`` under its tenant, at most ``limit`` per tenant (oldest dropped),
+        in one transaction."""
+        with self._session() as db, _transaction(db):
+            db.execute("INSERT INTO labels (tenant, category, label) VALUES (?, ?, ?)",
+                       (label.tenant, label.category, label.to_json()))
+            db.execute("DELETE FROM labels WHERE tenant = ? AND seq <= (SELECT seq FROM labels "
+                       "WHERE tenant = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                       (label.tenant, label.tenant, int(limit)))
+
+    def labels(self, *, tenant: str | None = None,
+               category: str | None = None) -> list[Label]:
+        """``tenant``'s labels (``None``: all tenants) of ``category`` (``None``: all)."""
+        given = [(name, value) for name, value in (("tenant", tenant), ("category", category))
+                 if value is not None]
+        where = ("WHERE " + " AND ".join(f"{name} = ?" for name, _ in given)) if given else ""
+        with self._session() as db:
+            rows = db.execute(f"SELECT label FROM labels {where} ORDER BY tenant, seq",
+                              tuple(value for _, value in given)).fetchall()
+        return [Label.from_json(text) for (text,) in rows]
+
+    def delete_labels(self, *, tenant: str | None = None) -> int:
+        """Delete ``tenant``'s labels (``None``: everyone's); return how many went."""
+        with self._session() as db:
+            if tenant is None:
+                return int(db.execute("DELETE FROM labels").rowcount)
+            return int(db.execute("DELETE FROM labels WHERE tenant = ?", (tenant,)).rowcount)
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`StoreUnavailable`. Idempotent."""
