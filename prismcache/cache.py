@@ -43,7 +43,7 @@ from prismcache.explain import Explanation
 from prismcache.index import IndexSpec
 from prismcache.policies import PolicyResolver
 from prismcache.quotas import Quotas
-from prismcache.request import PreparedRequest, RequestKey, prepare_request
+from prismcache.request import Context, PreparedRequest, RequestKey, context_of, prepare_request
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
@@ -280,11 +280,15 @@ class SemanticCache:
                     self._expire_one(entry)
                 continue
             entries[entry_id] = entry
-            candidates.append(Candidate(entry_id=entry_id, text=entry.query,
-                                        similarity=similarity, vector=entry.vector))
+            context = context_of(entry.request, limits=self.config.limits)
+            candidates.append(Candidate(
+                entry_id=entry_id, text=entry.query, similarity=similarity, vector=entry.vector,
+                context=context, context_vector=self._context_vector(key.context, context,
+                                                                     policy)))
         try:
-            verdict = decision.decide(Query(text=key.query, vector=vector), candidates, policy,
-                                      verifier)
+            query = Query(text=key.query, vector=vector, context=key.context,
+                          context_vector=self._context_vector(key.context, key.context, policy))
+            verdict = decision.decide(query, candidates, policy, verifier)
         except VerifierError as exc:
             failed = self._fail_open("verifier", Classification(category, "verifier"), exc,
                                      count)
@@ -587,6 +591,17 @@ class SemanticCache:
             if len(self._memo) > _MEMO_SIZE:
                 self._memo.popitem(last=False)
         return vector
+
+    def _context_vector(self, query: Context | None, context: Context | None,
+                        policy: CategoryPolicy) -> np.ndarray | None:
+        """The embedding of ``context`` when the decision will compare it with the query's
+        ``query`` context by meaning (both comparable, different turns), else ``None``."""
+        if (policy.context != "semantic" or query is None or context is None
+                or not (query.semantic and context.semantic)
+                or (context is not query and context.key == query.key)):
+            return None
+        return decision.context_vector(np.stack([self._embed(t) for t in context.turns]),
+                                       context)
 
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id

@@ -29,6 +29,7 @@ from prismcache.guards import GUARD_TESTS
 from prismcache.request import RequestLimits
 
 __all__ = [
+    "CONTEXTS",
     "EVICTIONS",
     "GUARDS",
     "CacheConfig",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 EVICTIONS = ("lru", "lfu", "gdsf")
+CONTEXTS = ("exact", "semantic")  # how a conversation's earlier turns are compared
 GUARDS = tuple(GUARD_TESTS)  # every guard prismcache.guards defines, in order
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -133,6 +135,13 @@ class CategoryPolicy:
         fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
             or above this similarity (and below ``threshold``) may be served marked ``near``;
             ``None`` never (see :mod:`prismcache.server.overload`).
+        context: how the conversation before the last user turn is compared (see
+            ``docs/conversations.md``): ``"exact"`` (byte-identical turns only) or
+            ``"semantic"`` (by meaning: the embedding of the earlier user turns, weighted
+            toward the most recent, at or above ``context_threshold``, and the lexical
+            guards on the whole earlier conversation).
+        context_threshold: with ``context: semantic``, the cosine of the two contexts'
+            embeddings at or above which they may be taken to mean the same.
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -153,6 +162,8 @@ class CategoryPolicy:
     price_per_1k_tokens: float = 0.002
     max_share: float | None = None
     fallback_threshold: float | None = None
+    context: str = "exact"
+    context_threshold: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -185,6 +196,11 @@ class CategoryPolicy:
                 0.0 < self.fallback_threshold <= self.threshold):
             raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
                               f"(0, {self.threshold}], got {self.fallback_threshold}")
+
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if not 0.0 < self.context_threshold <= 1.0:
+            raise ConfigError(f"context_threshold must be in (0, 1], got {self.context_threshold}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
