@@ -309,7 +309,7 @@ class SemanticCache:
         if floor is not None:
             guarded = {c.entry_id for c, (o, _, _) in zip(candidates, verdict.outcomes,
                                                            strict=False)
-                       if o is decision.Outcome.GUARD}
+                       if o in (decision.Outcome.GUARD, decision.Outcome.CONTEXT)}
             for entry_id, similarity in found:
                 if similarity >= floor and entry_id not in guarded:
                     miss = replace(miss, near_entry=int(entry_id),

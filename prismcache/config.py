@@ -163,7 +163,7 @@ class CategoryPolicy:
     max_share: float | None = None
     fallback_threshold: float | None = None
     context: str = "exact"
-    context_threshold: float = 0.9
+    context_threshold: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -215,6 +215,8 @@ class CategoryPolicy:
                          f"{self.verify_high}), cutoff={self.cutoff}")
         if self.max_share is not None:
             shown.append(f"max_share={self.max_share}")
+        if self.context != "exact":
+            shown.append(f"context={self.context!r}, context_threshold={self.context_threshold}")
         return f"CategoryPolicy({', '.join(shown)})"
 
 

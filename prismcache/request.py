@@ -106,8 +106,11 @@ class Context:
         key: hex digest of the turns exactly as sent (roles, contents, tool calls): what
             ``context: exact`` compares, and part of the exact key.
         turns: the user turns' texts, oldest first: what ``context: semantic`` embeds.
-        text: the whole conversation's text (user and assistant turns), what the lexical
-            guards compare: a number or a name in an earlier reply changes the follow-up too.
+        text: the user turns as sentences (each ending in ``.`` unless it ends a sentence
+            already, joined by newlines): what the lexical guards compare. Assistant turns
+            are left out: sampled replies word the same content differently; what they say
+            is taken to follow from the user turns, the system prompt and the model, which
+            do match (a tool result does not follow: it makes the context exact).
         semantic: whether it may be compared by meaning at all: ``False`` when a turn is not
             plain text (tool calls, tool results, images) or a user turn is longer than
             ``limits.max_semantic_chars`` (the embedder would not read all of it); such a
@@ -304,7 +307,6 @@ def context_of(body: Mapping[str, Any], *,
 def _context(turns: list[Any], limits: RequestLimits) -> Context:
     """The context of the non-setup messages before the last user turn (at least one)."""
     users: list[str] = []
-    texts: list[str] = []
     semantic = True
     for message in turns:
         try:
@@ -314,11 +316,11 @@ def _context(turns: list[Any], limits: RequestLimits) -> Context:
         plain = (message["role"] in _TEXT_ROLES and other is None
                  and not any(k in message for k in ("tool_calls", "function_call")))
         semantic = semantic and plain
-        texts.append(text)
         if message["role"] == "user":
             users.append(text)
             semantic = semantic and len(text) <= limits.max_semantic_chars
-    return Context(key=_digest(_canonical(turns)), turns=tuple(users), text="\n".join(texts),
+    sentences = (t if t.rstrip()[-1:] in ".?!" else t.rstrip() + "." for t in users)
+    return Context(key=_digest(_canonical(turns)), turns=tuple(users), text="\n".join(sentences),
                    semantic=semantic and bool(users))
 
 
