@@ -286,8 +286,11 @@ class SemanticCache:
                 context=context, context_vector=self._context_vector(key.context, context,
                                                                      policy)))
         try:
+            # The request's own context is embedded only when a candidate's must be compared.
+            compared = any(c.context_vector is not None for c in candidates)
             query = Query(text=key.query, vector=vector, context=key.context,
-                          context_vector=self._context_vector(key.context, key.context, policy))
+                          context_vector=self._context_vector(key.context, key.context, policy)
+                          if compared else None)
             verdict = decision.decide(query, candidates, policy, verifier)
         except VerifierError as exc:
             failed = self._fail_open("verifier", Classification(category, "verifier"), exc,
