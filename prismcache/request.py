@@ -291,7 +291,7 @@ def key_request(
 
 
 def context_of(body: Mapping[str, Any], *,
-               limits: RequestLimits = RequestLimits()) -> Context | None:  # noqa: B008
+               limits: RequestLimits = RequestLimits()) -> Context | None:
     """The :class:`Context` of a stored or incoming chat request body, as :func:`key_request`
     computes it (``None`` for a single-turn or completions request, or a body that cannot be
     keyed). Candidates' contexts are re-derived from their stored request with it, so old

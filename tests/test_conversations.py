@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 
-from conftest import reply
 from prismcache import SemanticCache
 from prismcache.config import CategoryPolicy
 from prismcache.decision import Candidate, MissReason, Outcome, Query, context_check, decide
 from prismcache.errors import ConfigError
 from prismcache.request import Context, RequestLimits, context_of, key_request
-from prismcache.server.coalesce import similar_for
 from prismcache.results import Miss
-from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
+from prismcache.server.coalesce import similar_for
 
 FOLLOW_UP = "how long does that take?"
 SEMANTIC = {"categories": {"loose": {"threshold": 0.5, "ttl": "1h", "quota": 0.5,
@@ -277,7 +277,8 @@ def test_no_hit_crosses_system_prompt_tools_or_tenant_whatever_the_context(ops) 
             body = _body(system, tools, history, query)
             if kind == "store":
                 stored = cache.store(body, reply(query), tenant=tenant)
-                owner[stored.entry_id] = (tenant, system, tools, bool(history))  # type: ignore[index]
+                assert stored.entry_id is not None
+                owner[stored.entry_id] = (tenant, system, tools, bool(history))
             else:
                 result = cache.lookup(body, tenant=tenant)
                 if result.hit:

@@ -70,7 +70,8 @@ def test_exact_contexts_and_tenants_with_the_async_client(make_proxy, upstream) 
                               (a, "I want to cancel my Visa card"),
                               (a, "i want to cancel my visa card please"),
                               (b, "I want to cancel my Visa card")):
-            done = await client.chat.completions.create(model="m1", messages=talk(first))  # type: ignore[arg-type]
+            done = await client.chat.completions.create(
+                model="m1", messages=talk(first))  # type: ignore[arg-type]
             texts.append(done.choices[0].message.content or "")
         await a.close()
         await b.close()

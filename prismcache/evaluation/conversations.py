@@ -43,8 +43,7 @@ from prismcache.evaluation import datasets as ds
 from prismcache.evaluation.records import Pair, TraceLine
 
 __all__ = ["DIFFERENT_KINDS", "FOLLOW_UPS", "KINDS", "SAME_KINDS", "conversation_pairs",
-           "conversation_trace",
-           "conversation_pairs_and_trace"]
+           "conversation_pairs_and_trace", "conversation_trace"]
 
 #: elliptic follow-ups: the same words ask different things in different contexts
 FOLLOW_UPS = (
@@ -132,9 +131,11 @@ def conversation_pairs_and_trace(root: Path, *, split: str = "dev", seed: int = 
             answer = f"{intent}|{follow}" + (f"|{first}" if slot else "")
             trace.append(TraceLine(query=source, answer_key=answer, category=category))
 
-            def add(kind: str, query: Messages, same: bool, key: str) -> None:
+            def add(kind: str, query: Messages, same: bool, key: str,
+                    source: Messages = source, category: str = category,
+                    origin: str = domain_of[intent]) -> None:
                 pairs.append(Pair(query=query, candidate=source, same=same, category=category,
-                                  kind=kind, source=domain_of[intent]))
+                                  kind=kind, source=origin))
                 trace.append(TraceLine(query=query, answer_key=key, category=category))
 
             if not slot:
