@@ -230,6 +230,9 @@ class SemanticCache:
             if policy.exact_only or not key.semantic:
                 return self._explained(self._miss(name, MissReason.EXACT_ONLY, count),
                                        policy, [], dry)
+            if key.context is not None and not key.context.semantic \
+                    and policy.context == "semantic":
+                count(name, "exact_contexts")
             if vector is None:
                 vector = self._embed(key.query)
             return self._semantic_lookup(key, name, policy, vector, now, count, dry)
@@ -334,6 +337,9 @@ class SemanticCache:
                        if o is decision.Outcome.VERIFIER and p is not None)
         if guarded or verified:
             self._counters.rejections(category, guarded, verified)
+        contexts = sum(1 for o, _, _ in verdict.outcomes if o is decision.Outcome.CONTEXT)
+        if contexts:
+            self._count(category, "context_rejections", n=contexts)
 
     def _serve(self, entry: Entry, policy: CategoryPolicy, similarity: float,
                probability: float | None, tier: str, now: float, count: _Counter,

@@ -225,6 +225,9 @@ def test_a_long_context_turn_is_compared_exactly(make_cache) -> None:
     assert not missed.hit and missed.reason is MissReason.CONTEXT
     assert missed.detail == "different turns"
     assert cache.lookup(talk(prefix + "about my Visa card")).hit
+    stats = cache.stats()["loose"]
+    assert stats.exact_contexts == 1  # the exact-tier hit never reached the semantic rule
+    assert stats.context_rejections == 1
 
 
 def test_semantic_coalescing_groups_by_the_exact_context() -> None:
