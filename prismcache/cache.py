@@ -286,8 +286,8 @@ class SemanticCache:
             context = context_of(entry.request, limits=self.config.limits)
             candidates.append(Candidate(
                 entry_id=entry_id, text=entry.query, similarity=similarity, vector=entry.vector,
-                context=context, context_vector=self._context_vector(key.context, context,
-                                                                     policy)))
+                context=context, context_vector=self._context_vector(
+                    key.context, context, policy, stored=entry.context_vector)))
         try:
             # The request's own context is embedded only when a candidate's must be compared.
             compared = any(c.context_vector is not None for c in candidates)
@@ -435,6 +435,9 @@ class SemanticCache:
         semantic = key.semantic and not policy.exact_only
         if semantic and vector is None:
             vector = self._embed(key.query)
+        context = key.context
+        context_vector = self._context_vector(context, context, policy) \
+            if semantic and context is not None else None
         request = dict(prepared.body)
         response = dict(response)
         entry = Entry(
@@ -443,6 +446,7 @@ class SemanticCache:
             query=key.query, request=request, response=response, chunks=chunks,
             vector=vector if semantic else None,
             embedder=self._embedder.id if semantic else "",
+            context_vector=context_vector,
             created=now,
             expires=None if policy.ttl is None else now + policy.ttl.total_seconds(),
             last_access=now,
@@ -602,13 +606,18 @@ class SemanticCache:
         return vector
 
     def _context_vector(self, query: Context | None, context: Context | None,
-                        policy: CategoryPolicy) -> np.ndarray | None:
+                        policy: CategoryPolicy, *, stored: np.ndarray | None = None
+                        ) -> np.ndarray | None:
         """The embedding of ``context`` when the decision will compare it with the query's
-        ``query`` context by meaning (both comparable, different turns), else ``None``."""
+        ``query`` context by meaning (both comparable, different turns), else ``None``:
+        ``stored`` (the entry's) when given, else embedded now (entries stored while the
+        category compared contexts exactly, or before contexts existed)."""
         if (policy.context != "semantic" or query is None or context is None
                 or not (query.semantic and context.semantic)
                 or (context is not query and context.key == query.key)):
             return None
+        if stored is not None and stored.shape == (self._embedder.dim,):
+            return stored
         return decision.context_vector(np.stack([self._embed(t) for t in context.turns]),
                                        context)
 

@@ -202,6 +202,50 @@ def test_a_reopened_sqlite_cache_compares_contexts_from_the_stored_request(
         assert not cache.lookup(talk("I want to cancel my Mastercard")).hit
 
 
+def test_the_context_embedding_is_stored_and_not_recomputed(tmp_path: Path, clock) -> None:
+    from conftest import TEST_CONFIG, CountingEmbedder
+    config = {**TEST_CONFIG, **SEMANTIC, "store": f"sqlite:///{tmp_path}/c.db"}
+    with SemanticCache.open(config, clock=clock) as cache:
+        stored = cache.store(talk("I want to cancel my Visa card"), reply("3 days"))
+        entry = cache.document_store.get(stored.entry_id)  # type: ignore[arg-type]
+        assert entry is not None and entry.context_vector is not None
+        assert abs(float(np.linalg.norm(entry.context_vector)) - 1) < 1e-5
+    embedder = CountingEmbedder()
+    with SemanticCache.open(config, clock=clock, embedder=embedder) as cache:
+        assert cache.lookup(talk("i want to cancel my visa card please")).hit
+        assert embedder.calls == 2  # the follow-up and the request's one context turn
+
+
+def test_rows_of_schema_1_are_read_and_compared(tmp_path: Path, clock) -> None:
+    """A SQLite file written before contexts had a column: migrated, its rows still serve."""
+    import sqlite3
+
+    from conftest import TEST_CONFIG
+    from prismcache.stores import sqlite as sqlite_store
+    from prismcache.stores.codec import FIELDS, encode
+
+    with SemanticCache.open({**TEST_CONFIG, **SEMANTIC}, clock=clock) as cache:
+        prepared = cache.prepare(talk("I want to cancel my Visa card"))
+        cache.store(prepared, reply("3 days"))
+        (entry,) = list(cache.document_store.scan())
+    record = encode(entry)._asdict()
+    old = [f for f in FIELDS if f != "context_vector"]
+    db = sqlite3.connect(tmp_path / "old.db")
+    for statement in sqlite_store._MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute(f"INSERT INTO entries ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
+               [record[f] for f in old])
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    config = {**TEST_CONFIG, **SEMANTIC, "store": f"sqlite:///{tmp_path}/old.db"}
+    with SemanticCache.open(config, clock=clock) as cache:
+        (row,) = list(cache.document_store.scan())
+        assert row.context_vector is None
+        assert cache.lookup(talk("i want to cancel my visa card please")).hit
+        assert not cache.lookup(talk("I want to cancel my Mastercard")).hit
+
+
 def test_a_single_turn_request_never_matches_a_multi_turn_entry(make_cache) -> None:
     cache = make_cache(SEMANTIC)
     cache.store({"model": "m1", "messages": [{"role": "user", "content": FOLLOW_UP}]},
