@@ -608,18 +608,8 @@ class SemanticCache:
     def _context_vector(self, query: Context | None, context: Context | None,
                         policy: CategoryPolicy, *, stored: np.ndarray | None = None
                         ) -> np.ndarray | None:
-        """The embedding of ``context`` when the decision will compare it with the query's
-        ``query`` context by meaning (both comparable, different turns), else ``None``:
-        ``stored`` (the entry's) when given, else embedded now (entries stored while the
-        category compared contexts exactly, or before contexts existed)."""
-        if (policy.context != "semantic" or query is None or context is None
-                or not (query.semantic and context.semantic)
-                or (context is not query and context.key == query.key)):
-            return None
-        if stored is not None and stored.shape == (self._embedder.dim,):
-            return stored
-        return decision.context_vector(np.stack([self._embed(t) for t in context.turns]),
-                                       context)
+        """:func:`decision.context_embedding` with this cache's embedder and memo."""
+        return decision.context_embedding(query, context, policy, self._embed, stored=stored)
 
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id

@@ -43,7 +43,7 @@ empty and the rule is the classic one: ``cosine >= threshold`` plus the guards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from prismcache.verifiers.base import Verifier
 
 __all__ = ["CONTEXT_GUARDS", "Candidate", "Decision", "MissReason", "Outcome", "Query",
-           "context_check", "context_vector", "decide"]
+           "context_check", "context_embedding", "context_vector", "decide"]
 
 #: the guards that compare two conversations' earlier turns (of those the policy enables):
 #: a different name, number, negation or opposite anywhere in them changes what a follow-up
@@ -217,13 +217,32 @@ def context_check(query: Query, candidate: Candidate, policy: CategoryPolicy) ->
     if q.key == c.key:
         return None
     if (policy.context != "semantic" or not (q.semantic and c.semantic)
-            or query.context_vector is None or candidate.context_vector is None):
+            or query.context_vector is None or candidate.context_vector is None
+            or query.context_vector.shape != candidate.context_vector.shape):
         return "different turns"
     similarity = float(np.dot(query.context_vector, candidate.context_vector))
     if similarity < policy.context_threshold:
         return f"similarity {similarity:.3f} < {policy.context_threshold:g}"
     rejected = guards.check(q.text, c.text, [g for g in CONTEXT_GUARDS if g in policy.guards])
     return None if rejected is None else f"guard {rejected}"
+
+
+def context_embedding(query: Context | None, context: Context | None, policy: CategoryPolicy,
+                      embed: Callable[[str], np.ndarray], *, stored: np.ndarray | None = None
+                      ) -> np.ndarray | None:
+    """The embedding of ``context`` when :func:`context_check` will compare it with the
+    request's ``query`` context by meaning (semantic policy, both comparable, different
+    turns), else ``None``: ``stored`` (an entry's) when there is one, else made from its
+    turns with ``embed`` (entries stored while the category compared contexts exactly, or
+    before contexts existed). A stored vector of another shape is told apart by
+    :func:`context_check` as different turns."""
+    if (policy.context != "semantic" or query is None or context is None
+            or not (query.semantic and context.semantic)
+            or (context is not query and context.key == query.key)):
+        return None
+    if stored is not None:
+        return stored
+    return context_vector(np.stack([embed(turn) for turn in context.turns]), context)
 
 
 def context_vector(turn_vectors: np.ndarray, context: Context) -> np.ndarray:

@@ -221,6 +221,7 @@ def test_rows_of_schema_1_are_read_and_compared(tmp_path: Path, clock) -> None:
     import sqlite3
 
     from conftest import TEST_CONFIG
+
     from prismcache.stores import sqlite as sqlite_store
     from prismcache.stores.codec import FIELDS, encode
 
