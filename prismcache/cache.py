@@ -66,6 +66,7 @@ _Counter = Callable[..., None]
 #: ``(entry, category stats) -> reason or None``: refuses an entry before it is stored
 AdmissionHook = Callable[[Entry, CategoryStats], str | None]
 _MEMO_SIZE = 1024
+CONTEXT_WIDENING = 4  # x neighbours searched for a follow-up compared by meaning
 _SWEEP_EVERY = 30.0  # seconds between sweeps of expired entries, piggybacked on stores
 Body = Mapping[str, Any] | bytes | str
 
@@ -266,7 +267,12 @@ class SemanticCache:
         now: float, count: _Counter, dry: bool,
     ) -> tuple[LookupResult, Explanation | None]:
         verifier = self._verifier(policy)
-        found = self._tiers.search(key.partition, category, vector, self.config.neighbours)
+        k = self.config.neighbours
+        if key.context is not None and policy.context == "semantic":
+            # Follow-ups share their words across conversations ("how long does that take?"):
+            # the nearest last turns tie, and the one of a matching context may rank past k.
+            k *= CONTEXT_WIDENING
+        found = self._tiers.search(key.partition, category, vector, k)
         low, _ = decision.bounds(policy, verifier)
         entries: dict[int, Entry] = {}
         candidates: list[Candidate] = []
