@@ -12,8 +12,10 @@ defaults and the bundled embedder:
 2. **test** is reported at that threshold and under ``context: exact`` (the old behaviour:
    byte-identical turns only), per kind, through :func:`prismcache.evaluation.evaluate` (the
    decision lookups call);
-3. the **test trace** (each source conversation, then its variants) is replayed through a
-   ``SemanticCache`` as ``prismcache replay`` does: hit rate and wrong answers served.
+3. the **dev trace** (each source conversation, then its variants) is replayed through a
+   ``SemanticCache`` as ``prismcache replay`` does, with the neighbours searched for a
+   follow-up widened x1, x2, x4, x8 (``prismcache.cache.CONTEXT_WIDENING``, shipped x4), and
+   the **test trace** at the shipped widening: hit rate and wrong answers served.
 
 Prints the tables and writes ``OUT.txt`` and ``OUT.json``.
 """
@@ -28,6 +30,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from prismcache import cache as cache_module
 from prismcache.config import CacheConfig, load_config
 from prismcache.embedders import open_embedder
 from prismcache.evaluation.conversations import (
@@ -76,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.data)
     table = EmbeddingTable(open_embedder(load_config().embedder), args.vector_cache)
-    dev, _ = conversation_pairs_and_trace(root, split="dev", seed=args.seed,
-                                          per_intent=args.per_intent)
+    dev, dev_trace = conversation_pairs_and_trace(root, split="dev", seed=args.seed,
+                                                  per_intent=args.per_intent)
     test, test_trace = conversation_pairs_and_trace(root, split="test", seed=args.seed,
                                                     per_intent=args.per_intent)
     text = io.StringIO()
@@ -106,7 +109,22 @@ def main(argv: list[str] | None = None) -> int:
         wrong = max(semantic[k] for k in DIFFERENT_KINDS)
         print(f"semantic {chosen:.2f}: same-meaning kinds {same:.1%} hit on average, "
               f"different-meaning kinds at most {wrong:.1%} served")
-        print(f"\n== test trace through SemanticCache ({len(test_trace)} requests)")
+        print(f"\n== dev trace through SemanticCache ({len(dev_trace)} requests), "
+              f"semantic {chosen:.2f}, neighbours searched for a follow-up x widening")
+        widening = {}
+        shipped = cache_module.CONTEXT_WIDENING
+        for factor in (1, 2, 4, 8):
+            cache_module.CONTEXT_WIDENING = factor  # the module constant lookups read
+            overall = replay(dev_trace, config_for("semantic", chosen), table,
+                             use_trace_categories=True)["overall"]
+            widening[factor] = {k: overall[k] for k in ("hit_rate", "false_hit_rate",
+                                                         "precision")}
+            print(f"widening x{factor:<17}" + "  ".join(
+                f"{k} {v:.2%}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in widening[factor].items()))
+        cache_module.CONTEXT_WIDENING = shipped
+        print(f"\n== test trace through SemanticCache ({len(test_trace)} requests), "
+              f"widening x{shipped}")
         replays = {}
         for label, config in (("exact", config_for("exact")),
                               (f"semantic {chosen:.2f}", config_for("semantic", chosen))):
@@ -118,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update({"dev_sweep": {f"{t:.2f}": r for t, r in sweep.items()},
                    "chosen_context_threshold": chosen, "test": {"exact": exact,
                                                                 "semantic": semantic},
-                   "test_trace": replays})
+                   "dev_trace_widening": widening, "test_trace": replays})
     sys.stdout.write(text.getvalue())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
