@@ -283,6 +283,24 @@ def test_semantic_coalescing_groups_by_the_exact_context() -> None:
     assert len(groups) == 2
 
 
+def test_near_answers_under_overload_need_the_same_turns(make_cache) -> None:
+    from prismcache.server.overload import near_hit
+
+    cache = make_cache({"categories": {"loose": {
+        "threshold": 0.99, "fallback_threshold": 0.5, "ttl": "1h", "quota": 0.5,
+        "context": "semantic", "context_threshold": 0.6}}, "default_category": "loose"})
+    cache.store(talk("I want to cancel my Visa card"), reply("3 days"))
+    for body, served in ((talk("I want to cancel my Visa card", "how long will that take?"),
+                          True),
+                         (talk("I want to cancel my Mastercard", "how long will that take?"),
+                          False)):
+        prepared = cache.prepare(body)
+        missed = cache.lookup(prepared)
+        assert isinstance(missed, Miss)
+        near = near_hit(cache, prepared.key, missed) if missed.near_entry else None
+        assert (near is not None) is served
+
+
 # -- isolation ------------------------------------------------------------------------------
 
 TENANTS = ("acme", "globex")
