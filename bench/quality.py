@@ -59,9 +59,11 @@ MAX_FALSE = 0.01
 
 
 def with_policies(config: CacheConfig, **changes: Any) -> CacheConfig:
-    """``config`` with ``changes`` applied to every category's policy."""
+    """``config`` with ``changes`` applied to every category's policy (the overload
+    ``fallback_threshold``, which must stay at or below the threshold, is dropped: no
+    upstream is overloaded here)."""
     return dataclasses.replace(config, categories={
-        name: dataclasses.replace(policy, **changes)
+        name: dataclasses.replace(policy, **{"fallback_threshold": None, **changes})
         for name, policy in config.categories.items()})
 
 

@@ -43,7 +43,7 @@ from prismcache.explain import Explanation
 from prismcache.index import IndexSpec
 from prismcache.policies import PolicyResolver
 from prismcache.quotas import Quotas
-from prismcache.request import PreparedRequest, RequestKey, prepare_request
+from prismcache.request import Context, PreparedRequest, RequestKey, context_of, prepare_request
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss, Stored
 from prismcache.stores import DocumentStore, open_store, redact_url
@@ -66,6 +66,7 @@ _Counter = Callable[..., None]
 #: ``(entry, category stats) -> reason or None``: refuses an entry before it is stored
 AdmissionHook = Callable[[Entry, CategoryStats], str | None]
 _MEMO_SIZE = 1024
+CONTEXT_WIDENING = 4  # x neighbours searched for a follow-up compared by meaning
 _SWEEP_EVERY = 30.0  # seconds between sweeps of expired entries, piggybacked on stores
 Body = Mapping[str, Any] | bytes | str
 
@@ -231,6 +232,9 @@ class SemanticCache:
             if policy.exact_only or not key.semantic:
                 return self._explained(self._miss(name, MissReason.EXACT_ONLY, count),
                                        policy, [], dry)
+            if key.context is not None and not key.context.semantic \
+                    and policy.context == "semantic":
+                count(name, "exact_contexts")
             if vector is None:
                 vector = self._embed(key.query)
             return self._semantic_lookup(key, name, policy, vector, now, count, dry)
@@ -264,7 +268,12 @@ class SemanticCache:
         now: float, count: _Counter, dry: bool,
     ) -> tuple[LookupResult, Explanation | None]:
         verifier = self._verifier(policy)
-        found = self._tiers.search(key.partition, category, vector, self.config.neighbours)
+        k = self.config.neighbours
+        if key.context is not None and policy.context == "semantic":
+            # Follow-ups share their words across conversations ("how long does that take?"):
+            # the nearest last turns tie, and the one of a matching context may rank past k.
+            k *= CONTEXT_WIDENING
+        found = self._tiers.search(key.partition, category, vector, k)
         low, _ = decision.bounds(policy, verifier)
         entries: dict[int, Entry] = {}
         candidates: list[Candidate] = []
@@ -281,11 +290,18 @@ class SemanticCache:
                     self._expire_one(entry)
                 continue
             entries[entry_id] = entry
-            candidates.append(Candidate(entry_id=entry_id, text=entry.query,
-                                        similarity=similarity, vector=entry.vector))
+            context = context_of(entry.request, limits=self.config.limits)
+            candidates.append(Candidate(
+                entry_id=entry_id, text=entry.query, similarity=similarity, vector=entry.vector,
+                context=context, context_vector=self._context_vector(
+                    key.context, context, policy, stored=entry.context_vector)))
         try:
-            verdict = decision.decide(Query(text=key.query, vector=vector), candidates, policy,
-                                      verifier)
+            # The request's own context is embedded only when a candidate's must be compared.
+            compared = any(c.context_vector is not None for c in candidates)
+            query = Query(text=key.query, vector=vector, context=key.context,
+                          context_vector=self._context_vector(key.context, key.context, policy)
+                          if compared else None)
+            verdict = decision.decide(query, candidates, policy, verifier)
         except VerifierError as exc:
             failed = self._fail_open("verifier", Classification(category, "verifier"), exc,
                                      count)
@@ -312,7 +328,7 @@ class SemanticCache:
         if floor is not None:
             guarded = {c.entry_id for c, (o, _, _) in zip(candidates, verdict.outcomes,
                                                            strict=False)
-                       if o is decision.Outcome.GUARD}
+                       if o in (decision.Outcome.GUARD, decision.Outcome.CONTEXT)}
             for entry_id, similarity in found:
                 if similarity >= floor and entry_id not in guarded:
                     miss = replace(miss, near_entry=int(entry_id),
@@ -334,6 +350,9 @@ class SemanticCache:
                        if o is decision.Outcome.VERIFIER and p is not None)
         if guarded or verified:
             self._counters.rejections(category, guarded, verified)
+        contexts = sum(1 for o, _, _ in verdict.outcomes if o is decision.Outcome.CONTEXT)
+        if contexts:
+            self._count(category, "context_rejections", n=contexts)
 
     def _serve(self, entry: Entry, policy: CategoryPolicy, similarity: float,
                probability: float | None, tier: str, now: float, count: _Counter,
@@ -429,6 +448,9 @@ class SemanticCache:
         semantic = key.semantic and not policy.exact_only
         if semantic and vector is None:
             vector = self._embed(key.query)
+        context = key.context
+        context_vector = self._context_vector(context, context, policy) \
+            if semantic and context is not None else None
         request = dict(prepared.body)
         response = dict(response)
         entry = Entry(
@@ -437,6 +459,7 @@ class SemanticCache:
             query=key.query, request=request, response=response, chunks=chunks,
             vector=vector if semantic else None,
             embedder=self._embedder.id if semantic else "",
+            context_vector=context_vector,
             created=now,
             expires=None if policy.ttl is None else now + policy.ttl.total_seconds(),
             last_access=now,
@@ -594,6 +617,12 @@ class SemanticCache:
             if len(self._memo) > _MEMO_SIZE:
                 self._memo.popitem(last=False)
         return vector
+
+    def _context_vector(self, query: Context | None, context: Context | None,
+                        policy: CategoryPolicy, *, stored: np.ndarray | None = None
+                        ) -> np.ndarray | None:
+        """:func:`decision.context_embedding` with this cache's embedder and memo."""
+        return decision.context_embedding(query, context, policy, self._embed, stored=stored)
 
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id

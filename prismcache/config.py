@@ -29,6 +29,7 @@ from prismcache.guards import GUARD_TESTS
 from prismcache.request import RequestLimits
 
 __all__ = [
+    "CONTEXTS",
     "EVICTIONS",
     "GUARDS",
     "CacheConfig",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 EVICTIONS = ("lru", "lfu", "gdsf")
+CONTEXTS = ("exact", "semantic")  # how a conversation's earlier turns are compared
 GUARDS = tuple(GUARD_TESTS)  # every guard prismcache.guards defines, in order
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -138,6 +140,13 @@ class CategoryPolicy:
             (:mod:`prismcache.calibration`); ``None`` (the default): off, ``cutoff`` as set.
         explore_rate: with ``target_precision`` set, the share of grey-zone hits sent upstream
             instead and labelled (0 while the upstream is overloaded).
+        context: how the conversation before the last user turn is compared (see
+            ``docs/conversations.md``): ``"exact"`` (byte-identical turns only) or
+            ``"semantic"`` (by meaning: the embedding of the earlier user turns, weighted
+            toward the most recent, at or above ``context_threshold``, and the lexical
+            guards on the whole earlier conversation).
+        context_threshold: with ``context: semantic``, the cosine of the two contexts'
+            embeddings at or above which they may be taken to mean the same.
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -160,6 +169,8 @@ class CategoryPolicy:
     fallback_threshold: float | None = None
     target_precision: float | None = None
     explore_rate: float = 0.02
+    context: str = "exact"
+    context_threshold: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -196,6 +207,10 @@ class CategoryPolicy:
             raise ConfigError(f"target_precision must be in [0.5, 1), got {self.target_precision}")
         if not 0.0 <= self.explore_rate <= 0.5:
             raise ConfigError(f"explore_rate must be in [0, 0.5], got {self.explore_rate}")
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if not 0.0 < self.context_threshold <= 1.0:
+            raise ConfigError(f"context_threshold must be in (0, 1], got {self.context_threshold}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
@@ -210,6 +225,8 @@ class CategoryPolicy:
                          f"{self.verify_high}), cutoff={self.cutoff}")
         if self.max_share is not None:
             shown.append(f"max_share={self.max_share}")
+        if self.context != "exact":
+            shown.append(f"context={self.context!r}, context_threshold={self.context_threshold}")
         return f"CategoryPolicy({', '.join(shown)})"
 
 

@@ -17,6 +17,14 @@ cosine < ``verify_low``         rejected: too far (``below-threshold``)
 cosine >= ``verify_high``       served without the verifier (near-verbatim), guards permitting
 =============================  ================================================================
 
+A request with a conversation before its last user turn (a :class:`~prismcache.request.Context`)
+is compared on that context first, by its category's ``context`` rule (:func:`context_check`):
+``exact`` needs the same turns byte for byte; ``semantic`` needs the two contexts' embeddings
+within ``context_threshold`` and the lexical guards to pass on the two conversations' text. A
+request without a context never matches an entry with one, nor the other way round. A context
+that cannot be compared by meaning (tool turns, a user turn past the embedder's window) is
+compared exactly whatever the category says.
+
 Hard **guards** (:mod:`prismcache.guards`) run on every candidate of every zone first. Among the
 candidates that may be served, the one with the highest probability wins (the upper zone counts
 as probability 1); ties go to the higher cosine. With the verifier ``none`` the grey zone is
@@ -35,7 +43,7 @@ empty and the rule is the classic one: ``cosine >= threshold`` plus the guards.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -46,9 +54,17 @@ from prismcache import guards
 
 if TYPE_CHECKING:
     from prismcache.config import CategoryPolicy
+    from prismcache.request import Context
     from prismcache.verifiers.base import Verifier
 
-__all__ = ["Candidate", "Decision", "MissReason", "Outcome", "Query", "decide"]
+__all__ = ["CONTEXT_GUARDS", "Candidate", "Decision", "MissReason", "Outcome", "Query",
+           "context_check", "context_embedding", "context_vector", "decide"]
+
+#: the guards that compare two conversations' earlier turns (of those the policy enables):
+#: a different name, number, negation or opposite anywhere in them changes what a follow-up
+#: ("cancel it", "and in euros?") refers to. ``question`` and ``scope`` are left out: the
+#: earlier turns are not the question being asked.
+CONTEXT_GUARDS = ("numbers", "negation", "entities", "antonyms")
 
 
 class MissReason(StrEnum):
@@ -58,6 +74,7 @@ class MissReason(StrEnum):
     EMPTY = "empty"  #: the partition holds no candidate of the category
     BELOW_THRESHOLD = "below-threshold"  #: every candidate is below the lower bound
     GUARD = "guard"  #: a guard rejected every candidate near enough (detail: the guard)
+    CONTEXT = "context"  #: every candidate near enough was of another conversation context
     VERIFIER = "verifier"  #: the verifier rejected every grey-zone candidate (detail: best p)
     DISABLED = "disabled"  #: the category is switched off
     EXACT_ONLY = "exact-only"  #: only verbatim repeats may be served for this request
@@ -75,28 +92,34 @@ class Outcome(StrEnum):
     SERVED = "served"
     ACCEPTED = "accepted"  #: could have been served, another candidate won
     BELOW = "below-threshold"
+    CONTEXT = "context"
     GUARD = "guard"
     VERIFIER = "verifier"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Query:
-    """The request side of a decision: the last user turn (and, for the verifier, its vector
-    and the conversation context's fingerprint when the category compares it)."""
+    """The request side of a decision: the last user turn (and, for the verifier, its
+    vector), and the conversation before it with its embedding (:func:`context_vector`) when
+    there is one."""
 
     text: str
     vector: np.ndarray | None = None
+    context: Context | None = None
+    context_vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate:
     """One stored entry near the query: its id, its query text and cosine similarity (and
-    its vector, for verifiers that need it)."""
+    its vector, for verifiers that need it), and its conversation context as :class:`Query`'s."""
 
     entry_id: int
     text: str
     similarity: float
     vector: np.ndarray | None = None
+    context: Context | None = None
+    context_vector: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +175,11 @@ def decide(query: Query, candidates: Sequence[Candidate], policy: CategoryPolicy
         if candidate.similarity < low:
             outcomes.append((Outcome.BELOW, None, ""))
             continue
+        if query.context is not None or candidate.context is not None:
+            rejected = context_check(query, candidate, policy)
+            if rejected is not None:
+                outcomes.append((Outcome.CONTEXT, None, rejected))
+                continue
         rejected = guards.check(query.text, candidate.text, policy.guards)
         if rejected is not None:
             outcomes.append((Outcome.GUARD, None, rejected))
@@ -179,6 +207,55 @@ def decide(query: Query, candidates: Sequence[Candidate], policy: CategoryPolicy
                     detail=detail, outcomes=tuple(outcomes))
 
 
+def context_check(query: Query, candidate: Candidate, policy: CategoryPolicy) -> str | None:
+    """Why ``candidate``'s conversation context differs from ``query``'s under ``policy``'s
+    ``context`` rule, or ``None`` when it may be taken to mean the same. Pure.
+
+    Without both contexts' vectors a semantic comparison falls back to the exact one."""
+    q, c = query.context, candidate.context
+    if q is None or c is None:
+        return "only one has a context" if q is not c else None
+    if q.key == c.key:
+        return None
+    if (policy.context != "semantic" or not (q.semantic and c.semantic)
+            or query.context_vector is None or candidate.context_vector is None
+            or query.context_vector.shape != candidate.context_vector.shape):
+        return "different turns"
+    similarity = float(np.dot(query.context_vector, candidate.context_vector))
+    if similarity < policy.context_threshold:
+        return f"similarity {similarity:.3f} < {policy.context_threshold:g}"
+    rejected = guards.check(q.text, c.text, [g for g in CONTEXT_GUARDS if g in policy.guards])
+    return None if rejected is None else f"guard {rejected}"
+
+
+def context_embedding(query: Context | None, context: Context | None, policy: CategoryPolicy,
+                      embed: Callable[[str], np.ndarray], *, stored: np.ndarray | None = None
+                      ) -> np.ndarray | None:
+    """The embedding of ``context`` when :func:`context_check` will compare it with the
+    request's ``query`` context by meaning (semantic policy, both comparable, different
+    turns), else ``None``: ``stored`` (an entry's) when there is one, else made from its
+    turns with ``embed`` (entries stored while the category compared contexts exactly, or
+    before contexts existed). A stored vector of another shape is told apart by
+    :func:`context_check` as different turns."""
+    if (policy.context != "semantic" or query is None or context is None
+            or not (query.semantic and context.semantic)
+            or (context is not query and context.key == query.key)):
+        return None
+    if stored is not None:
+        return stored
+    return context_vector(np.stack([embed(turn) for turn in context.turns]), context)
+
+
+def context_vector(turn_vectors: np.ndarray, context: Context) -> np.ndarray:
+    """The unit-norm embedding of a context: its user turns' unit vectors (rows of
+    ``turn_vectors``, oldest first) averaged with :meth:`Context.weights` — most recent and
+    substantive turns weigh most."""
+    weights = np.asarray(context.weights(), dtype=np.float64)
+    mixed = weights @ np.asarray(turn_vectors, dtype=np.float64)
+    norm = float(np.linalg.norm(mixed))
+    return (mixed / norm if norm > 0 else mixed).astype(np.float32)
+
+
 def _best(candidates: Sequence[Candidate],
           outcomes: list[tuple[Outcome, float | None, str]]) -> int | None:
     accepted = [i for i, (o, _, _) in enumerate(outcomes) if o is Outcome.ACCEPTED]
@@ -194,4 +271,7 @@ def _miss_reason(outcomes: list[tuple[Outcome, float | None, str]]) -> tuple[Mis
     guarded = [d for o, _, d in outcomes if o is Outcome.GUARD]
     if guarded:
         return MissReason.GUARD, guarded[0]
+    other = [d for o, _, d in outcomes if o is Outcome.CONTEXT]
+    if other:
+        return MissReason.CONTEXT, other[0]
     return MissReason.BELOW_THRESHOLD, ""

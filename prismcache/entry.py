@@ -46,6 +46,9 @@ class Entry:
         chunks: the recorded stream chunks when the response was streamed, else ``None``.
         vector: the unit-norm float32 embedding of ``query``, or ``None`` for exact-only entries.
         embedder: ``"name:dim"`` of the embedder that made ``vector``.
+        context_vector: the unit-norm embedding of the conversation before ``query`` (see
+            :func:`prismcache.decision.context_vector`) when its category compares contexts by
+            meaning, else ``None`` (then it is recomputed from ``request`` when needed).
         created: epoch seconds when stored.
         expires: epoch seconds after which the entry must not be served; ``None`` for never.
         hits: times served.
@@ -68,6 +71,7 @@ class Entry:
     chunks: list[dict[str, Any]] | None = None
     vector: np.ndarray | None = None
     embedder: str = ""
+    context_vector: np.ndarray | None = None
     created: float = 0.0
     expires: float | None = None
     hits: int = 0

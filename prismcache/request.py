@@ -3,16 +3,22 @@
 A request is cached under two keys:
 
 * the **partition**: an exact hash of everything that may change what a correct answer is,
-  other than the wording of the last user turn — tenant, endpoint, model, the whole
-  conversation before the last user turn (system prompt included), the sampling class, and
+  other than the wording of the conversation — tenant, endpoint, model, the system (and
+  developer) messages wherever they stand, the sampling class, and
   every other request field (tools, response format, guided decoding, fields prismcache does
   not know) except a short list known not to matter (``stream``, ``user``, ``metadata``,
   ...), and ``metadata.prism_partition`` when given (what else must match exactly: the
   LangChain cache puts a model's whole configuration there). No lookup ever crosses a
   partition, so tenants, models and conversations never see each other's entries, whatever
   their embeddings say;
-* the **exact key**: a hash of the partition and the *normalised* last user turn, which answers
-  verbatim repeats without embedding anything.
+* the **exact key**: a hash of the partition, the conversation context's key and the
+  *normalised* last user turn, which answers verbatim repeats without embedding anything.
+
+The earlier **conversation turns** (every message before the last user turn that is not a
+system or developer message) are not in the partition: they are the request's
+:class:`Context`, compared per category exactly (its ``key``) or by meaning (its user turns;
+see :mod:`prismcache.decision` and ``docs/conversations.md``). A single-turn request has no
+context (``None``), and its partition and exact key are what they were before contexts existed.
 
 Requests the cache must not answer (``n > 1``, a temperature above the bound, non-text
 content, a last turn that is not the user's) are keyed with a ``bypass`` reason instead of
@@ -33,8 +39,8 @@ from typing import Any
 
 from prismcache.errors import RequestError
 
-__all__ = ["PreparedRequest", "RequestKey", "RequestLimits", "key_request", "normalise",
-           "parse_body", "parse_json", "prepare_request"]
+__all__ = ["Context", "PreparedRequest", "RequestKey", "RequestLimits", "context_of",
+           "key_request", "normalise", "parse_body", "parse_json", "prepare_request"]
 
 # The partition holds every request field except these, which are known not to change what a
 # correct answer is (how it is delivered, who asked, bookkeeping at the provider). A field not
@@ -55,6 +61,13 @@ _UNKEYED_FIELDS = frozenset({
 _OWN_FIELDS = frozenset({"model", "messages", "prompt", "n", "temperature"})
 # What OpenAI-compatible servers sample at when a request names no temperature.
 DEFAULT_TEMPERATURE = 1.0
+# Messages that set up the model rather than converse: they stay in the hard partition.
+_SETUP_ROLES = frozenset({"system", "developer"})
+# Conversation turns that may be compared by meaning; any other role (tool, function) carries
+# data the words of the user turns do not show, so its context is compared exactly.
+_TEXT_ROLES = frozenset({"user", "assistant"})
+# A context turn's weight halves with each user turn that came after it.
+CONTEXT_DECAY = 0.5
 _WS = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 
@@ -86,6 +99,38 @@ class RequestLimits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """The conversation before the last user turn, minus its system/developer messages.
+
+    Attributes:
+        key: hex digest of the turns exactly as sent (roles, contents, tool calls): what
+            ``context: exact`` compares, and part of the exact key.
+        turns: the user turns' texts, oldest first: what ``context: semantic`` embeds.
+        text: the user turns as sentences (each ending in ``.`` unless it ends a sentence
+            already, joined by newlines): what the lexical guards compare. Assistant turns
+            are left out: sampled replies word the same content differently; what they say
+            is taken to follow from the user turns, the system prompt and the model, which
+            do match (a tool result does not follow: it makes the context exact).
+        semantic: whether it may be compared by meaning at all: ``False`` when a turn is not
+            plain text (tool calls, tool results, images) or a user turn is longer than
+            ``limits.max_semantic_chars`` (the embedder would not read all of it); such a
+            context is compared exactly whatever the category says.
+    """
+
+    key: str
+    turns: tuple[str, ...]
+    text: str
+    semantic: bool
+
+    def weights(self) -> list[float]:
+        """Per user turn (oldest first): its word count, halved per later user turn — the
+        most recent, substantive turns dominate; "thanks!" weighs little."""
+        n = len(self.turns)
+        return [max(1, len(turn.split())) * CONTEXT_DECAY ** (n - 1 - i)
+                for i, turn in enumerate(self.turns)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestKey:
     """How one request is cached.
 
@@ -99,6 +144,8 @@ class RequestKey:
         category: the category the request names explicitly (``metadata.prism_category``),
             else ``None``.
         bypass: why the cache must neither serve nor store this request, else ``None``.
+        context: the conversation before the last user turn (:class:`Context`), ``None`` for
+            a single-turn request.
     """
 
     tenant: str
@@ -109,6 +156,7 @@ class RequestKey:
     semantic: bool = True
     category: str | None = None
     bypass: str | None = None
+    context: Context | None = None
 
 
 def parse_json(text: str | bytes) -> Any:
@@ -196,12 +244,16 @@ def key_request(
     if not isinstance(model, str) or not model:
         raise RequestError("request has no 'model' string")
 
+    context: Context | None = None
     if "messages" in body:
         endpoint = "chat"
-        context, query, bypass = _split_messages(body["messages"])
+        earlier, query, bypass = _split_messages(body["messages"])
+        setup = [m for m in earlier if m["role"] in _SETUP_ROLES]
+        if len(setup) < len(earlier):
+            context = _context([m for m in earlier if m["role"] not in _SETUP_ROLES], limits)
     elif "prompt" in body:
         endpoint = "completions"
-        context, (query, bypass) = None, _prompt_text(body["prompt"])
+        setup, (query, bypass) = None, _prompt_text(body["prompt"])
     else:
         raise RequestError("request has neither 'messages' nor 'prompt'")
 
@@ -214,7 +266,7 @@ def key_request(
         "tenant": tenant,
         "endpoint": endpoint,
         "model": model,
-        "context": context,
+        "context": setup,  # named so: single-turn partitions are what they always were
         "sampling": _sampling_class(_temperature(body)),
         "fields": {name: value for name, value in body.items()
                    if name not in _UNKEYED_FIELDS and name not in _OWN_FIELDS},
@@ -222,7 +274,8 @@ def key_request(
     if isinstance(metadata, Mapping) and "prism_partition" in metadata:
         partition_doc["prism_partition"] = metadata["prism_partition"]
     partition = _digest(_canonical(partition_doc))
-    exact_key = _digest(partition + "\x00" + normalise(query))
+    exact_key = _digest(partition + "\x00" + normalise(query) if context is None
+                        else partition + "\x00" + context.key + "\x00" + normalise(query))
     category = metadata.get("prism_category") if isinstance(metadata, Mapping) else None
     return RequestKey(
         tenant=tenant,
@@ -233,7 +286,42 @@ def key_request(
         semantic=len(query) <= limits.max_semantic_chars,
         category=category if isinstance(category, str) and category else None,
         bypass=bypass,
+        context=context,
     )
+
+
+def context_of(body: Mapping[str, Any], *,
+               limits: RequestLimits = RequestLimits()) -> Context | None:
+    """The :class:`Context` of a stored or incoming chat request body, as :func:`key_request`
+    computes it (``None`` for a single-turn or completions request, or a body that cannot be
+    keyed). Candidates' contexts are re-derived from their stored request with it, so old
+    entries need no new stored field."""
+    try:
+        earlier, _, _ = _split_messages(body.get("messages"))
+    except RequestError:
+        return None
+    turns = [m for m in earlier if m["role"] not in _SETUP_ROLES]
+    return _context(turns, limits) if turns else None
+
+
+def _context(turns: list[Any], limits: RequestLimits) -> Context:
+    """The context of the non-setup messages before the last user turn (at least one)."""
+    users: list[str] = []
+    semantic = True
+    for message in turns:
+        try:
+            text, other = _content_text(message.get("content", ""))
+        except RequestError:  # no text content (a tool call's null): compared exactly
+            text, other = "", "no text"
+        plain = (message["role"] in _TEXT_ROLES and other is None
+                 and not any(k in message for k in ("tool_calls", "function_call")))
+        semantic = semantic and plain
+        if message["role"] == "user":
+            users.append(text)
+            semantic = semantic and len(text) <= limits.max_semantic_chars
+    sentences = (t if t.rstrip()[-1:] in ".?!" else t.rstrip() + "." for t in users)
+    return Context(key=_digest(_canonical(turns)), turns=tuple(users), text="\n".join(sentences),
+                   semantic=semantic and bool(users))
 
 
 def _split_messages(messages: Any) -> tuple[list[Any], str, str | None]:

@@ -126,6 +126,11 @@ class CategoryStats:
     expirations: int = 0
     errors: int = 0
     verifier_rejections: int = 0
+    #: candidates rejected because their conversation context differs (docs/conversations.md)
+    context_rejections: int = 0
+    #: lookups of a ``context: semantic`` category whose context had to be compared exactly
+    #: (a user turn past the embedder's window, tool turns, non-text content)
+    exact_contexts: int = 0
     guard_rejections: dict[str, int] = field(default_factory=dict)
 
     @property

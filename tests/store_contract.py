@@ -90,10 +90,15 @@ def assert_same_entry(got: Entry | None, want: Entry) -> None:
     """Every field equal, the vector bytes-exact as float32, size as the contract defines."""
     assert got is not None
     for name in Entry.__dataclass_fields__:
-        if name in ("vector", "size"):
+        if name in ("vector", "size", "context_vector"):
             continue
         assert getattr(got, name) == getattr(want, name), name
     assert got.size == expected_size(want)
+    if want.context_vector is None:
+        assert got.context_vector is None
+    else:
+        assert got.context_vector is not None
+        assert got.context_vector.tobytes() == want.context_vector.astype(np.float32).tobytes()
     if want.vector is None:
         assert got.vector is None
     else:
@@ -125,6 +130,7 @@ class StoreContract:
             response={"choices": [{"message": {"content": "Grüße\u2028\x00"}}], "n": 2**53},
             chunks=[{"delta": "Grü"}, {"delta": "ße 🙂"}, {"finish_reason": "stop"}],
             vector=np.array([0.1, -0.0, 1e-38, 3.4e38, -1.0, 0.3, 1 / 3, 2**-24], np.float32),
+            context_vector=np.array([0.6, 0.8, 0, 0, 0, 0, 0, -0.0], np.float32),
             created=1_700_000_123.456789,
             expires=1_700_003_723.456789,
             hits=7,

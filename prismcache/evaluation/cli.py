@@ -55,9 +55,18 @@ def _write(path: str, result: dict[str, Any]) -> None:
 def register_data(subparsers: Any) -> None:
     """``prismcache data pairs|trace``: convert ``../shared/data`` to the exchange formats."""
     parser = subparsers.add_parser("data", help="build labelled pairs or a trace from datasets")
-    sub = parser.add_subparsers(dest="data_command", metavar="pairs|trace", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="pairs|trace|conversations",
+                                required=True)
     pairs = sub.add_parser("pairs", help="labelled pairs (STS-B, Banking77, CLINC150, GSM8K)")
     trace = sub.add_parser("trace", help="a multi-category trace with Zipf repeats")
+    talks = sub.add_parser("conversations", help="multi-turn pairs (and trace) by kind "
+                           "(prismcache.evaluation.conversations)")
+    talks.add_argument("--data", default="../shared/data", help="dataset root")
+    talks.add_argument("--split", default="dev", choices=("dev", "test"))
+    talks.add_argument("--seed", type=int, default=0)
+    talks.add_argument("--per-intent", type=int, default=2, help="source conversations per intent")
+    talks.add_argument("--out", required=True, metavar="PAIRS.jsonl")
+    talks.add_argument("--trace", metavar="TRACE.jsonl", help="also write the multi-turn trace")
     for p, split in ((pairs, "train"), (trace, "test")):
         p.add_argument("--data", default="../shared/data", help="dataset root")
         p.add_argument("--split", default=split, choices=("train", "test"))
@@ -75,7 +84,13 @@ def register_data(subparsers: Any) -> None:
 def _data(args: argparse.Namespace) -> int:
     from prismcache.evaluation import datasets, traces
     root = Path(args.data)
-    if args.data_command == "pairs":
+    if args.data_command == "conversations":
+        from prismcache.evaluation.conversations import conversation_pairs_and_trace
+        records, lines = conversation_pairs_and_trace(root, split=args.split, seed=args.seed,
+                                                      per_intent=args.per_intent)
+        if args.trace:
+            print(f"wrote {write_jsonl(args.trace, lines)} lines to {args.trace}")
+    elif args.data_command == "pairs":
         records: list[Any] = datasets.build_pairs(
             root, split=args.split, seed=args.seed, sources=args.sources.split(","),
             per_intent=args.per_intent)
@@ -118,6 +133,11 @@ def _eval(args: argparse.Namespace) -> int:
               + "".join(f"{_f(at[k]['precision']) + ' / ' + _f(at[k]['recall']):>15}"
                         for k in ("decision", "guarded", "unguarded"))
               + f"{_f(target and target['threshold']):>10}")
+    kinds = result["overall"]["kinds"]
+    if set(kinds) != {"unlabelled"}:
+        print(f"\nserved per kind\n{'kind':<28}{'pairs':>7}{'same':>7}{'served':>9}")
+        for kind, row in kinds.items():
+            print(f"{kind:<28}{row['pairs']:>7}{row['same']:>7}{row['served_rate']:>9.1%}")
     if args.plot:
         from prismcache.evaluation.plots import plot_precision_recall
         print(f"plot: {plot_precision_recall(result, args.plot)}")

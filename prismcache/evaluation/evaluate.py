@@ -1,9 +1,10 @@
 """``prismcache eval``: how well the cache's decision separates labelled pairs.
 
-A pair is served when the cache would serve the candidate's stored answer to the query: same
-conversation context, the category enabled, and either the same normalised text (exact tier) or
-what :func:`prismcache.decision.decide` rules for the candidate under the category's policy —
-the very function lookups call. Results at the configured policies are reported three ways:
+A pair is served when the cache would serve the candidate's stored answer to the query: the
+category enabled, and either the same conversation turns and the same normalised text (exact
+tier) or what :func:`prismcache.decision.decide` rules for the candidate under the category's
+policy — the very function lookups call, conversation context rule included (a pair whose
+contexts that rule tells apart scores ``-inf``). Results at the configured policies are reported three ways:
 the full decision (``decision``: guards and the category's verifier), without the verifier
 (``guarded``: cosine threshold and guards) and cosine alone (``unguarded``); the threshold
 sweep varies cosine alone, with and without the guards.
@@ -11,6 +12,7 @@ sweep varies cosine alone, with and without the guards.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from prismcache import guards
-from prismcache.config import CacheConfig
-from prismcache.decision import Candidate, Query, decide
+from prismcache.config import CacheConfig, CategoryPolicy
+from prismcache.decision import Candidate, Query, context_check, context_vector, decide
 from prismcache.evaluation import metrics
 from prismcache.evaluation.records import Pair, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable
-from prismcache.request import normalise
+from prismcache.request import Context, RequestLimits, context_of, normalise
 from prismcache.verifiers import Verifier, open_verifier
 
 __all__ = ["ScoredPairs", "evaluate", "score_pairs"]
@@ -61,7 +63,10 @@ def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTabl
     """Embed (through ``table``) and score every pair under ``config``'s policies; the
     verifiers the policies name are opened unless given in ``verifiers`` (spec -> verifier)."""
     split = [(last_user_turn(p.query), last_user_turn(p.candidate)) for p in pairs]
-    table.ensure([text for (q, _), (c, _) in split for text in (q, c)])
+    contexts = [(_context(p.query, config.limits), _context(p.candidate, config.limits))
+                for p in pairs]
+    table.ensure([text for (q, _), (c, _) in split for text in (q, c)]
+                 + [t for pair in contexts for ctx in pair if ctx for t in ctx.turns])
     verifiers = dict(verifiers or {})
     scores = np.empty(len(pairs))
     served = np.zeros(len(pairs), dtype=bool)
@@ -69,12 +74,20 @@ def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTabl
     probability = np.full(len(pairs), np.nan)
     rejected: list[str | None] = []
     limit = config.limits.max_semantic_chars
-    for i, (pair, ((q, q_ctx), (c, c_ctx))) in enumerate(zip(pairs, split, strict=True)):
+    for i, (pair, ((q, _), (c, _)), (q_ctx, c_ctx)) in enumerate(
+            zip(pairs, split, contexts, strict=True)):
         policy = config.policy(pair.category)
         rejected.append(guards.check(q, c, policy.guards))
-        if q_ctx != c_ctx or not policy.enabled:
+        query = Query(text=q, vector=table.vector(q), context=q_ctx,
+                      context_vector=_context_vector(table, q_ctx, policy))
+        candidate = [Candidate(entry_id=1, text=c, similarity=1.0, vector=table.vector(c),
+                               context=c_ctx, context_vector=_context_vector(table, c_ctx,
+                                                                             policy))]
+        same_turns = (q_ctx.key if q_ctx else None) == (c_ctx.key if c_ctx else None)
+        if not policy.enabled or (not same_turns
+                                  and context_check(query, candidate[0], policy) is not None):
             scores[i] = -np.inf
-        elif normalise(q) == normalise(c):
+        elif same_turns and normalise(q) == normalise(c):
             scores[i] = np.inf
             served[i] = served_guarded[i] = True
         elif policy.exact_only or len(q) > limit or len(c) > limit:
@@ -84,8 +97,7 @@ def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTabl
             scores[i] = float(np.dot(qv.astype(np.float64), cv.astype(np.float64)))
             if policy.verifier not in verifiers:
                 verifiers[policy.verifier] = open_verifier(policy.verifier)
-            query = Query(text=q, vector=qv)
-            candidate = [Candidate(entry_id=1, text=c, similarity=scores[i], vector=cv)]
+            candidate = [dataclasses.replace(candidate[0], similarity=scores[i])]
             verdict = decide(query, candidate, policy, verifiers[policy.verifier])
             served[i] = verdict.hit
             if verdict.outcomes and verdict.outcomes[0][1] is not None:
@@ -96,6 +108,17 @@ def score_pairs(pairs: Sequence[Pair], config: CacheConfig, table: EmbeddingTabl
                        labels=np.array([p.same for p in pairs], dtype=bool),
                        scores=scores, guard=rejected, served=served,
                        served_guarded=served_guarded, probability=probability)
+
+
+def _context(value: Any, limits: RequestLimits) -> Context | None:
+    return None if isinstance(value, str) else context_of({"messages": value}, limits=limits)
+
+
+def _context_vector(table: EmbeddingTable, context: Context | None,
+                    policy: CategoryPolicy) -> np.ndarray | None:
+    if context is None or policy.context != "semantic" or not context.semantic:
+        return None
+    return context_vector(table.matrix(list(context.turns)), context)
 
 
 def _at(served: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
 from prismcache.labels import Label
 from prismcache.results import Hit, Miss, MissReason
+from prismcache.request import context_of
 from prismcache.stores.memory import MemoryStore
 
 __all__ = ["COMPLETION_TOKENS", "Economics", "Online", "prepare_config", "replay"]
@@ -157,6 +158,9 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     texts = [last_user_turn(line.query)[0] for line in trace]
     if use_trace_categories:  # the cache never embeds what only the exact tier may match
         texts = [text for text in texts if len(text) <= config.limits.max_semantic_chars]
+    # ... and multi-turn requests' earlier user turns, which a semantic context rule embeds
+    texts += [turn for line in trace if not isinstance(line.query, str)
+              for turn in getattr(context_of({"messages": line.query}), "turns", ())]
     if config.classifier.examples is not None:
         texts += [text for text, _ in load_examples(config.classifier.examples)]
     table.ensure(texts)

@@ -160,7 +160,8 @@ class Gate(Protocol):
 def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPolicy,
             flags: tuple[Hashable, ...]) -> Similar | None:
     """The :class:`Similar` of a missed request whose lookup embedded its query (else
-    ``None``): grouped by ``flags`` (endpoint, stream, store), partition and category;
+    ``None``): grouped by ``flags`` (endpoint, stream, store), partition, conversation
+    context (exactly) and category;
     matched with ``policy``'s threshold and guards."""
     if not isinstance(result, Miss) or result.vector is None or result.category is None:
         return None
@@ -169,7 +170,10 @@ def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPoli
     # Followers get the leader's answer without the verifier's say: with a verifier, only
     # near-verbatim requests (verify_high) follow; without one, the category's threshold.
     threshold = policy.threshold if policy.verifier == "none" else policy.verify_high
-    return Similar(group=(*flags, key.partition, result.category), query=key.query,
+    # The earlier turns of a conversation are not in the partition: followers need the same
+    # turns exactly (their meaning is compared only at lookup, against stored entries).
+    context = key.context.key if key.context is not None else None
+    return Similar(group=(*flags, key.partition, context, result.category), query=key.query,
                    vector=result.vector, threshold=threshold, guards=policy.guards)
 
 

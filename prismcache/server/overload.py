@@ -38,7 +38,7 @@ from starlette.responses import Response
 from prismcache import guards
 from prismcache.cache import SemanticCache
 from prismcache.errors import StoreError
-from prismcache.request import RequestKey
+from prismcache.request import Context, RequestKey, context_of
 from prismcache.results import Hit, Miss
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
@@ -56,8 +56,9 @@ OVERLOADED = frozenset({429, 503, 504})
 def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
              now: float | None = None) -> Hit | None:
     """The near candidate of ``miss`` as a servable :class:`Hit`, or ``None`` when the policy
-    sets no fallback, the candidate is gone, expired, of another partition or category, below
-    the bound, or rejected by the category's guards. Reads the store once; a store error is
+    sets no fallback, the candidate is gone, expired, of another partition, conversation
+    context (near answers need the same earlier turns exactly) or category, below the bound,
+    or rejected by the category's guards. Reads the store once; a store error is
     logged and gives ``None`` (the upstream's error is passed through)."""
     if miss.near_entry is None or miss.near_similarity is None or miss.category is None:
         return None
@@ -74,10 +75,15 @@ def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     if (entry is None or entry.partition != key.partition or entry.category != miss.category
             or entry.expired(now)
             or (policy.ttl is not None and now >= entry.created + policy.ttl.total_seconds())
-            or guards.check(key.query, entry.query, policy.guards) is not None):
+            or guards.check(key.query, entry.query, policy.guards) is not None
+            or _context_key(context_of(entry.request)) != _context_key(key.context)):
         return None
     return Hit(entry_id=entry.id, similarity=miss.near_similarity, category=entry.category,
                response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
+
+
+def _context_key(context: Context | None) -> str | None:
+    return None if context is None else context.key
 
 
 async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],

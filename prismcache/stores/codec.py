@@ -5,7 +5,8 @@ SQLite or Redis reads back identically in another:
 
 - ``request``, ``response`` and ``chunks``: compact JSON (``,`` and ``:`` separators, no
   spaces), ``ensure_ascii=False``, encoded as UTF-8 bytes. ``chunks=None`` stays ``None``.
-- ``vector``: little-endian float32 bytes, ``4 * dim`` of them; ``None`` stays ``None``.
+- ``vector`` and ``context_vector``: little-endian float32 bytes, ``4 * dim`` of them;
+  ``None`` stays ``None`` (rows written before ``context_vector`` existed read as ``None``).
 - ``size``: the byte length of the request, response and chunks encodings. The store, not the
   caller, is the authority on size: whatever ``entry.size`` held is replaced by this.
 
@@ -75,6 +76,7 @@ class Record(NamedTuple):
     latency: float
     size: int
     priority: float
+    context_vector: bytes | None = None  # last: added after the others (SQLite schema 2)
 
 
 FIELDS: tuple[str, ...] = Record._fields
@@ -142,15 +144,19 @@ def encode(entry: Entry) -> Record:
         latency=float(entry.latency),
         size=len(request) + len(response) + (0 if chunks is None else len(chunks)),
         priority=float(entry.priority),
+        context_vector=None if entry.context_vector is None
+        else encode_vector(entry.context_vector),
     )
 
 
 def decode(record: Record, *, documents: bool = True) -> Entry:
     """The :class:`Entry` that :func:`encode` turned into ``record``; with
-    ``documents=False``, request and response are ``{}`` and chunks ``None`` (not decoded)."""
+    ``documents=False``, request and response are ``{}``, chunks and context vector ``None``
+    (not decoded: an index rebuild needs neither)."""
     what = f"entry {record.id}"
     if not documents:
-        return decode(record._replace(request=b"{}", response=b"{}", chunks=None))
+        return decode(record._replace(request=b"{}", response=b"{}", chunks=None,
+                                      context_vector=None))
     return Entry(
         id=record.id,
         tenant=record.tenant,
@@ -164,6 +170,8 @@ def decode(record: Record, *, documents: bool = True) -> Entry:
         chunks=None if record.chunks is None else decode_json(record.chunks, what=f"{what} chunks"),
         vector=None if record.vector is None else decode_vector(record.vector),
         embedder=record.embedder,
+        context_vector=None if record.context_vector is None
+        else decode_vector(record.context_vector),
         created=record.created,
         expires=record.expires,
         hits=record.hits,

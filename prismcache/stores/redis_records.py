@@ -21,7 +21,7 @@ _SLOTS = 16384
 _MAX_ID = 2**63
 _INTS = frozenset({"id", "hits", "size"})
 _FLOATS = frozenset({"created", "expires", "last_access", "cost", "latency", "priority"})
-_BYTES = frozenset({"request", "response", "chunks", "vector"})
+_BYTES = frozenset({"request", "response", "chunks", "vector", "context_vector"})
 
 
 def bucket_tags(count: int) -> list[str]:

@@ -43,7 +43,8 @@ _COLUMNS = ", ".join(FIELDS)
 _REF_COLUMNS = "id, partition, category, exact_key, size, priority"
 # The same columns, with the JSON documents replaced by cheap constants (index rebuilds).
 _INDEX_COLUMNS = ", ".join(
-    {"request": "x'7b7d'", "response": "x'7b7d'", "chunks": "NULL"}.get(f, f) for f in FIELDS
+    {"request": "x'7b7d'", "response": "x'7b7d'", "chunks": "NULL",
+     "context_vector": "NULL"}.get(f, f) for f in FIELDS
 )
 _UPSERT = (
     f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))}) "
@@ -114,6 +115,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX labels_tenant ON labels (tenant, seq)",
     ),
+    # 3: the conversation context's embedding (docs/conversations.md); older rows read NULL.
+    ("ALTER TABLE entries ADD COLUMN context_vector BLOB",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
