@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "replay": "prismcache.evaluation.cli:register_replay",
     "calibrate": "prismcache.evaluation.cli:register_calibrate",
     "report": "prismcache.report:register",
+    "tune": "prismcache.tune.run:register",
 }
 
 
