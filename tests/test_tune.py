@@ -125,11 +125,18 @@ def test_config_snippet_opens_a_cache_whose_classifier_uses_the_tuned_embedder(
     config = load_config(tuned["out"] / "config.yaml")
     assert config.embedder.startswith("tuned:")
     assert config.policy("support").verifier.startswith("builtin:")
+    examples = tmp_path / "examples.jsonl"  # a few: the shipped 420 take minutes to embed
+    examples.write_text("".join(json.dumps({"text": t, "category": c}) + "\n" for t, c in (
+        ("how do i freeze my card", "support"), ("what is my balance", "support"),
+        ("write a python function to sort a list", "code"),
+        ("fix this javascript error", "code"))))
     mapping = {"embedder": config.embedder, "store": f"sqlite:///{tmp_path}/c.db",
-               "snapshot": None, "defaults": {"verifier": config.policy("support").verifier}}
-    with SemanticCache.open(mapping) as cache:  # the shipped classifier's centroids included
+               "snapshot": None, "classifier": {"examples": str(examples)},
+               "defaults": {"verifier": config.policy("support").verifier}}
+    with SemanticCache.open(mapping) as cache:  # classifier centroids from the tuned vectors
         cache.store(chat("how do i freeze my card"), reply("use the app"), tenant="t")
         assert cache.lookup(chat("how do i freeze my card"), tenant="t").hit
+        assert cache.explain(chat("sort a list in python"), tenant="t").category == "code"
 
 
 def test_vectors_of_the_base_model_are_refused(tuned: dict[str, Any], tmp_path: Path) -> None:
