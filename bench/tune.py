@@ -42,14 +42,19 @@ from prismcache.embedders.tuned import ADAPTER_FILE, Adapter, TunedEmbedder
 from prismcache.evaluation import datasets as ds
 from prismcache.evaluation.metrics import recall_at_precision, roc_auc
 from prismcache.evaluation.records import write_jsonl
+from prismcache.evaluation.replay import replay
 from prismcache.evaluation.traces import build_trace
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+from prismcache.tune.adapter import AdapterSettings
 from prismcache.tune.run import VERIFIER_FILE, tune
 from prismcache.tune.verifier import features, probabilities
 from prismcache.verifiers.builtin import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("banking77", "clinc150")
+#: cut-offs swept beyond quality.CUTOFFS, where 1% wrong answers is crossed
+FINE = (0.92, 0.93, 0.94, 0.97, 0.98)
+MAX_FALSE = 0.01
 
 
 def pair_metrics(pairs: list[Any], base: EmbeddingTable, adapter: Adapter,
@@ -67,6 +72,16 @@ def pair_metrics(pairs: list[Any], base: EmbeddingTable, adapter: Adapter,
     return {"pairs": len(pairs), "same": int(y.sum()),
             **{name: {"roc_auc": roc_auc(s, y), "recall_at_99": recall_at_precision(s, y, 0.99)}
                for name, s in scores.items()}}
+
+
+def fine_curve(trace: list[Any], config: Any, table: EmbeddingTable) -> list[dict[str, Any]]:
+    """The decision at the :data:`FINE` cut-offs (the same replay as ``quality.run_trace``)."""
+    out = []
+    for cutoff in FINE:
+        o = replay(trace, with_policies(config, cutoff=cutoff), table)["overall"]
+        out.append({"cutoff": cutoff, "hit_rate": o["hit_rate"],
+                    "false_hit_rate": o["false_hit_rate"]})
+    return out
 
 
 def adapter_cost(adapter: Adapter, vectors: np.ndarray, samples: int = 2000) -> dict[str, float]:
@@ -88,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vector-cache", default=str(ROOT / "bench" / "out" / "emb"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "tuned"))
+    parser.add_argument("--reg", type=float, default=AdapterSettings().reg)
+    parser.add_argument("--epochs", type=int, default=AdapterSettings().epochs)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "tune.json"))
     args = parser.parse_args(argv)
     root, out = Path(args.data), Path(args.out)
@@ -97,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(source, train)
     print(f"== tune on {len(train)} TRAIN pairs ({sum(p.same for p in train)} same), "
           "embedding from scratch", flush=True)
-    manifest = tune([source], out, seed=args.seed)
+    manifest = tune([source], out, seed=args.seed,
+                    settings=AdapterSettings(reg=args.reg, epochs=args.epochs))
     for stage, seconds in manifest["seconds"].items():
         print(f"  {stage:10s} {seconds:7.1f} s")
     results: dict[str, Any] = {"train_pairs": len(train), "manifest": manifest}
@@ -113,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("base_cosine", "tuned_cosine", "base_verifier", "tuned_verifier"):
         print(f"{name:16s} {m[name]['roc_auc']:8.3f} {m[name]['recall_at_99']:11.3f}")
 
-    config = load_config(None)
+    # quality.run_trace sweeps thresholds down to 0.70, below the shipped fallback thresholds,
+    # which a policy refuses; the fallback only matters under upstream overload, not here.
+    config = with_policies(load_config(None), fallback_threshold=None)
     trace = distinct(build_trace(root, requests=args.requests, split="test", seed=args.seed))
     base.ensure([str(line.query) for line in trace]
                 + [t for t, _ in load_examples(config.classifier.examples or "builtin")])
@@ -122,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     results["replay"] = {}
     for label, cfg, table in (("base", config, base), ("tuned", tuned_config, tuned_table)):
         r = results["replay"][label] = run_trace("mixed", trace, cfg, table)
+        r["decision_curve"] = sorted(r["decision_curve"] + fine_curve(trace, cfg, table),
+                                     key=lambda point: point["cutoff"])
+        r["decision_curve_best_at_1pct"] = max(
+            (c["hit_rate"] for c in r["decision_curve"] if c["false_hit_rate"] <= MAX_FALSE),
+            default=0.0)
         print(f"\n== replay '{label}': mixed TEST trace, {r['requests']} requests "
               f"({r['seconds']:.0f} s), {table.embedder.id}")
         print(f"{'rule':34s} {'hit rate':>9s} {'false':>7s}")

@@ -20,7 +20,7 @@ from prismcache.embedders.tuned import Adapter, TunedEmbedder
 from prismcache.errors import ConfigError
 from prismcache.evaluation.records import Pair, read_pairs
 from prismcache.tune.boost import boost, stack
-from prismcache.tune.run import split_pairs
+from prismcache.tune.run import TextPair, split_pairs
 from prismcache.verifiers import open_verifier
 from prismcache.verifiers.builtin import Trees
 from conftest import chat, reply
@@ -184,7 +184,7 @@ def test_too_few_pairs_is_a_clear_error(tmp_path: Path,
 
 
 def test_split_keeps_every_text_on_one_side() -> None:
-    pairs = _pairs()
+    pairs = [TextPair(str(p.query), str(p.candidate), p.same) for p in _pairs()]
     train, test, dropped = split_pairs(pairs, 0.3)
     assert train and test and len(train) + len(test) + dropped == len(pairs)
     train_texts = {t for p in train for t in (p.query, p.candidate)}

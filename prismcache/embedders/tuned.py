@@ -123,8 +123,6 @@ class TunedEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The base model's vectors of ``texts`` mapped by the adapter: unit float32 rows."""
         batch = _check_texts(texts)
-        if not batch:
-            return np.empty((0, self.dim), dtype=np.float32)
         return _unit_rows(self.adapter.apply(self.base.embed(batch)), len(batch), self.dim,
                           repr(self))
 

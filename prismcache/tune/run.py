@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from prismcache.embedders import Embedder, open_embedder
 from prismcache.embedders.tuned import ADAPTER_FILE, Adapter, TunedEmbedder
 from prismcache.errors import ConfigError
 from prismcache.evaluation.metrics import recall_at_precision, roc_auc
-from prismcache.evaluation.records import Pair, read_pairs
+from prismcache.evaluation.records import read_pairs
 from prismcache.evaluation.vectors import EmbeddingTable
 from prismcache.request import normalise
 from prismcache.tune.adapter import AdapterSettings, groups_of, train_adapter
@@ -44,23 +44,34 @@ from prismcache.tune.progress import Progress, duration
 from prismcache.tune.verifier import features, probabilities, refit
 from prismcache.verifiers.builtin import load_model
 
-__all__ = ["VERIFIER_FILE", "read_text_pairs", "register", "split_pairs", "tune"]
+__all__ = ["VERIFIER_FILE", "TextPair", "read_text_pairs", "register", "split_pairs", "tune"]
 
 VERIFIER_FILE = "verifier.npz"
 _EMBED_CHUNK = 512
 
 
-def read_text_pairs(paths: Sequence[str | Path]) -> tuple[list[Pair], int]:
-    """The string pairs of the JSONL ``paths`` and how many ``messages`` pairs were skipped.
-    Raises ``ValueError`` naming the line of a malformed pair."""
-    pairs, skipped = [], 0
+class TextPair(NamedTuple):
+    """A labelled pair of two strings."""
+
+    query: str
+    candidate: str
+    same: bool
+
+
+def read_text_pairs(paths: Sequence[str | Path]) -> tuple[list[TextPair], int, str]:
+    """The string pairs of the JSONL ``paths``, how many ``messages`` pairs were skipped, and
+    a sha256 of the pairs read (canonical JSON, in order). Raises ``ValueError`` naming the
+    line of a malformed pair."""
+    pairs, skipped, digest = [], 0, hashlib.sha256()
     for path in paths:
         for pair in read_pairs(path):
+            digest.update((json.dumps(pair.to_json(), sort_keys=True, ensure_ascii=False)
+                           + "\n").encode())
             if isinstance(pair.query, str) and isinstance(pair.candidate, str):
-                pairs.append(pair)
+                pairs.append(TextPair(pair.query, pair.candidate, pair.same))
             else:
                 skipped += 1
-    return pairs, skipped
+    return pairs, skipped, digest.hexdigest()
 
 
 def _side(text: str, held_apart: float) -> bool:
@@ -68,18 +79,18 @@ def _side(text: str, held_apart: float) -> bool:
     return int.from_bytes(digest, "big") / 2**32 < held_apart
 
 
-def split_pairs(pairs: Sequence[Pair], held_apart: float) -> tuple[list[Pair], list[Pair], int]:
+def split_pairs(pairs: Sequence[TextPair],
+                held_apart: float) -> tuple[list[TextPair], list[TextPair], int]:
     """(training pairs, held-apart pairs, pairs dropped because their texts fell on different
     sides). A paraphrase group goes to one side by a hash of its first text (in sorted order),
     so the split depends only on the pairs, and no text is on both sides."""
-    texts = sorted({t for p in pairs for t in (p.query, p.candidate)})  # type: ignore[misc]
+    texts = sorted({t for p in pairs for t in (p.query, p.candidate)})
     row = {t: i for i, t in enumerate(texts)}
-    group = groups_of(len(texts), [(row[p.query], row[p.candidate])  # type: ignore[index]
-                                   for p in pairs if p.same])
+    group = groups_of(len(texts), [(row[p.query], row[p.candidate]) for p in pairs if p.same])
     held = np.array([_side(texts[g], held_apart) for g in group])
     train, test, dropped = [], [], 0
     for p in pairs:
-        a, b = held[row[p.query]], held[row[p.candidate]]  # type: ignore[index]
+        a, b = held[row[p.query]], held[row[p.candidate]]
         if a != b:
             dropped += 1
         else:
@@ -119,7 +130,7 @@ def tune(paths: Sequence[str | Path], out: str | Path, *, seed: int = 0,
         raise ValueError(f"held_apart must be between 0 and 1, got {held_apart!r}")
     stream = sys.stderr if stream is None else stream
     started = time.perf_counter()
-    pairs, skipped = read_text_pairs(paths)
+    pairs, skipped, data_sha256 = read_text_pairs(paths)
     if skipped:
         stream.write(f"skipped {skipped} pairs given as messages lists: tune reads pairs of "
                      "strings only\n")
@@ -128,13 +139,13 @@ def tune(paths: Sequence[str | Path], out: str | Path, *, seed: int = 0,
         raise ConfigError(f"tune needs at least two pairs of each label on the training side; "
                           f"got {len(pairs)} usable pairs, {len(train)} for training")
     base = open_embedder("minilm") if embedder is None else embedder
-    texts = sorted({t for p in pairs for t in (p.query, p.candidate)})  # type: ignore[misc]
+    texts = sorted({t for p in pairs for t in (p.query, p.candidate)})
     table = _embed(base, texts, vector_cache, stream)
     seconds = {"embed": time.perf_counter() - started}
 
-    train_texts = sorted({t for p in train for t in (p.query, p.candidate)})  # type: ignore[misc]
+    train_texts = sorted({t for p in train for t in (p.query, p.candidate)})
     row = {t: i for i, t in enumerate(train_texts)}
-    index = [(row[p.query], row[p.candidate]) for p in train]  # type: ignore[index]
+    index = [(row[p.query], row[p.candidate]) for p in train]
     bar = Progress("training the adapter", 1, stream=stream, every=0.5)
 
     def shown(step: int, steps: int, loss: float) -> None:
@@ -150,16 +161,16 @@ def tune(paths: Sequence[str | Path], out: str | Path, *, seed: int = 0,
     tuned = TunedEmbedder(base, adapter)
     seconds["adapter"] = time.perf_counter() - started - seconds["embed"]
 
-    def cosines(subset: list[Pair], adapted: bool) -> np.ndarray:
-        q = table.matrix([p.query for p in subset])  # type: ignore[misc]
-        c = table.matrix([p.candidate for p in subset])  # type: ignore[misc]
+    def cosines(subset: list[TextPair], adapted: bool) -> np.ndarray:
+        q = table.matrix([p.query for p in subset])
+        c = table.matrix([p.candidate for p in subset])
         if adapted:
             q, c = adapter.apply(q), adapter.apply(c)
         return (q * c).sum(axis=1)
 
     stream.write("refitting the verifier on the adapted cosines ...\n")
     shipped = load_model(None)
-    model, fit = refit([(p.query, p.candidate) for p in train], cosines(train, True),  # type: ignore[misc]
+    model, fit = refit([(p.query, p.candidate) for p in train], cosines(train, True),
                        np.array([p.same for p in train]), version=f"tuned-{adapter.sha256[:12]}",
                        base=shipped)
     seconds["verifier"] = time.perf_counter() - started - seconds["embed"] - seconds["adapter"]
@@ -180,17 +191,13 @@ def tune(paths: Sequence[str | Path], out: str | Path, *, seed: int = 0,
     target.mkdir(parents=True, exist_ok=True)
     adapter.save(target / ADAPTER_FILE)
     np.savez_compressed(target / VERIFIER_FILE, **model)
-    digest = hashlib.sha256()
-    for p in pairs:
-        digest.update((json.dumps(p.to_json(), sort_keys=True, ensure_ascii=False) + "\n")
-                      .encode())
     seconds["total"] = time.perf_counter() - started
     manifest = {
         "format": "prismcache-tune-1",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seed": seed, "base_model": base.id, "embedder": tuned.id,
         "adapter_sha256": adapter.sha256, "verifier": model["version"].item(),
-        "data": {"files": [str(p) for p in paths], "sha256": digest.hexdigest(),
+        "data": {"files": [str(p) for p in paths], "sha256": data_sha256,
                  "pairs": len(pairs), "skipped_messages": skipped, "texts": len(texts),
                  "train_pairs": len(train), "held_apart_pairs": len(test),
                  "dropped_across_split": dropped, "held_apart_share": held_apart},
