@@ -33,7 +33,7 @@ class AdapterSettings:
     epochs: int = 12
     batch: int = 128
     tau: float = 0.05
-    reg: float = 0.03
+    reg: float = 0.1
     learning_rate: float = 2e-3
     mine: bool = True
 
