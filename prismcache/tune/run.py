@@ -44,7 +44,8 @@ from prismcache.tune.progress import Progress, duration
 from prismcache.tune.verifier import features, probabilities, refit
 from prismcache.verifiers.builtin import load_model
 
-__all__ = ["VERIFIER_FILE", "TextPair", "read_text_pairs", "register", "split_pairs", "tune"]
+__all__ = ["VERIFIER_FILE", "TextPair", "config_snippet", "read_text_pairs", "register",
+           "split_pairs", "tune"]
 
 VERIFIER_FILE = "verifier.npz"
 _EMBED_CHUNK = 512
