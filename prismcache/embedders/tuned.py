@@ -1,0 +1,130 @@
+"""``tuned:DIR``: the bundled model plus a linear adapter trained by ``prismcache tune``.
+
+``DIR`` holds ``adapter.npz`` (a 384x384 float32 ``matrix``, the base model's ``base`` id and
+a ``sha256`` of the matrix) and ``manifest.json``. A text is embedded by the frozen bundled
+model, multiplied by the matrix and normalised again: one matmul per query (measured in
+``bench/results/tune.txt``). The adapter is refused unless it was trained over the same base
+model the spec opens.
+
+The embedder's name is ``<base name>+adapter-<first 12 hex of the matrix's sha256>``, so
+vectors stored by the base model (or by another adapter) are refused by the cache's ``name:dim``
+check (:class:`~prismcache.errors.EmbedderMismatch`) rather than compared with these.
+
+>>> spec_dir("tuned:/srv/prism/tuned")
+PosixPath('/srv/prism/tuned')
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from prismcache.embedders import _check_texts, _unit_rows
+from prismcache.embedders.base import Embedder, embedder_id
+from prismcache.errors import ConfigError
+
+__all__ = ["ADAPTER_FILE", "Adapter", "TunedEmbedder", "spec_dir"]
+
+ADAPTER_FILE = "adapter.npz"
+
+
+def spec_dir(spec: str) -> Path:
+    """The directory of a ``"tuned:DIR"`` spec; :class:`ConfigError` when it names none."""
+    scheme, _, path = spec.partition(":")
+    if scheme != "tuned" or not path.strip():
+        raise ConfigError(f"embedder spec {spec!r}: expected 'tuned:DIR' (a `prismcache tune` "
+                          "output directory)")
+    return Path(path.strip())
+
+
+class Adapter:
+    """A linear map applied to unit vectors of one base embedder, outputs re-normalised.
+
+    Args:
+        matrix: ``(dim, dim)`` float32; a row vector ``x`` maps to ``x @ matrix``.
+        base: the id (``name:dim``) of the embedder whose vectors it maps.
+    """
+
+    def __init__(self, matrix: np.ndarray, base: str) -> None:
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"an adapter matrix is square, got shape {matrix.shape}")
+        if not np.isfinite(matrix).all():
+            raise ValueError("the adapter matrix has NaN or infinite values")
+        self.matrix, self.base = matrix, base
+        self.sha256 = hashlib.sha256(matrix.tobytes()).hexdigest()
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors it maps (and returns)."""
+        return int(self.matrix.shape[0])
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors @ matrix``, rows re-normalised (float32, C-contiguous)."""
+        out = np.asarray(vectors, dtype=np.float32) @ self.matrix
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(out)
+
+    def save(self, path: str | Path) -> None:
+        """Write the adapter as an ``.npz`` (no pickles)."""
+        np.savez(path, matrix=self.matrix, base=np.array(self.base),
+                 sha256=np.array(self.sha256))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read an adapter written by :meth:`save`; :class:`ConfigError` when the file is
+        missing, unreadable or its matrix does not match its recorded sha256."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                matrix, base, recorded = data["matrix"], str(data["base"]), str(data["sha256"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"cannot read the adapter {path}: {exc}") from None
+        try:
+            adapter = cls(matrix, base)
+        except ValueError as exc:
+            raise ConfigError(f"adapter {path}: {exc}") from None
+        if adapter.sha256 != recorded:
+            raise ConfigError(f"adapter {path}: its matrix does not match its recorded sha256 "
+                              "(a damaged or edited file); run `prismcache tune` again")
+        return adapter
+
+
+class TunedEmbedder:
+    """An embedder (by default the bundled model) followed by an :class:`Adapter`.
+
+    Raises :class:`ConfigError` when the adapter was trained over another model than
+    ``base``. :meth:`embed` is as thread-safe as ``base.embed``.
+    """
+
+    def __init__(self, base: Embedder, adapter: Adapter) -> None:
+        if adapter.base != base.id:
+            raise ConfigError(f"this adapter maps vectors of {adapter.base}, not of {base.id}")
+        self.base, self.adapter = base, adapter
+        self.name = f"{base.name}+adapter-{adapter.sha256[:12]}"
+        self.dim = adapter.dim
+
+    @classmethod
+    def from_spec(cls, spec: str) -> Self:
+        """``"tuned:DIR"``: the bundled model and ``DIR/adapter.npz``."""
+        from prismcache.embedders.minilm import MiniLMEmbedder
+
+        adapter = Adapter.load(spec_dir(spec) / ADAPTER_FILE)
+        return cls(MiniLMEmbedder(), adapter)
+
+    @property
+    def id(self) -> str:
+        """``"<base name>+adapter-<hash>:<dim>"``."""
+        return embedder_id(self.name, self.dim)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The base model's vectors of ``texts`` mapped by the adapter: unit float32 rows."""
+        batch = _check_texts(texts)
+        return _unit_rows(self.adapter.apply(self.base.embed(batch)), len(batch), self.dim,
+                          repr(self))
+
+    def __repr__(self) -> str:
+        return f"TunedEmbedder({self.base!r}, adapter={self.adapter.sha256[:12]})"
