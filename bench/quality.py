@@ -53,7 +53,9 @@ from prismcache.request import normalise
 from prismcache.stores.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIFORM = (0.70, 0.76, 0.80, 0.84, 0.87, 0.90, 0.92, 0.94, 0.96, 0.98)
+# The uniform curve on a fine grid: a coarse one leaves gaps that flatter any rule compared at
+# "the same false-hit rate" (measured: 4.09x on a 10-point grid vs 1.42x on a finer one).
+UNIFORM = tuple(round(0.70 + 0.005 * i, 3) for i in range(60))  # 0.700 ... 0.995
 CUTOFFS = (0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95)
 MAX_FALSE = 0.01
 
