@@ -133,6 +133,9 @@ class CategoryPolicy:
         fallback_threshold: when the upstream is overloaded (429/503/timeout), a candidate at
             or above this similarity (and below ``threshold``) may be served marked ``near``;
             ``None`` never (see :mod:`prismcache.server.overload`).
+        stale_if_error: seconds an entry is kept past its ``ttl`` (0: not at all) to be
+            served marked ``stale``, only when the upstream answers 429 or 5xx or times out;
+            a lookup never serves it as a hit (see :mod:`prismcache.server.overload`).
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -153,6 +156,7 @@ class CategoryPolicy:
     price_per_1k_tokens: float = 0.002
     max_share: float | None = None
     fallback_threshold: float | None = None
+    stale_if_error: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -185,6 +189,8 @@ class CategoryPolicy:
                 0.0 < self.fallback_threshold <= self.threshold):
             raise ConfigError(f"fallback_threshold must be in (0, threshold] = "
                               f"(0, {self.threshold}], got {self.fallback_threshold}")
+        if not self.stale_if_error >= 0.0:
+            raise ConfigError(f"stale_if_error must be >= 0 seconds, got {self.stale_if_error}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
@@ -413,6 +419,11 @@ def _policy(name: str, data: Mapping[str, Any]) -> CategoryPolicy:
     values = dict(data)
     if "ttl" in values:
         values["ttl"] = parse_duration(values["ttl"], key=f"categories.{name}.ttl")
+    if "stale_if_error" in values:  # a duration; 0 is off
+        window = values["stale_if_error"]
+        window = None if window in (None, 0, "0") else parse_duration(
+            window, key=f"categories.{name}.stale_if_error")
+        values["stale_if_error"] = 0.0 if window is None else window.total_seconds()
     if "guards" in values:
         values["guards"] = tuple(values["guards"] or ())
     try:

@@ -19,6 +19,15 @@ them anyway. A burst past the upstream's capacity then waits instead of being re
 flights waiting in the queue take on identical and similar followers
 (:mod:`prismcache.server.coalesce`), so fewer calls reach the upstream at all.
 
+**Stale answers** (``stale_if_error`` per category, seconds; on by default where stale answers
+are acceptable: ``code``, ``factual``, ``support``, ``conversation``; never ``math`` or
+``volatile``): an entry past its TTL is kept that much longer (the stores' expiry is TTL + the
+window) but a lookup never serves it; when the lookup's decision would have served it
+(:attr:`~prismcache.results.Miss.stale_entry`) and the upstream answers 429 or any 5xx or
+times out, the proxy serves it marked ``X-Prism-Cache: stale`` with ``X-Prism-Age``, counted
+as ``kind="stale"`` in ``prismcache_fallback_total``. A stale answer (the same question,
+answered earlier) is preferred to a near one (a similar question, answered lately).
+
 A near answer is a trade the operator opts into per category: while the upstream refuses, the
 alternative is an error, not a fresh answer; a wrong answer is still worse than a miss, so the
 bound stays well above what a ``general`` paraphrase search would accept (``docs/economics.md``).
@@ -45,12 +54,18 @@ from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
 from prismcache.streams import completion_of
 
-__all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit"]
+__all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit", "stale_hit", "upstream_failed"]
 
 log = logging.getLogger("prismcache.server")
 
 #: upstream answers that mean "overloaded": rate limited, unavailable, timed out (the proxy's 504)
 OVERLOADED = frozenset({429, 503, 504})
+
+
+def upstream_failed(status: int) -> bool:
+    """Whether an upstream answer lets a ``stale`` entry be served: 429 or any 5xx (the
+    proxy's own 502/504 for a call that failed or timed out included)."""
+    return status == 429 or status >= 500
 
 
 def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
@@ -80,22 +95,61 @@ def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
                response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
 
 
+def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
+               now: float | None = None) -> Hit | None:
+    """The stale candidate of ``miss`` as a servable :class:`Hit`, or ``None`` when there is
+    none, or it is gone, of another partition or category, past the category's
+    ``stale_if_error`` window, or rejected by the category's guards. Reads the store once; a
+    store error is logged and gives ``None``."""
+    if miss.stale_entry is None or miss.category is None:
+        return None
+    policy = cache.policy_for(miss.category, key.model)
+    if policy.stale_if_error <= 0 or policy.ttl is None:
+        return None
+    try:
+        entry = cache.document_store.get(miss.stale_entry)
+    except StoreError as exc:
+        log.warning("prismcache: stale answer unavailable: %s", exc)
+        return None
+    now = time.time() if now is None else now
+    if (entry is None or entry.partition != key.partition or entry.category != miss.category
+            or entry.expired(now)
+            or now >= entry.created + policy.ttl.total_seconds() + policy.stale_if_error
+            or guards.check(key.query, entry.query, policy.guards) is not None):
+        return None
+    return Hit(entry_id=entry.id, similarity=miss.stale_similarity or 0.0,
+               category=entry.category, response=entry.response, chunks=entry.chunks,
+               age=max(0.0, now - entry.created))
+
+
+def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
+                status: int) -> tuple[Hit, str] | None:
+    """The stale answer (preferred), else the near one, that an upstream ``status`` allows."""
+    if upstream_failed(status) and (hit := stale_hit(cache, key, miss)) is not None:
+        return hit, "stale"
+    if status in OVERLOADED and (hit := near_hit(cache, key, miss)) is not None:
+        return hit, "near"
+    return None
+
+
 async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
                    stream: bool, result: Hit | Miss | None,
                    response: Response) -> Response | None:
-    """A ``near`` answer in place of ``response`` when the upstream answered it with an
-    overload status and the lookup ``result`` holds an acceptable near candidate; else
-    ``None`` (serve ``response``)."""
-    if response.status_code not in OVERLOADED or not isinstance(result, Miss):
+    """A ``stale`` or ``near`` answer in place of ``response`` when the upstream answered it
+    with an error that allows one (see the module docstring) and the lookup ``result`` holds
+    an acceptable candidate; else ``None`` (serve ``response``)."""
+    status = response.status_code
+    if not isinstance(result, Miss) or not upstream_failed(status):
         return None
-    if result.near_entry is None:
+    if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
         return None
-    hit = await state.in_thread(near_hit, state.cache, key, result)
-    if hit is None:
+    found = await state.in_thread(_substitute, state.cache, key, result, status)
+    if found is None:
         return None
-    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, "near")
+    hit, kind = found
+    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, kind)
     answer = completion_of(hit.response, hit.chunks)
-    headers = prism_headers(hit, state="near")
+    headers = prism_headers(hit, state=kind)
     headers["x-prism-upstream-status"] = str(response.status_code)
     if stream:
         options = body.get("stream_options")
