@@ -9,7 +9,7 @@ from prismcache.config import CategoryPolicy, load_config
 from prismcache.entry import UsageCount
 from prismcache.errors import ConfigError
 from prismcache.quotas import Quotas
-from proxy_support import make_proxy, upstream  # noqa: F401 - fixtures
+from proxy_support import ADMIN_TOKEN, make_proxy, upstream  # noqa: F401 - fixtures
 
 Q = Quotas(capacity_entries=100, capacity_bytes=10_000, shares={"a": 0.5, "b": 0.3},
            ceilings={"b": 0.4})
@@ -60,12 +60,18 @@ def test_bad_policy_values_are_config_errors(values: dict[str, float]) -> None:
         CategoryPolicy(**values)  # type: ignore[arg-type]
 
 
-def test_metrics_export_borrowed_capacity(make_proxy) -> None:
-    proxy = make_proxy({"capacity": {"entries": 10}})  # loose and strict: 0.5 each
+def test_metrics_and_admin_stats_export_borrowed_capacity(make_proxy) -> None:
+    proxy = make_proxy({"capacity": {"entries": 10}},  # loose and strict: 0.5 each
+                       server={"admin_token_env": "PRISM_ADMIN"},
+                       environ={"PRISM_ADMIN": ADMIN_TOKEN})
     for i in range(7):
         proxy.cache.store(chat(f"question number {i}"), reply(f"a{i}"), tenant="t",
                           category="loose")
     with proxy.http() as http:
         text = http.get("/metrics").text
+        stats = http.get("/admin/stats",
+                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
     assert 'prismcache_borrowed_entries{category="loose"} 2' in text
     assert 'prismcache_entries{category="loose"} 7' in text
+    assert stats["categories"]["loose"]["borrowed_entries"] == 2
+    assert stats["categories"]["strict"]["borrowed_entries"] == 0
