@@ -28,6 +28,14 @@ times out, the proxy serves it marked ``X-Prism-Cache: stale`` with ``X-Prism-Ag
 as ``kind="stale"`` in ``prismcache_fallback_total``. A stale answer (the same question,
 answered earlier) is preferred to a near one (a similar question, answered lately).
 
+**Admission under load** (:class:`LoadAdmission`, ``server.load_admission_min_reuse``): for
+``server.load_admission_memory`` seconds after the upstream last answered 429/503/timeout, an
+answer of a category whose entries are seldom reused (hits per stored entry since start below
+the bound, once it has ``server.load_admission_min_stores`` stores) is not admitted, so the
+capacity goes to the categories whose entries relieve the upstream. Counted per category
+(``prismcache_load_admission_skipped_total``, ``/admin/stats``); outside overload it admits
+everything (then the configured admission, if any, decides).
+
 A near answer is a trade the operator opts into per category: while the upstream refuses, the
 alternative is an error, not a fresh answer; a wrong answer is still worse than a miss, so the
 bound stays well above what a ``general`` paraphrase search would accept (``docs/economics.md``).
@@ -37,24 +45,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.responses import Response
 
 from prismcache import guards
-from prismcache.cache import SemanticCache
+from prismcache.cache import AdmissionHook, SemanticCache
+from prismcache.entry import Entry
 from prismcache.errors import StoreError
 from prismcache.request import RequestKey
-from prismcache.results import Hit, Miss
+from prismcache.results import CategoryStats, Hit, Miss
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
 from prismcache.streams import completion_of
 
-__all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit", "stale_hit", "upstream_failed"]
+__all__ = ["OVERLOADED", "LoadAdmission", "UpstreamGate", "fallback", "near_hit", "stale_hit",
+           "upstream_failed"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -139,6 +150,8 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
     with an error that allows one (see the module docstring) and the lookup ``result`` holds
     an acceptable candidate; else ``None`` (serve ``response``)."""
     status = response.status_code
+    if state.load_admission is not None:
+        state.load_admission.observe(status)
     if not isinstance(result, Miss) or not upstream_failed(status):
         return None
     if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
@@ -222,3 +235,69 @@ class UpstreamGate:
             self.limit = max(1.0, min(self.limit, self.inflight) * 0.75)
         elif 0 < status < 400:
             self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
+
+
+class LoadAdmission:
+    """Admission under load (see the module docstring): an :data:`AdmissionHook` that, while
+    the upstream is overloaded, refuses answers of categories reused less than ``min_reuse``
+    hits per stored entry, and otherwise defers to ``then`` (the cache's own hook, or none).
+
+    ``observe`` is fed the status of every upstream answer; the overload is remembered for
+    ``memory`` seconds after the last overload status. Thread-safe.
+
+    >>> admit = LoadAdmission(min_reuse=0.1, min_stores=10, memory=60.0)
+    >>> seldom = CategoryStats(stores=50, hits=2)
+    >>> admit(None, seldom) is None          # not overloaded: admitted
+    True
+    >>> admit.observe(429)
+    >>> admit(None, seldom)
+    'load:reuse 0.040 < 0.1'
+    >>> admit(None, CategoryStats(stores=50, hits=20)) is None
+    True
+    """
+
+    def __init__(self, *, min_reuse: float, min_stores: int, memory: float,
+                 then: AdmissionHook | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0.0 <= min_reuse or min_stores < 1 or memory <= 0:
+            raise ValueError("need min_reuse >= 0, min_stores >= 1 and memory > 0")
+        self.min_reuse, self.min_stores, self.memory = min_reuse, min_stores, memory
+        self.then = then
+        self._clock = clock
+        self._until = float("-inf")
+        self._lock = threading.Lock()
+        self.skipped: dict[str, int] = {}  # answers not admitted, per category
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the upstream answered an overload status within the last ``memory`` s."""
+        return self._clock() < self._until
+
+    def observe(self, status: int) -> None:
+        """Feed the status of one upstream answer (as the client would have got it)."""
+        if status in OVERLOADED:
+            self._until = self._clock() + self.memory
+
+    def __call__(self, entry: Entry | None, stats: CategoryStats) -> str | None:
+        """The reason not to admit ``entry`` of a category with counters ``stats``, or
+        ``None`` to admit it (as far as load goes; then ``then`` decides)."""
+        if (self.overloaded and stats.stores >= self.min_stores
+                and stats.hits < self.min_reuse * stats.stores):
+            category = "" if entry is None else entry.category
+            with self._lock:
+                self.skipped[category] = self.skipped.get(category, 0) + 1
+            return f"load:reuse {stats.hits / stats.stores:.3f} < {self.min_reuse}"
+        return None if self.then is None or entry is None else self.then(entry, stats)
+
+    def metric_lines(self) -> Iterable[str]:
+        """Prometheus lines: answers not admitted under load, per category, and the state."""
+        yield ("# HELP prismcache_load_admission_skipped_total Upstream answers not admitted "
+               "while the upstream was overloaded (their category's entries are seldom reused).")
+        yield "# TYPE prismcache_load_admission_skipped_total counter"
+        with self._lock:
+            skipped = sorted(self.skipped.items())
+        for category, n in skipped:
+            yield f'prismcache_load_admission_skipped_total{{category="{category}"}} {n}'
+        yield "# HELP prismcache_upstream_overloaded 1 while load admission sees an overload."
+        yield "# TYPE prismcache_upstream_overloaded gauge"
+        yield f"prismcache_upstream_overloaded {int(self.overloaded)}"

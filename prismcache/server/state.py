@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,6 +17,9 @@ from prismcache.server.coalesce import Coalescer
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.upstream import Upstream
+
+if TYPE_CHECKING:
+    from prismcache.server.overload import LoadAdmission
 
 __all__ = ["ProxyState", "state_of"]
 
@@ -35,6 +38,7 @@ class ProxyState:
     coalescer: Coalescer
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
+    load_admission: LoadAdmission | None = None  # admission under load (server.overload)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""
