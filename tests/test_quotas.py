@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+from typing import Any
+
 from conftest import chat, reply
 from prismcache.config import CategoryPolicy, load_config
 from prismcache.entry import UsageCount
 from prismcache.errors import ConfigError
 from prismcache.quotas import Quotas
 from proxy_support import ADMIN_TOKEN, make_proxy, upstream  # noqa: F401 - fixtures
+from redis_support import redis_server, redis_url  # noqa: F401 - fixtures
 
 Q = Quotas(capacity_entries=100, capacity_bytes=10_000, shares={"a": 0.5, "b": 0.3},
            ceilings={"b": 0.4})
@@ -75,3 +79,38 @@ def test_metrics_and_admin_stats_export_borrowed_capacity(make_proxy) -> None:
     assert 'prismcache_entries{category="loose"} 7' in text
     assert stats["categories"]["loose"]["borrowed_entries"] == 2
     assert stats["categories"]["strict"]["borrowed_entries"] == 0
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/quotas.db"
+    return str(request.getfixturevalue("redis_url"))
+
+
+def test_a_flooding_category_never_takes_the_others_guaranteed_share(
+        make_cache: Any, clock: Any, store_url: str) -> None:
+    shares = {name: {"threshold": 0.99, "quota": 0.25} for name in ("a", "b", "c", "flood")}
+    cache = make_cache({"store": store_url, "capacity": {"entries": 20},
+                        "default_category": "flood", "categories": shares})
+    for name in ("a", "b", "c"):  # 6 each: above the guaranteed 5 while space is free
+        for i in range(6):
+            clock.tick(1)
+            cache.store(chat(f"{name} question {i}"), reply(f"{name}{i}"), category=name)
+    held = []
+    for i in range(100):  # one-off requests of one category, none ever asked again
+        clock.tick(1)
+        cache.store(chat(f"flood note {i}"), reply(f"f{i}"), category="flood")
+        stats = cache.stats()
+        held.append({name: stats[name].entries for name in shares})
+        assert sum(held[-1].values()) <= 20
+        assert all(held[-1][name] >= 5 for name in ("a", "b", "c")), held[-1]
+    assert held[-1] == {"a": 5, "b": 5, "c": 5, "flood": 5}  # what it borrowed went first
+    stats = cache.stats()
+    assert [stats[name].evictions for name in ("a", "b", "c")] == [1, 1, 1]
+    assert stats["flood"].evictions == 95
+    for name in ("a", "b", "c"):  # the least recently used one of each went
+        assert not cache.lookup(chat(f"{name} question 0"), category=name).hit
+        assert cache.lookup(chat(f"{name} question 5"), category=name).hit
