@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pathlib import Path
 from typing import Any
 
 from conftest import chat, reply
@@ -13,7 +12,7 @@ from prismcache.entry import UsageCount
 from prismcache.errors import ConfigError
 from prismcache.quotas import Quotas
 from proxy_support import ADMIN_TOKEN, make_proxy, upstream  # noqa: F401 - fixtures
-from redis_support import redis_server, redis_url  # noqa: F401 - fixtures
+from redis_support import redis_server, redis_url, store_url  # noqa: F401 - fixtures
 
 Q = Quotas(capacity_entries=100, capacity_bytes=10_000, shares={"a": 0.5, "b": 0.3},
            ceilings={"b": 0.4})
@@ -79,15 +78,6 @@ def test_metrics_and_admin_stats_export_borrowed_capacity(make_proxy) -> None:
     assert 'prismcache_entries{category="loose"} 7' in text
     assert stats["categories"]["loose"]["borrowed_entries"] == 2
     assert stats["categories"]["strict"]["borrowed_entries"] == 0
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/quotas.db"
-    return str(request.getfixturevalue("redis_url"))
 
 
 def test_a_flooding_category_never_takes_the_others_guaranteed_share(

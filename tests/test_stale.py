@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from prismcache import SemanticCache
 from prismcache.config import load_config
 from prismcache.errors import ConfigError
 from proxy_support import make_proxy, upstream, user  # noqa: F401 - fixtures
-from redis_support import redis_server, redis_url  # noqa: F401 - fixtures
+from redis_support import redis_server, redis_url, store_url  # noqa: F401 - fixtures
 
 QUERY = "how do I reset my password"
 STALE: dict[str, Any] = {"default_category": "kept", "categories": {
@@ -30,15 +29,6 @@ REPLY = {"choices": [{"message": {"role": "assistant", "content": "Click 'forgot
 
 def _body(query: str = QUERY, model: str = "m1") -> dict[str, Any]:
     return {"model": model, "messages": user(query)}
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/stale.db"
-    return str(request.getfixturevalue("redis_url"))
 
 
 def test_defaults_allow_stale_answers_only_where_the_policy_does() -> None:
@@ -163,7 +153,7 @@ def test_an_upstream_error_is_answered_from_a_stale_entry(
 
 def test_a_healthy_upstream_answers_instead_of_the_stale_entry(
         make_proxy: Callable[..., Any], upstream: FakeUpstream) -> None:
-    proxy, answer = _primed(make_proxy)
+    proxy, _ = _primed(make_proxy)
     calls = upstream.calls["chat"]
     with proxy.http() as http:
         reply = _post(http, "kept")
@@ -173,7 +163,7 @@ def test_a_healthy_upstream_answers_instead_of_the_stale_entry(
 
 def test_an_upstream_timeout_is_answered_from_a_stale_entry(
         make_proxy: Callable[..., Any], upstream: FakeUpstream) -> None:
-    proxy, answer = _primed(make_proxy, timeout="0.3s")
+    proxy, _ = _primed(make_proxy, timeout="0.3s")
     upstream.behaviour.latency = 1.0
     with proxy.http() as http:
         reply = _post(http, "kept", stream=True)

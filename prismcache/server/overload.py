@@ -91,19 +91,7 @@ def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     bound = policy.fallback_threshold
     if bound is None or miss.near_similarity < bound:
         return None
-    try:
-        entry = cache.document_store.get(miss.near_entry)
-    except StoreError as exc:
-        log.warning("prismcache: near answer unavailable: %s", exc)
-        return None
-    now = time.time() if now is None else now
-    if (entry is None or entry.partition != key.partition or entry.category != miss.category
-            or entry.expired(now)
-            or (policy.ttl is not None and now >= entry.created + policy.ttl.total_seconds())
-            or guards.check(key.query, entry.query, policy.guards) is not None):
-        return None
-    return Hit(entry_id=entry.id, similarity=miss.near_similarity, category=entry.category,
-               response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
+    return _servable(cache, key, miss, miss.near_entry, miss.near_similarity, 0.0, now)
 
 
 def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
@@ -117,20 +105,30 @@ def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     policy = cache.policy_for(miss.category, key.model)
     if policy.stale_if_error <= 0 or policy.ttl is None:
         return None
+    return _servable(cache, key, miss, miss.stale_entry, miss.stale_similarity or 0.0,
+                     policy.stale_if_error, now)
+
+
+def _servable(cache: SemanticCache, key: RequestKey, miss: Miss, entry_id: int,
+              similarity: float, grace: float, now: float | None) -> Hit | None:
+    """Entry ``entry_id`` as a :class:`Hit` if it is still there, of the request's partition
+    and category, within its TTL plus ``grace`` seconds, and passes the category's guards."""
+    assert miss.category is not None  # checked by the callers
+    policy = cache.policy_for(miss.category, key.model)
     try:
-        entry = cache.document_store.get(miss.stale_entry)
+        entry = cache.document_store.get(entry_id)
     except StoreError as exc:
-        log.warning("prismcache: stale answer unavailable: %s", exc)
+        log.warning("prismcache: fallback answer unavailable: %s", exc)
         return None
     now = time.time() if now is None else now
+    ttl = policy.ttl
     if (entry is None or entry.partition != key.partition or entry.category != miss.category
             or entry.expired(now)
-            or now >= entry.created + policy.ttl.total_seconds() + policy.stale_if_error
+            or (ttl is not None and now >= entry.created + ttl.total_seconds() + grace)
             or guards.check(key.query, entry.query, policy.guards) is not None):
         return None
-    return Hit(entry_id=entry.id, similarity=miss.stale_similarity or 0.0,
-               category=entry.category, response=entry.response, chunks=entry.chunks,
-               age=max(0.0, now - entry.created))
+    return Hit(entry_id=entry.id, similarity=similarity, category=entry.category,
+               response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
 
 
 def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
