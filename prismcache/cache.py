@@ -319,18 +319,16 @@ class SemanticCache:
                     miss = replace(miss, near_entry=int(entry_id),
                                    near_similarity=float(similarity))
                     break
-        query = Query(text=key.query, vector=vector)
         miss = _with_stale(miss, stale_exact, category)
-        if miss.stale_entry is None:
-            miss = self._stale_candidate(miss, query, stale, policy, verifier, dry)
+        if miss.stale_entry is None and stale and not dry:
+            miss = self._stale_candidate(miss, Query(text=key.query, vector=vector), stale,
+                                         policy, verifier)
         return self._explained(miss, policy, candidates, dry, verdict)
 
     def _stale_candidate(self, miss: Miss, query: Query, stale: list[Candidate],
-                         policy: CategoryPolicy, verifier: Verifier | None, dry: bool) -> Miss:
+                         policy: CategoryPolicy, verifier: Verifier | None) -> Miss:
         """``miss`` with the stale candidate the decision would have served (guards and
         verifier included), if any: overload.py serves it only on an upstream error."""
-        if not stale or dry:
-            return miss
         try:
             verdict = decision.decide(query, stale, policy, verifier)
         except VerifierError as exc:  # no stale answer then; the lookup itself stands
