@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from prismcache.adaptive import AdaptivePolicy
     from prismcache.economics import EconomicsTracker
 
-__all__ = ["SemanticCache"]
+__all__ = ["SemanticCache", "expired_under", "stale_under"]
 
 log = logging.getLogger("prismcache")
 
@@ -253,8 +253,8 @@ class SemanticCache:
         policy = self._policies.resolve(entry.category, key.model)
         if entry.exact_key != key.exact_key or not policy.enabled:
             return None
-        if _expired(entry, policy, now):
-            if not _stale(entry, policy, now):
+        if expired_under(entry, policy, now):
+            if not stale_under(entry, policy, now):
                 if not dry:
                     self._expire_one(entry)
                 return None
@@ -280,8 +280,8 @@ class SemanticCache:
                 if not dry:
                     self._tiers.drop_vector(key.partition, category, entry_id)
                 continue
-            if _expired(entry, policy, now):
-                if _stale(entry, policy, now):
+            if expired_under(entry, policy, now):
+                if stale_under(entry, policy, now):
                     stale.append(Candidate(entry_id=entry_id, text=entry.query,
                                            similarity=similarity, vector=entry.vector))
                 elif not dry:
@@ -660,18 +660,24 @@ def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:
     return {spec: open_verifier(spec) for spec in sorted(specs)}
 
 
-def _expired(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    # The decision-time TTL (possibly adjusted) may end an entry before its stored expiry.
+def expired_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    """Whether ``entry`` may no longer be served as a hit (nor as a ``near`` answer) under
+    ``policy``: at its stored expiry less the ``stale_if_error`` window it is kept for (so a
+    TTL extended at decision time never revives an entry kept only for errors), or at
+    ``created + ttl`` of the policy in force (possibly adjusted), whichever comes first."""
     ttl = policy.ttl
-    return entry.expired(now) or (ttl is not None and now >= entry.created + ttl.total_seconds())
+    return (entry.expires is not None and now >= entry.expires - policy.stale_if_error) or (
+        ttl is not None and now >= entry.created + ttl.total_seconds())
 
 
-def _stale(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    """Past its TTL (:func:`_expired`) but within the category's ``stale_if_error`` window:
-    kept, and servable only on an upstream error."""
+def stale_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    """Whether ``entry`` is :func:`expired_under` ``policy`` but within the category's ``stale_if_error``
+    window: kept, and servable only, marked ``stale``, on an upstream error."""
     ttl = policy.ttl
     return (policy.stale_if_error > 0 and ttl is not None and not entry.expired(now)
+            and expired_under(entry, policy, now)
             and now < entry.created + ttl.total_seconds() + policy.stale_if_error)
+
 
 
 def _with_stale(miss: Miss, entry: Entry | None, category: str) -> Miss:

@@ -170,3 +170,16 @@ def test_an_upstream_timeout_is_answered_from_a_stale_entry(
     assert reply.status_code == 200 and reply.headers["x-prism-cache"] == "stale"
     assert reply.headers["x-prism-upstream-status"] == "504"
     assert reply.text.rstrip().endswith("data: [DONE]")
+
+
+def test_a_longer_ttl_later_never_revives_an_entry_kept_for_errors(
+        make_cache: Callable[..., SemanticCache], clock: Any, tmp_path: Any) -> None:
+    store = f"sqlite:///{tmp_path}/revive.db"
+    first = make_cache({**STALE, "store": store})
+    stored = first.store(_body(), REPLY)
+    first.close()
+    clock.tick(15)  # past the 10 s TTL it was stored under, within its 60 s window
+    longer = {"kept": {**STALE["categories"]["kept"], "ttl": "30s"}}  # as load adaptation may
+    again = make_cache({**STALE, "store": store, "categories": longer})
+    miss = again.lookup(_body())
+    assert not miss.hit and miss.stale_entry == stored.entry_id

@@ -54,7 +54,8 @@ from typing import Any
 from starlette.responses import Response
 
 from prismcache import guards
-from prismcache.cache import AdmissionHook, SemanticCache
+from prismcache.cache import AdmissionHook, SemanticCache, expired_under, stale_under
+from prismcache.config import CategoryPolicy
 from prismcache.entry import Entry
 from prismcache.errors import StoreError
 from prismcache.request import RequestKey
@@ -91,7 +92,7 @@ def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     bound = policy.fallback_threshold
     if bound is None or miss.near_similarity < bound:
         return None
-    return _servable(cache, key, miss, miss.near_entry, miss.near_similarity, 0.0, now)
+    return _servable(cache, key, miss, miss.near_entry, miss.near_similarity, now, stale=False)
 
 
 def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
@@ -105,14 +106,15 @@ def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     policy = cache.policy_for(miss.category, key.model)
     if policy.stale_if_error <= 0 or policy.ttl is None:
         return None
-    return _servable(cache, key, miss, miss.stale_entry, miss.stale_similarity or 0.0,
-                     policy.stale_if_error, now)
+    return _servable(cache, key, miss, miss.stale_entry, miss.stale_similarity or 0.0, now,
+                     stale=True)
 
 
 def _servable(cache: SemanticCache, key: RequestKey, miss: Miss, entry_id: int,
-              similarity: float, grace: float, now: float | None) -> Hit | None:
+              similarity: float, now: float | None, *, stale: bool) -> Hit | None:
     """Entry ``entry_id`` as a :class:`Hit` if it is still there, of the request's partition
-    and category, within its TTL plus ``grace`` seconds, and passes the category's guards."""
+    and category, unexpired (or, with ``stale``, within its ``stale_if_error`` window), and
+    passes the category's guards."""
     assert miss.category is not None  # checked by the callers
     policy = cache.policy_for(miss.category, key.model)
     try:
@@ -121,14 +123,16 @@ def _servable(cache: SemanticCache, key: RequestKey, miss: Miss, entry_id: int,
         log.warning("prismcache: fallback answer unavailable: %s", exc)
         return None
     now = time.time() if now is None else now
-    ttl = policy.ttl
     if (entry is None or entry.partition != key.partition or entry.category != miss.category
-            or entry.expired(now)
-            or (ttl is not None and now >= entry.created + ttl.total_seconds() + grace)
+            or not (stale_under if stale else _fresh)(entry, policy, now)
             or guards.check(key.query, entry.query, policy.guards) is not None):
         return None
     return Hit(entry_id=entry.id, similarity=similarity, category=entry.category,
                response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
+
+
+def _fresh(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    return not expired_under(entry, policy, now)
 
 
 def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
