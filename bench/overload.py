@@ -276,7 +276,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"(429 beyond) -> saturates at {args.max_inflight / args.latency:.0f} calls/s"),
            "offered load stages (req/s x s): " + ", ".join(f"{r}x{s}" for r, s in STAGES),
            (f"trace: {TRACE.relative_to(ROOT)} (prismcache data trace, first "
-           f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store memory://"),
+           f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store "
+           f"{'sqlite (warm)' if args.warm else 'memory://'}"),
            f"adaptive section: {json.dumps(ADAPTIVE)}",
            ("warm start: none (empty memory:// store)" if not args.warm else
             f"warm start: SQLite store prefilled with the first {args.warm_lines} requests' "
