@@ -249,6 +249,8 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
                                        'status="429"'),
             "upstream_503": metric_sum(metrics, "prismcache_upstream_errors_total",
                                        'status="503"'),
+            "load_admission_skipped": metric_sum(metrics,
+                                                 "prismcache_load_admission_skipped_total{"),
             "economics": table}
 
 
@@ -329,6 +331,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                          f"coal {s['coalesced_share']:.2f} false {s['false_hit_rate']:.3f} "
                          f"p99 {s['p99_ms']:>6.0f}")
         out.append(f"{res['name']}:\n  " + "\n  ".join(cells))
+    out.append("answers not stored by admission under load (policies runs): " + ", ".join(
+        f"{res.get('load_admission_skipped', 0):.0f}" for res in results[1::2]))
     levels = results[1]["levels"]
     if levels:
         out.append("load level under the policies (t s: level): " + ", ".join(
