@@ -14,6 +14,13 @@ upstream 429s in the categories whose policy sets a ``fallback_threshold``, the 
 defaults; the upstream gate, ``server.upstream_gate``, with its 10-s queue; and semantic
 coalescing of in-flight paraphrases, ``server.coalesce_similar``).
 
+Also in ``policies``: ``stale`` answers (``stale_if_error``, the shipped defaults) in place of
+upstream 429s/5xx/timeouts, and admission under load (``server.load_admission_min_reuse``, the
+shipped default); ``static`` has neither. With ``--warm AGE`` both start from a SQLite store
+prefilled with answers to the first ``--warm-lines`` requests of the trace, stored ``AGE``
+(e.g. ``8d``) ago: yesterday's traffic, past its TTL in some categories (stale candidates
+where ``stale_if_error`` allows, deleted on sight where not), still fresh in others.
+
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
 client errors, client p50/p99 latency, hit rate, the shares of ``near`` and ``coalesced``
 answers, and the false-hit rate counting every served answer (hit, near, coalesced) whose answer
@@ -31,6 +38,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -65,9 +73,9 @@ ADAPTIVE = {
 }
 DROPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15)
 #: answers not freshly generated for the request: checked against its answer key
-SERVED = ("hit", "near", "coalesced")
-#: answers of requests that called the upstream themselves (a near answer follows a 429)
-CALLED = ("miss", "near")
+SERVED = ("hit", "near", "stale", "coalesced")
+#: answers of requests that called the upstream themselves (near/stale answers follow an error)
+CALLED = ("miss", "near", "stale")
 
 
 def ensure_trace(requests: int) -> list[dict[str, Any]]:
@@ -135,14 +143,35 @@ def metric_sum(text: str, name: str, label: str = "") -> float:
     return total
 
 
+def prefill(path: Path, trace: list[dict[str, Any]], lines: int, age: float) -> None:
+    """A SQLite store holding answers to the first ``lines`` requests of ``trace`` as the
+    bench's client would have them stored, ``age`` seconds ago (real MiniLM vectors)."""
+    from prismcache.cache import SemanticCache
+    from prismcache.server.auth import hash_key
+
+    then = time.time() - age
+    with SemanticCache.open({"store": f"sqlite:///{path}"}, clock=lambda: then) as cache:
+        for line in trace[:lines]:
+            body = {"model": "m1", "messages": [{"role": "user", "content": line["query"]}],
+                    "metadata": {"answer_key": line["answer_key"]}}
+            answer = f"yesterday's answer [key={line['answer_key']}]"
+            cache.store(body, {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": answer}}]}, tenant=hash_key("sk-bench"))
+
+
 async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
-                     policies: bool, admin: str) -> dict[str, Any]:
+                     policies: bool, admin: str, warm: Path | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"store": "memory://", "server": {"admin_token_env": "PRISM_ADMIN"}}
+    if warm is not None:  # a fresh copy of the prefilled store for every run
+        copy = warm.with_name(f"{name}-{time.time_ns()}.db")
+        shutil.copyfile(warm, copy)
+        config["store"] = f"sqlite:///{copy}"
     if policies:
         config["adaptive"] = ADAPTIVE
     else:  # the static baseline: none of the overload policies
-        config["server"].update(coalesce_similar=False, upstream_gate=False)
-        config["categories"] = {name: {"fallback_threshold": None}
+        config["server"].update(coalesce_similar=False, upstream_gate=False,
+                                load_admission_min_reuse=0)
+        config["categories"] = {name: {"fallback_threshold": None, "stale_if_error": 0}
                                 for name in load_config(None).categories}
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
@@ -220,6 +249,8 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
                                        'status="429"'),
             "upstream_503": metric_sum(metrics, "prismcache_upstream_errors_total",
                                        'status="503"'),
+            "load_admission_skipped": metric_sum(metrics,
+                                                 "prismcache_load_admission_skipped_total{"),
             "economics": table}
 
 
@@ -231,7 +262,8 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     ok = sum(r["status"] == 200 for r in records)
     share = {state: sum(r["state"] == state for r in records) / n for state in SERVED}
     return {"requests": n, "ok": ok, "client_errors": n - ok, "hit_rate": share["hit"],
-            "near_share": share["near"], "coalesced_share": share["coalesced"],
+            "near_share": share["near"], "stale_share": share["stale"],
+            "coalesced_share": share["coalesced"],
             "false_hit_rate": wrong / n,
             "upstream": sum(r["state"] in CALLED for r in records),
             "p50_ms": 1000 * statistics.median(lat),
@@ -246,17 +278,21 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"(429 beyond) -> saturates at {args.max_inflight / args.latency:.0f} calls/s"),
            "offered load stages (req/s x s): " + ", ".join(f"{r}x{s}" for r, s in STAGES),
            (f"trace: {TRACE.relative_to(ROOT)} (prismcache data trace, first "
-           f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store memory://"),
-           f"adaptive section: {json.dumps(ADAPTIVE)}", ""]
+           f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store "
+           f"{'sqlite (warm)' if args.warm else 'memory://'}"),
+           f"adaptive section: {json.dumps(ADAPTIVE)}",
+           ("warm start: none (empty memory:// store)" if not args.warm else
+            f"warm start: SQLite store prefilled with the first {args.warm_lines} requests' "
+            f"answers, stored {args.warm} ago"), ""]
     head = (f"{'policy':<12}{'reqs':>6}{'upstream':>10}{'429':>6}{'503':>5}{'hit':>7}"
-            f"{'near':>7}{'coal.':>7}{'false':>8}{'p50 ms':>9}{'p99 ms':>9}{'client err':>11}")
+            f"{'near':>7}{'stale':>7}{'coal.':>7}{'false':>8}{'p50 ms':>9}{'p99 ms':>9}{'client err':>11}")
     out.append(head)
     for k, res in enumerate(results):
         s = summary(res["records"])
         name = f"{res['name']}#{k // 2 + 1}"
         out.append(f"{name:<12}{s['requests']:>6}{res['upstream_calls']:>10.0f}"
                    f"{res['upstream_429']:>6.0f}{res['upstream_503']:>5.0f}{s['hit_rate']:>7.3f}"
-                   f"{s['near_share']:>7.3f}{s['coalesced_share']:>7.3f}"
+                   f"{s['near_share']:>7.3f}{s['stale_share']:>7.3f}{s['coalesced_share']:>7.3f}"
                    f"{s['false_hit_rate']:>8.4f}{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}"
                    f"{s['client_errors']:>11}")
     fewer, extra, fewer_hot, fewer_err = [], [], [], []
@@ -279,11 +315,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             + ", ".join(f"{f * 100:.1f}%" for f in fewer_hot) + ")",
             f"  {statistics.median(fewer_err) * 100:.1f}% fewer errors seen by clients in those "
             "stages (" + ", ".join(f"{f * 100:.1f}%" for f in fewer_err) + "; target >= 50%)",
-            f"  with {statistics.median(extra):+.2f} points of false hits, near and coalesced "
+            f"  with {statistics.median(extra):+.2f} points of false hits, near, stale and coalesced "
             "answers counted (median; " + ", ".join(f"{e:+.2f}" for e in extra)
             + "; target <= +1)", "",
             ("per stage (offered req/s): requests that called the upstream, errors seen by clients, hit rate, "
-             "near share, coalesced share, false-hit rate, p99 ms (first pair)")]
+             "near, stale and coalesced shares, false-hit rate, p99 ms (first pair)")]
     for res in results[:2]:
         cells = []
         for stage, (rate, _) in enumerate(STAGES):
@@ -291,9 +327,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             s = summary(recs)
             cells.append(f"{rate:>3}: up {s['upstream']:>4} err {s['client_errors']:>4} "
                          f"hit {s['hit_rate']:.2f} near {s['near_share']:.2f} "
+                         f"stale {s['stale_share']:.2f} "
                          f"coal {s['coalesced_share']:.2f} false {s['false_hit_rate']:.3f} "
                          f"p99 {s['p99_ms']:>6.0f}")
         out.append(f"{res['name']}:\n  " + "\n  ".join(cells))
+    out.append("answers not stored by admission under load (policies runs): " + ", ".join(
+        f"{res.get('load_admission_skipped', 0):.0f}" for res in results[1::2]))
     levels = results[1]["levels"]
     if levels:
         out.append("load level under the policies (t s: level): " + ", ".join(
@@ -340,6 +379,9 @@ async def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "bench" / "out" / "overload.json"))
     parser.add_argument("--repeats", type=int, default=2, help="static/policies pairs")
     parser.add_argument("--replot", action="store_true", help="only redraw from --json")
+    parser.add_argument("--warm", default=None,
+                        help="start from a store prefilled this long ago (e.g. 8d)")
+    parser.add_argument("--warm-lines", type=int, default=1000)
     parser.add_argument("--sweep", action="store_true",
                         help="only print the threshold-drop sweep on the train split")
     args = parser.parse_args()
@@ -360,12 +402,21 @@ async def main() -> None:
     admin = "bench-admin-token"
     upstream = upstream_command(up_port, "--latency", str(args.latency),
                                 "--max-inflight", str(args.max_inflight))
+    warm = None
+    if args.warm:
+        from prismcache.config import parse_duration
+
+        age = parse_duration(args.warm, key="--warm")
+        warm = ROOT / "bench" / "out" / "overload_warm" / "template.db"
+        shutil.rmtree(warm.parent, ignore_errors=True)
+        warm.parent.mkdir(parents=True)
+        prefill(warm, trace, args.warm_lines, age.total_seconds() if age else 0.0)
     with serving(upstream, up_port, cwd=ROOT, timeout=90.0, poll=0.1):
         url = f"http://127.0.0.1:{up_port}/v1"
         runs = []
         for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
-            runs.append(await run_policy("static", trace, url, False, admin))
-            runs.append(await run_policy("policies", trace, url, True, admin))
+            runs.append(await run_policy("static", trace, url, False, admin, warm))
+            runs.append(await run_policy("policies", trace, url, True, admin, warm))
     for res in runs:
         res["saturation"] = args.max_inflight / args.latency
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from prismcache.adaptive import AdaptivePolicy
     from prismcache.economics import EconomicsTracker
 
-__all__ = ["SemanticCache"]
+__all__ = ["SemanticCache", "expired_under", "stale_under"]
 
 log = logging.getLogger("prismcache")
 
@@ -217,7 +217,7 @@ class SemanticCache:
         count = self._no_count if dry else self._count
         try:
             hit = self._exact_lookup(key, now, count, dry)
-            if hit is not None:
+            if isinstance(hit, Hit):
                 return self._explained(hit, None, [], dry)
             vector: np.ndarray | None = None
             if classification is None:
@@ -230,20 +230,22 @@ class SemanticCache:
                 return self._explained(self._miss(name, MissReason.DISABLED, count,
                                                   cacheable=False), policy, [], dry)
             if policy.exact_only or not key.semantic:
-                return self._explained(self._miss(name, MissReason.EXACT_ONLY, count),
-                                       policy, [], dry)
+                miss = _with_stale(self._miss(name, MissReason.EXACT_ONLY, count), hit, name)
+                return self._explained(miss, policy, [], dry)
             if key.context is not None and not key.context.semantic \
                     and policy.context == "semantic":
                 count(name, "exact_contexts")
             if vector is None:
                 vector = self._embed(key.query)
-            return self._semantic_lookup(key, name, policy, vector, now, count, dry)
+            return self._semantic_lookup(key, name, policy, vector, now, count, dry, hit)
         except _FAIL_OPEN as exc:
             return self._explained(self._fail_open("lookup", classification, exc, count),
                                    None, [], dry)
 
     def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool
-                      ) -> Hit | None:
+                      ) -> Hit | Entry | None:
+        """The exact tier's hit; or its verbatim entry when that is past its TTL but within
+        ``stale_if_error`` (a stale candidate, never a hit); else ``None``."""
         entry_id = self._tiers.exact(key.exact_key, key.partition)
         if entry_id is None:
             return None
@@ -256,16 +258,18 @@ class SemanticCache:
         policy = self._policies.resolve(entry.category, key.model)
         if entry.exact_key != key.exact_key or not policy.enabled:
             return None
-        if _expired(entry, policy, now):
-            if not dry:
-                self._expire_one(entry)
-            return None
+        if expired_under(entry, policy, now):
+            if not stale_under(entry, policy, now):
+                if not dry:
+                    self._expire_one(entry)
+                return None
+            return entry
         count(entry.category, "lookups")
         return self._serve(entry, policy, 1.0, None, "exact", now, count, dry)
 
     def _semantic_lookup(
         self, key: RequestKey, category: str, policy: CategoryPolicy, vector: np.ndarray,
-        now: float, count: _Counter, dry: bool,
+        now: float, count: _Counter, dry: bool, stale_exact: Entry | None = None,
     ) -> tuple[LookupResult, Explanation | None]:
         verifier = self._verifier(policy)
         k = self.config.neighbours
@@ -277,6 +281,7 @@ class SemanticCache:
         low, _ = decision.bounds(policy, verifier)
         entries: dict[int, Entry] = {}
         candidates: list[Candidate] = []
+        stale: list[Candidate] = []  # past their TTL, within stale_if_error: never hits
         for entry_id, similarity in found:
             if similarity < low and not dry:
                 break  # best first: the rest are further still; their documents stay unread
@@ -285,8 +290,11 @@ class SemanticCache:
                 if not dry:
                     self._tiers.drop_vector(key.partition, category, entry_id)
                 continue
-            if _expired(entry, policy, now):
-                if not dry:
+            if expired_under(entry, policy, now):
+                if stale_under(entry, policy, now):
+                    stale.append(Candidate(entry_id=entry_id, text=entry.query,
+                                           similarity=similarity, vector=entry.vector))
+                elif not dry:
                     self._expire_one(entry)
                 continue
             entries[entry_id] = entry
@@ -334,7 +342,25 @@ class SemanticCache:
                     miss = replace(miss, near_entry=int(entry_id),
                                    near_similarity=float(similarity))
                     break
+        miss = _with_stale(miss, stale_exact, category)
+        if miss.stale_entry is None and stale and not dry:
+            miss = self._stale_candidate(miss, Query(text=key.query, vector=vector), stale,
+                                         policy, verifier)
         return self._explained(miss, policy, candidates, dry, verdict)
+
+    def _stale_candidate(self, miss: Miss, query: Query, stale: list[Candidate],
+                         policy: CategoryPolicy, verifier: Verifier | None) -> Miss:
+        """``miss`` with the stale candidate the decision would have served (guards and
+        verifier included), if any: overload.py serves it only on an upstream error."""
+        try:
+            verdict = decision.decide(query, stale, policy, verifier)
+        except VerifierError as exc:  # no stale answer then; the lookup itself stands
+            log.warning("stale candidate not verified (%s: %s)", type(exc).__name__, exc)
+            return miss
+        if verdict.served is None:
+            return miss
+        return replace(miss, stale_entry=int(verdict.served),
+                       stale_similarity=float(verdict.similarity or 0.0))
 
     def _explained(self, result: LookupResult, policy: CategoryPolicy | None,
                    candidates: list[Candidate], dry: bool,
@@ -461,7 +487,9 @@ class SemanticCache:
             embedder=self._embedder.id if semantic else "",
             context_vector=context_vector,
             created=now,
-            expires=None if policy.ttl is None else now + policy.ttl.total_seconds(),
+            # kept (not swept) through the stale_if_error window; served fresh only in the ttl
+            expires=None if policy.ttl is None
+            else now + policy.ttl.total_seconds() + policy.stale_if_error,
             last_access=now,
             cost=cost if cost is not None
             else completion_tokens(response) / 1000 * policy.price_per_1k_tokens,
@@ -547,7 +575,11 @@ class SemanticCache:
         except StoreError as exc:
             log.warning("store usage unavailable: %s", exc)
             usage = {}
-        return self._counters.merged(usage)
+        stats = self._counters.merged(usage)
+        for name, borrowed in Quotas.of(self.config).borrowed(usage).items():
+            stats[name].borrowed_entries = borrowed.entries
+            stats[name].borrowed_bytes = borrowed.bytes
+        return stats
 
     def save_snapshot(self, path: str | Path | None = None) -> Path:
         """Write the in-memory tiers to ``path`` (default: the config's ``snapshot``) so the
@@ -664,10 +696,31 @@ def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:
     return {spec: open_verifier(spec) for spec in sorted(specs)}
 
 
-def _expired(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    # The decision-time TTL (possibly adjusted) may end an entry before its stored expiry.
+def expired_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    """Whether ``entry`` may no longer be served as a hit (nor as a ``near`` answer) under
+    ``policy``: at its stored expiry less the ``stale_if_error`` window it is kept for (so a
+    TTL extended at decision time never revives an entry kept only for errors), or at
+    ``created + ttl`` of the policy in force (possibly adjusted), whichever comes first."""
     ttl = policy.ttl
-    return entry.expired(now) or (ttl is not None and now >= entry.created + ttl.total_seconds())
+    return (entry.expires is not None and now >= entry.expires - policy.stale_if_error) or (
+        ttl is not None and now >= entry.created + ttl.total_seconds())
+
+
+def stale_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    """Whether ``entry`` is :func:`expired_under` ``policy`` but within the category's ``stale_if_error``
+    window: kept, and servable only, marked ``stale``, on an upstream error."""
+    ttl = policy.ttl
+    return (policy.stale_if_error > 0 and ttl is not None and not entry.expired(now)
+            and expired_under(entry, policy, now)
+            and now < entry.created + ttl.total_seconds() + policy.stale_if_error)
+
+
+
+def _with_stale(miss: Miss, entry: Entry | None, category: str) -> Miss:
+    """``miss`` naming the exact tier's stale verbatim entry (similarity 1.0), if any."""
+    if entry is None or entry.category != category:
+        return miss
+    return replace(miss, stale_entry=entry.id, stale_similarity=1.0)
 
 
 def _admission(config: CacheConfig) -> AdmissionHook | None:

@@ -147,6 +147,9 @@ class CategoryPolicy:
             guards on the whole earlier conversation).
         context_threshold: with ``context: semantic``, the cosine of the two contexts'
             embeddings at or above which they may be taken to mean the same.
+        stale_if_error: seconds an entry is kept past its ``ttl`` (0: not at all) to be
+            served marked ``stale``, only when the upstream answers 429 or 5xx or times out;
+            a lookup never serves it as a hit (see :mod:`prismcache.server.overload`).
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -171,6 +174,7 @@ class CategoryPolicy:
     explore_rate: float = 0.02
     context: str = "exact"
     context_threshold: float = 0.8
+    stale_if_error: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -211,6 +215,8 @@ class CategoryPolicy:
             raise ConfigError(f"context must be one of {CONTEXTS}, got {self.context!r}")
         if not 0.0 < self.context_threshold <= 1.0:
             raise ConfigError(f"context_threshold must be in (0, 1], got {self.context_threshold}")
+        if not self.stale_if_error >= 0.0:
+            raise ConfigError(f"stale_if_error must be >= 0 seconds, got {self.stale_if_error}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",
@@ -441,6 +447,11 @@ def _policy(name: str, data: Mapping[str, Any]) -> CategoryPolicy:
     values = dict(data)
     if "ttl" in values:
         values["ttl"] = parse_duration(values["ttl"], key=f"categories.{name}.ttl")
+    if "stale_if_error" in values:  # a duration; 0 is off
+        window = values["stale_if_error"]
+        window = None if window in (None, 0, "0") else parse_duration(
+            window, key=f"categories.{name}.stale_if_error")
+        values["stale_if_error"] = 0.0 if window is None else window.total_seconds()
     if "guards" in values:
         values["guards"] = tuple(values["guards"] or ())
     try:

@@ -61,6 +61,11 @@ class Miss:
             :mod:`prismcache.server.overload` may serve, marked ``near``, when the upstream
             is overloaded. ``None`` when there is none or the policy sets no fallback.
         near_similarity: that candidate's similarity.
+        stale_entry: the candidate that would have been served but is past its TTL, within
+            the category's ``stale_if_error`` window (it passed the decision): what
+            :mod:`prismcache.server.overload` may serve, marked ``stale``, when the upstream
+            answers 429/5xx or times out. Never a hit. ``None`` when there is none.
+        stale_similarity: that candidate's similarity (1.0 for a verbatim repeat).
         vector: the query's embedding, when a semantic search ran (the proxy matches it
             against requests in flight: :mod:`prismcache.server.coalesce`).
         grey_entry: the grey-zone candidate the verifier rejected with the highest
@@ -77,6 +82,8 @@ class Miss:
     cacheable: bool = True
     near_entry: int | None = None
     near_similarity: float | None = None
+    stale_entry: int | None = None
+    stale_similarity: float | None = None
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
     grey_entry: int | None = None
     grey_similarity: float | None = None
@@ -113,10 +120,14 @@ class Stored:
 
 @dataclass(slots=True, kw_only=True)
 class CategoryStats:
-    """Counters of one category since the cache was opened, plus what the store holds."""
+    """Counters of one category since the cache was opened, plus what the store holds
+    (``entries``, ``bytes``) and how much of it is above the category's guaranteed share
+    (``borrowed_entries``, ``borrowed_bytes``: :meth:`prismcache.quotas.Quotas.borrowed`)."""
 
     entries: int = 0
     bytes: int = 0
+    borrowed_entries: int = 0
+    borrowed_bytes: int = 0
     lookups: int = 0
     hits: int = 0
     exact_hits: int = 0

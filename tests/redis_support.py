@@ -168,6 +168,17 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of each kind of store in turn: memory, a SQLite file, a running empty Redis
+    (needs ``redis_server`` and ``redis_url`` imported where it is used)."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return str(request.getfixturevalue("redis_url"))
+
+
 def free_cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is valid and free too."""
     while True:

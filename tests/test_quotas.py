@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from typing import Any
+
 from conftest import chat, reply
 from prismcache.config import CategoryPolicy, load_config
 from prismcache.entry import UsageCount
 from prismcache.errors import ConfigError
 from prismcache.quotas import Quotas
-from proxy_support import make_proxy, upstream  # noqa: F401 - fixtures
+from proxy_support import ADMIN_TOKEN, make_proxy, upstream  # noqa: F401 - fixtures
+from redis_support import redis_server, redis_url, store_url  # noqa: F401 - fixtures
 
 Q = Quotas(capacity_entries=100, capacity_bytes=10_000, shares={"a": 0.5, "b": 0.3},
            ceilings={"b": 0.4})
@@ -60,12 +63,44 @@ def test_bad_policy_values_are_config_errors(values: dict[str, float]) -> None:
         CategoryPolicy(**values)  # type: ignore[arg-type]
 
 
-def test_metrics_export_borrowed_capacity(make_proxy) -> None:
-    proxy = make_proxy({"capacity": {"entries": 10}})  # loose and strict: 0.5 each
+def test_metrics_and_admin_stats_export_borrowed_capacity(make_proxy) -> None:
+    proxy = make_proxy({"capacity": {"entries": 10}},  # loose and strict: 0.5 each
+                       server={"admin_token_env": "PRISM_ADMIN"},
+                       environ={"PRISM_ADMIN": ADMIN_TOKEN})
     for i in range(7):
         proxy.cache.store(chat(f"question number {i}"), reply(f"a{i}"), tenant="t",
                           category="loose")
     with proxy.http() as http:
         text = http.get("/metrics").text
+        stats = http.get("/admin/stats",
+                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
     assert 'prismcache_borrowed_entries{category="loose"} 2' in text
     assert 'prismcache_entries{category="loose"} 7' in text
+    assert stats["categories"]["loose"]["borrowed_entries"] == 2
+    assert stats["categories"]["strict"]["borrowed_entries"] == 0
+
+
+def test_a_flooding_category_never_takes_the_others_guaranteed_share(
+        make_cache: Any, clock: Any, store_url: str) -> None:
+    shares = {name: {"threshold": 0.99, "quota": 0.25} for name in ("a", "b", "c", "flood")}
+    cache = make_cache({"store": store_url, "capacity": {"entries": 20},
+                        "default_category": "flood", "categories": shares})
+    for name in ("a", "b", "c"):  # 6 each: above the guaranteed 5 while space is free
+        for i in range(6):
+            clock.tick(1)
+            cache.store(chat(f"{name} question {i}"), reply(f"{name}{i}"), category=name)
+    held = []
+    for i in range(100):  # one-off requests of one category, none ever asked again
+        clock.tick(1)
+        cache.store(chat(f"flood note {i}"), reply(f"f{i}"), category="flood")
+        stats = cache.stats()
+        held.append({name: stats[name].entries for name in shares})
+        assert sum(held[-1].values()) <= 20
+        assert all(held[-1][name] >= 5 for name in ("a", "b", "c")), held[-1]
+    assert held[-1] == {"a": 5, "b": 5, "c": 5, "flood": 5}  # what it borrowed went first
+    stats = cache.stats()
+    assert [stats[name].evictions for name in ("a", "b", "c")] == [1, 1, 1]
+    assert stats["flood"].evictions == 95
+    for name in ("a", "b", "c"):  # the least recently used one of each went
+        assert not cache.lookup(chat(f"{name} question 0"), category=name).hit
+        assert cache.lookup(chat(f"{name} question 5"), category=name).hit

@@ -72,9 +72,25 @@ async def stats(request: Request) -> Response:
         "proxy": {"inflight": state.metrics.inflight, "flights": len(state.coalescer),
                   "coalesced": state.coalescer.followers,
                   "tenants": list(state.auth.tenant_names),
-                  "mode": "pass-through" if state.settings.pass_through else "configured"},
+                  "mode": "pass-through" if state.settings.pass_through else "configured",
+                  "fallbacks": _fallbacks(state), "load_admission": _load_admission(state)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
+
+
+def _fallbacks(state: ProxyState) -> dict[str, int]:
+    """Answers served in place of upstream errors, by kind (``near``, ``stale``): not hits."""
+    out = {"near": 0, "stale": 0}
+    for labels, value in list(state.metrics.fallbacks.values.items()):
+        out[labels[-1]] = out.get(labels[-1], 0) + int(value)
+    return out
+
+
+def _load_admission(state: ProxyState) -> dict[str, Any] | None:
+    admission = state.load_admission
+    if admission is None:
+        return None
+    return {"overloaded": admission.overloaded, "skipped": dict(admission.skipped)}
 
 
 async def invalidate(request: Request) -> Response:

@@ -21,7 +21,7 @@ from prismcache.server.completions import completions
 from prismcache.server.dashboard import Sampler, dashboard_routes
 from prismcache.server.forward import passthrough
 from prismcache.server.metrics import ProxyMetrics
-from prismcache.server.overload import UpstreamGate
+from prismcache.server.overload import LoadAdmission, UpstreamGate
 from prismcache.server.settings import ServerSettings
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.timeline import Timeline
@@ -64,6 +64,12 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
     # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).
     state.economics = cache.policies.economics
     state.adaptive = cache.policies.adaptive
+    if settings.load_admission_min_reuse > 0:  # admission under load, before the cache's own
+        state.load_admission = LoadAdmission(
+            min_reuse=settings.load_admission_min_reuse,
+            min_stores=settings.load_admission_min_stores,
+            memory=settings.load_admission_memory, then=cache.admission)
+        cache.admission = state.load_admission
     sampler = Sampler(state, Timeline())  # the dashboard's last hour
 
     @contextlib.asynccontextmanager
@@ -77,6 +83,8 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
             await sampler.stop()
             await state.after_reply.drain(settings.shutdown_timeout)  # store what was served
             await upstream.aclose()
+            if state.load_admission is not None and cache.admission is state.load_admission:
+                cache.admission = state.load_admission.then  # the cache outlives the app
 
     routes = [
         Route("/v1/chat/completions", completions, methods=["POST"]),
@@ -118,4 +126,6 @@ async def metrics(request: Request) -> Response:
         text += "\n".join(calibrator.metric_lines()) + "\n"
     if (budget := state.cache.index_budget) is not None:
         text += "\n".join(budget.metric_lines()) + "\n"
+    if state.load_admission is not None:
+        text += "\n".join(state.load_admission.metric_lines()) + "\n"
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -19,6 +19,23 @@ them anyway. A burst past the upstream's capacity then waits instead of being re
 flights waiting in the queue take on identical and similar followers
 (:mod:`prismcache.server.coalesce`), so fewer calls reach the upstream at all.
 
+**Stale answers** (``stale_if_error`` per category, seconds; on by default where stale answers
+are acceptable: ``code``, ``factual``, ``support``, ``conversation``; never ``math`` or
+``volatile``): an entry past its TTL is kept that much longer (the stores' expiry is TTL + the
+window) but a lookup never serves it; when the lookup's decision would have served it
+(:attr:`~prismcache.results.Miss.stale_entry`) and the upstream answers 429 or any 5xx or
+times out, the proxy serves it marked ``X-Prism-Cache: stale`` with ``X-Prism-Age``, counted
+as ``kind="stale"`` in ``prismcache_fallback_total``. A stale answer (the same question,
+answered earlier) is preferred to a near one (a similar question, answered lately).
+
+**Admission under load** (:class:`LoadAdmission`, ``server.load_admission_min_reuse``): for
+``server.load_admission_memory`` seconds after the upstream last answered 429/503/timeout, an
+answer of a category whose entries are seldom reused (hits per stored entry since start below
+the bound, once it has ``server.load_admission_min_stores`` stores) is not admitted, so the
+capacity goes to the categories whose entries relieve the upstream. Counted per category
+(``prismcache_load_admission_skipped_total``, ``/admin/stats``); outside overload it admits
+everything (then the configured admission, if any, decides).
+
 A near answer is a trade the operator opts into per category: while the upstream refuses, the
 alternative is an error, not a fresh answer; a wrong answer is still worse than a miss, so the
 bound stays well above what a ``general`` paraphrase search would accept (``docs/economics.md``).
@@ -28,29 +45,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.responses import Response
 
 from prismcache import guards
-from prismcache.cache import SemanticCache
+from prismcache.cache import AdmissionHook, SemanticCache, expired_under, stale_under
+from prismcache.config import CategoryPolicy
+from prismcache.entry import Entry
 from prismcache.errors import StoreError
 from prismcache.request import Context, RequestKey, context_of
-from prismcache.results import Hit, Miss
+from prismcache.results import CategoryStats, Hit, Miss
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
 from prismcache.streams import completion_of
 
-__all__ = ["OVERLOADED", "UpstreamGate", "fallback", "near_hit"]
+__all__ = ["OVERLOADED", "LoadAdmission", "UpstreamGate", "fallback", "near_hit", "stale_hit",
+           "upstream_failed"]
 
 log = logging.getLogger("prismcache.server")
 
 #: upstream answers that mean "overloaded": rate limited, unavailable, timed out (the proxy's 504)
 OVERLOADED = frozenset({429, 503, 504})
+
+
+def upstream_failed(status: int) -> bool:
+    """Whether an upstream answer lets a ``stale`` entry be served: 429 or any 5xx (the
+    proxy's own 502/504 for a call that failed or timed out included)."""
+    return status == 429 or status >= 500
 
 
 def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
@@ -66,19 +93,43 @@ def near_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
     bound = policy.fallback_threshold
     if bound is None or miss.near_similarity < bound:
         return None
+    return _servable(cache, key, miss, miss.near_entry, miss.near_similarity, now, stale=False)
+
+
+def stale_hit(cache: SemanticCache, key: RequestKey, miss: Miss, *,
+               now: float | None = None) -> Hit | None:
+    """The stale candidate of ``miss`` as a servable :class:`Hit`, or ``None`` when there is
+    none, or it is gone, of another partition or category, past the category's
+    ``stale_if_error`` window, or rejected by the category's guards. Reads the store once; a
+    store error is logged and gives ``None``."""
+    if miss.stale_entry is None or miss.category is None:
+        return None
+    policy = cache.policy_for(miss.category, key.model)
+    if policy.stale_if_error <= 0 or policy.ttl is None:
+        return None
+    return _servable(cache, key, miss, miss.stale_entry, miss.stale_similarity or 0.0, now,
+                     stale=True)
+
+
+def _servable(cache: SemanticCache, key: RequestKey, miss: Miss, entry_id: int,
+              similarity: float, now: float | None, *, stale: bool) -> Hit | None:
+    """Entry ``entry_id`` as a :class:`Hit` if it is still there, of the request's partition
+    and category, unexpired (or, with ``stale``, within its ``stale_if_error`` window), and
+    passes the category's guards."""
+    assert miss.category is not None  # checked by the callers
+    policy = cache.policy_for(miss.category, key.model)
     try:
-        entry = cache.document_store.get(miss.near_entry)
+        entry = cache.document_store.get(entry_id)
     except StoreError as exc:
-        log.warning("prismcache: near answer unavailable: %s", exc)
+        log.warning("prismcache: fallback answer unavailable: %s", exc)
         return None
     now = time.time() if now is None else now
     if (entry is None or entry.partition != key.partition or entry.category != miss.category
-            or entry.expired(now)
-            or (policy.ttl is not None and now >= entry.created + policy.ttl.total_seconds())
+            or not (stale_under if stale else _fresh)(entry, policy, now)
             or guards.check(key.query, entry.query, policy.guards) is not None
             or _context_key(context_of(entry.request)) != _context_key(key.context)):
         return None
-    return Hit(entry_id=entry.id, similarity=miss.near_similarity, category=entry.category,
+    return Hit(entry_id=entry.id, similarity=similarity, category=entry.category,
                response=entry.response, chunks=entry.chunks, age=max(0.0, now - entry.created))
 
 
@@ -86,22 +137,40 @@ def _context_key(context: Context | None) -> str | None:
     return None if context is None else context.key
 
 
+def _fresh(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
+    return not expired_under(entry, policy, now)
+
+
+def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
+                status: int) -> tuple[Hit, str] | None:
+    """The stale answer (preferred), else the near one, that an upstream ``status`` allows."""
+    if upstream_failed(status) and (hit := stale_hit(cache, key, miss)) is not None:
+        return hit, "stale"
+    if status in OVERLOADED and (hit := near_hit(cache, key, miss)) is not None:
+        return hit, "near"
+    return None
+
+
 async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
                    stream: bool, result: Hit | Miss | None,
                    response: Response) -> Response | None:
-    """A ``near`` answer in place of ``response`` when the upstream answered it with an
-    overload status and the lookup ``result`` holds an acceptable near candidate; else
-    ``None`` (serve ``response``)."""
-    if response.status_code not in OVERLOADED or not isinstance(result, Miss):
+    """A ``stale`` or ``near`` answer in place of ``response`` when the upstream answered it
+    with an error that allows one (see the module docstring) and the lookup ``result`` holds
+    an acceptable candidate; else ``None`` (serve ``response``)."""
+    status = response.status_code
+    if state.load_admission is not None:
+        state.load_admission.observe(status)
+    if not isinstance(result, Miss) or not upstream_failed(status):
         return None
-    if result.near_entry is None:
+    if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
         return None
-    hit = await state.in_thread(near_hit, state.cache, key, result)
-    if hit is None:
+    found = await state.in_thread(_substitute, state.cache, key, result, status)
+    if found is None:
         return None
-    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, "near")
+    hit, kind = found
+    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, kind)
     answer = completion_of(hit.response, hit.chunks)
-    headers = prism_headers(hit, state="near")
+    headers = prism_headers(hit, state=kind)
     headers["x-prism-upstream-status"] = str(response.status_code)
     if stream:
         options = body.get("stream_options")
@@ -174,3 +243,69 @@ class UpstreamGate:
             self.limit = max(1.0, min(self.limit, self.inflight) * 0.75)
         elif 0 < status < 400:
             self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
+
+
+class LoadAdmission:
+    """Admission under load (see the module docstring): an :data:`AdmissionHook` that, while
+    the upstream is overloaded, refuses answers of categories reused less than ``min_reuse``
+    hits per stored entry, and otherwise defers to ``then`` (the cache's own hook, or none).
+
+    ``observe`` is fed the status of every upstream answer; the overload is remembered for
+    ``memory`` seconds after the last overload status. Thread-safe.
+
+    >>> admit = LoadAdmission(min_reuse=0.1, min_stores=10, memory=60.0)
+    >>> seldom = CategoryStats(stores=50, hits=2)
+    >>> admit(None, seldom) is None          # not overloaded: admitted
+    True
+    >>> admit.observe(429)
+    >>> admit(None, seldom)
+    'load:reuse 0.040 < 0.1'
+    >>> admit(None, CategoryStats(stores=50, hits=20)) is None
+    True
+    """
+
+    def __init__(self, *, min_reuse: float, min_stores: int, memory: float,
+                 then: AdmissionHook | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0.0 <= min_reuse or min_stores < 1 or memory <= 0:
+            raise ValueError("need min_reuse >= 0, min_stores >= 1 and memory > 0")
+        self.min_reuse, self.min_stores, self.memory = min_reuse, min_stores, memory
+        self.then = then
+        self._clock = clock
+        self._until = float("-inf")
+        self._lock = threading.Lock()
+        self.skipped: dict[str, int] = {}  # answers not admitted, per category
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the upstream answered an overload status within the last ``memory`` s."""
+        return self._clock() < self._until
+
+    def observe(self, status: int) -> None:
+        """Feed the status of one upstream answer (as the client would have got it)."""
+        if status in OVERLOADED:
+            self._until = self._clock() + self.memory
+
+    def __call__(self, entry: Entry | None, stats: CategoryStats) -> str | None:
+        """The reason not to admit ``entry`` of a category with counters ``stats``, or
+        ``None`` to admit it (as far as load goes; then ``then`` decides)."""
+        if (self.overloaded and stats.stores >= self.min_stores
+                and stats.hits < self.min_reuse * stats.stores):
+            category = "" if entry is None else entry.category
+            with self._lock:
+                self.skipped[category] = self.skipped.get(category, 0) + 1
+            return f"load:reuse {stats.hits / stats.stores:.3f} < {self.min_reuse}"
+        return None if self.then is None or entry is None else self.then(entry, stats)
+
+    def metric_lines(self) -> Iterable[str]:
+        """Prometheus lines: answers not admitted under load, per category, and the state."""
+        yield ("# HELP prismcache_load_admission_skipped_total Upstream answers not admitted "
+               "while the upstream was overloaded (their category's entries are seldom reused).")
+        yield "# TYPE prismcache_load_admission_skipped_total counter"
+        with self._lock:
+            skipped = sorted(self.skipped.items())
+        for category, n in skipped:
+            yield f'prismcache_load_admission_skipped_total{{category="{category}"}} {n}'
+        yield "# HELP prismcache_upstream_overloaded 1 while load admission sees an overload."
+        yield "# TYPE prismcache_upstream_overloaded gauge"
+        yield f"prismcache_upstream_overloaded {int(self.overloaded)}"

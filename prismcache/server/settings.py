@@ -25,6 +25,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       stream_usage: true                   # recorded streams ask the upstream for usage
       embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
       embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
+      load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
+      load_admission_min_stores: 20        # ... once a category has this many stores to judge by
+      load_admission_memory: 10s           # an overload status counts this long
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class ServerSettings:
             proxy records, so their entries carry ``usage``.
         embed_batch_max: texts embedded in one model call for concurrent requests (1: off).
         embed_batch_wait_ms: ms a batch waits for more requests (0-10; never when alone).
+        load_admission_min_reuse: while the upstream is overloaded, answers of categories with
+            fewer hits per stored entry are not admitted (0: off;
+            :class:`prismcache.server.overload.LoadAdmission`).
+        load_admission_min_stores: stores a category needs before its reuse is judged.
+        load_admission_memory: seconds an upstream overload status (429/503/504) counts.
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -114,6 +122,9 @@ class ServerSettings:
     stream_usage: bool = True
     embed_batch_max: int = 16
     embed_batch_wait_ms: float = 0.5
+    load_admission_min_reuse: float = 0.05
+    load_admission_min_stores: int = 20
+    load_admission_memory: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -125,6 +136,9 @@ class ServerSettings:
             raise ConfigError("server.shutdown_timeout must be >= 0")
         if not 0 <= self.embed_batch_wait_ms <= 10 or self.embed_batch_max < 1:
             raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
+        if self.load_admission_min_reuse < 0 or self.load_admission_min_stores < 1:
+            raise ConfigError("server.load_admission_min_reuse must be >= 0 and "
+                              "load_admission_min_stores >= 1")
         keys = [t.key for t in self.tenants]
         if len(set(keys)) != len(keys):
             raise ConfigError("server.tenants: the same key is listed twice")
@@ -174,12 +188,15 @@ class ServerSettings:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
                 values[name] = raw[name]
-        for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float))):
+        for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float)),
+                           ("load_admission_min_reuse", (int, float)),
+                           ("load_admission_min_stores", int)):
             if name in raw:
                 if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be a number, got {raw[name]!r}")
                 values[name] = raw[name]
-        for name in ("timeout", "connect_timeout", "shutdown_timeout", "upstream_queue_wait"):
+        for name in ("timeout", "connect_timeout", "shutdown_timeout", "upstream_queue_wait",
+                     "load_admission_memory"):
             if name in raw:
                 duration = parse_duration(raw[name], key=f"server.{name}")
                 if duration is None:

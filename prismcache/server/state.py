@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,6 +19,9 @@ from prismcache.server.learning import RecentHits
 from prismcache.server.metrics import ProxyMetrics
 from prismcache.server.settings import ServerSettings
 from prismcache.server.upstream import Upstream
+
+if TYPE_CHECKING:
+    from prismcache.server.overload import LoadAdmission
 
 __all__ = ["ProxyState", "state_of"]
 
@@ -39,6 +42,7 @@ class ProxyState:
     adaptive: AdaptivePolicy | None = None
     after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
     recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
+    load_admission: LoadAdmission | None = None  # admission under load (server.overload)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking cache call (SQLite, ONNX) on a worker thread."""
