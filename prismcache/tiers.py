@@ -39,6 +39,7 @@ import numpy as np
 from prismcache.entry import Entry, EntryRef
 from prismcache.errors import EmbedderMismatch
 from prismcache.index import IndexSpec, VectorIndex, load_index, make_index
+from prismcache.index.memory import fix_mmap_threshold
 
 __all__ = ["BudgetStats", "Tiers", "entry_bytes"]
 
@@ -124,7 +125,8 @@ class Tiers:
                  loader: Callable[[str], Iterable[Entry]] | None = None) -> None:
         """Empty tiers. With ``max_bytes`` (and ``loader``, which yields one partition's
         entries from the store) they hold only the partitions in use, within that many bytes
-        (estimated); without, everything added."""
+        (estimated); without, everything added. A budget fixes glibc's mmap threshold
+        (:func:`~prismcache.index.memory.fix_mmap_threshold`, process-wide)."""
         if (max_bytes is None) != (loader is None):
             raise ValueError("max_bytes and loader go together")
         self.dim = dim
@@ -135,6 +137,8 @@ class Tiers:
         self._lock = threading.Lock()
         self._loader = loader
         self._stats = None if max_bytes is None else BudgetStats(max_bytes=int(max_bytes))
+        if max_bytes is not None:  # what a dropped partition frees must leave the process
+            fix_mmap_threshold()
         self._exact_bytes, self._vector_bytes = entry_bytes(dim, spec)
         # Budget state, under _lru_lock (cheap: lookups take it). Transitions and sizes also
         # hold _lock, taken first.

@@ -272,3 +272,14 @@ def test_the_budget_counts_what_an_hnsw_graph_allocates() -> None:
     held = tiers.budget_stats().bytes  # type: ignore[union-attr]
     # hnswlib's fixed 2.6 MB per graph is counted, not only the vectors the estimate knows
     assert held >= graph.nbytes > 65536 * 40 > 100 * PER_PARTITION * sum(entry_bytes(DIM, SPEC))
+
+
+def test_a_budget_fixes_the_mmap_threshold_where_glibc_allows_it() -> None:
+    import platform
+
+    from prismcache.index.memory import fix_mmap_threshold
+
+    took = fix_mmap_threshold()
+    assert isinstance(took, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert took and fix_mmap_threshold()  # and a second call is a no-op
