@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== trace {name}: {r['requests']} requests ({r['seconds']:.0f} s)")
         print(f"{'rule':34s} {'hit rate':>9s} {'false':>7s} {'precision':>9s}")
         for u in r["uniform"]:
-            print(f"uniform threshold {u['threshold']:<16.2f} {u['hit_rate']:9.2%} "
+            print(f"uniform threshold {u['threshold']:<16.3f} {u['hit_rate']:9.2%} "
                   f"{u['false_hit_rate']:7.2%} {u['precision'] or 0:9.3f}")
         for label in ("guards", "decision"):
             p = r[label]
