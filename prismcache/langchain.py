@@ -51,8 +51,12 @@ try:
         message_to_dict,
         messages_from_dict,
     )
-    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation
-    from langchain_core.outputs import GenerationChunk
+    from langchain_core.outputs import (
+        ChatGeneration,
+        ChatGenerationChunk,
+        Generation,
+        GenerationChunk,
+    )
 except ImportError as exc:  # pragma: no cover - exercised by the import-hygiene test
     raise ImportError(
         "prismcache.langchain needs langchain-core: pip install 'prismcache[langchain]'"

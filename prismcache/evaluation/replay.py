@@ -24,8 +24,8 @@ from prismcache.evaluation.metrics import percentile
 from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
 from prismcache.labels import Label
-from prismcache.results import Hit, Miss, MissReason
 from prismcache.request import context_of
+from prismcache.results import Hit, Miss, MissReason
 from prismcache.stores.memory import MemoryStore
 
 __all__ = ["COMPLETION_TOKENS", "Economics", "Online", "prepare_config", "replay"]

@@ -249,7 +249,7 @@ async def read_all(response: UpstreamResponse, path: str) -> bytes:
 def _mapped(path: str) -> Iterator[None]:
     try:
         yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         log.warning("upstream timed out on %s (%s)", path, type(exc).__name__)
         raise UpstreamError(f"the upstream did not answer in time ({type(exc).__name__})",
                             status=504) from None
