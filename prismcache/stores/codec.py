@@ -76,7 +76,7 @@ class Record(NamedTuple):
     latency: float
     size: int
     priority: float
-    context_vector: bytes | None = None  # last: added after the others (SQLite schema 2)
+    context_vector: bytes | None = None  # last: added after the others (SQLite schema 3)
 
 
 FIELDS: tuple[str, ...] = Record._fields
