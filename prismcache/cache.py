@@ -271,7 +271,7 @@ class SemanticCache:
         self, key: RequestKey, category: str, policy: CategoryPolicy, vector: np.ndarray,
         now: float, count: _Counter, dry: bool, stale_exact: Entry | None = None,
     ) -> tuple[LookupResult, Explanation | None]:
-        verifier = self._verifier(policy)
+        verifier = self.verifier_for(policy)
         k = self.config.neighbours
         if key.context is not None and policy.context == "semantic":
             # Follow-ups share their words across conversations ("how long does that take?"):
@@ -402,7 +402,9 @@ class SemanticCache:
         return Miss(reason=reason, detail=detail, category=category, similarity=similarity,
                     cacheable=cacheable)
 
-    def _verifier(self, policy: CategoryPolicy) -> Verifier | None:
+    def verifier_for(self, policy: CategoryPolicy) -> Verifier | None:
+        """The verifier ``policy`` names, opened once by this cache (``None`` for ``none``):
+        what its lookups use, for callers that decide beside it (semantic coalescing)."""
         return self._verifiers.get(policy.verifier)
 
     # -- store ---------------------------------------------------------------------------

@@ -197,6 +197,46 @@ def test_coalescing_needs_the_threshold_and_the_same_partition(make_proxy,
     assert upstream.calls["chat"] == 2  # 0.76 is below strict's 0.99
 
 
+class _FixedVerifier:
+    """An in-memory verifier: the same probability for every candidate, or a failure."""
+
+    name = "fixed"
+
+    def __init__(self, p: float | None) -> None:
+        self.p, self.calls = p, 0
+
+    def probabilities(self, query: Any, candidates: Any) -> list[float]:
+        self.calls += 1
+        if self.p is None:
+            from prismcache.errors import VerifierError
+
+            raise VerifierError("judge down")
+        return [self.p] * len(candidates)
+
+
+def test_coalescing_is_the_decision_with_the_categorys_verifier() -> None:
+    import numpy as np
+
+    from prismcache.config import CategoryPolicy
+    from prismcache.server.coalesce import Similar
+
+    def similar(text: str, angle: float, verifier: _FixedVerifier | None) -> Similar:
+        vector = np.array([np.cos(angle), np.sin(angle)], dtype=np.float32)
+        return Similar(group="g", query=text, vector=vector, verifier=verifier,
+                       policy=CategoryPolicy(threshold=0.9, verify_low=0.7, verify_high=0.99,
+                                             cutoff=0.5, guards=("negation",)))
+
+    leaders = [similar("reset my password", 0.0, None), similar("bake bread", 1.4, None)]
+    grey = 0.5  # cosine 0.88: in the grey zone, the verifier decides
+    accept, reject, broken = _FixedVerifier(0.9), _FixedVerifier(0.1), _FixedVerifier(None)
+    chosen = similar("how to reset my password", grey, accept).choose(leaders)
+    assert chosen is not None and chosen[0] == 0 and 0.87 < chosen[1] < 0.89
+    assert similar("how to reset my password", grey, reject).choose(leaders) is None
+    assert similar("how to reset my password", grey, broken).choose(leaders) is None  # closed
+    assert similar("don't reset my password", 0.0, accept).choose(leaders) is None  # guard
+    assert accept.calls == 1 and similar("x", 0.0, None).choose([]) is None
+
+
 # -- the upstream gate ------------------------------------------------------------------------
 
 def test_gate_limits_calls_in_flight_and_adapts_to_overload() -> None:

@@ -9,9 +9,12 @@ mid-stream still gets the whole stream.
 
 **Semantic coalescing.** A missed request that is not identical to one in flight may still
 follow it: when its lookup embedded the query (:attr:`~prismcache.results.Miss.vector`), it
-joins a flight of the same *group* (endpoint, partition, category, stream and store flags)
-whose query scores at or above the category's threshold against it and passes the category's
-guards, exactly the decision a hit on that flight's answer would take once it is stored. Such a
+joins a flight of the same *group* (endpoint, partition, conversation context, category,
+stream and store flags) when :func:`prismcache.decision.decide` would serve the flight's answer
+for it: the in-flight queries nearest to it are the candidates, under the category's policy
+and verifier, exactly the decision a hit on that flight's answer would take once it is stored.
+A verifier that fails makes the request call the upstream itself (fail closed: it never
+follows on a verdict it did not get). Such a
 follower's answer is marked ``X-Prism-Cache: coalesced`` with its similarity. Its wait is
 bounded by the flight's own upstream call (the proxy's upstream timeout), which started
 earlier than the call the follower would have made.
@@ -25,17 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from prismcache import guards
 from prismcache.config import CategoryPolicy
-from prismcache.errors import UpstreamError
+from prismcache.decision import Candidate, Query, decide
+from prismcache.errors import UpstreamError, VerifierError
 from prismcache.request import RequestKey
 from prismcache.results import Hit, Miss
+
+if TYPE_CHECKING:
+    from prismcache.verifiers import Verifier
 
 __all__ = ["Coalescer", "Flight", "Head", "Similar", "similar_for"]
 
@@ -55,22 +61,36 @@ class Head:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Similar:
     """What semantic coalescing needs of a missed request: the group of flights it may join
-    (endpoint, partition, category, stream and store flags: never across partitions), its
-    query and embedding, and its category's threshold and guards."""
+    (endpoint, partition, conversation context, category, stream and store flags: never across
+    partitions), its query and embedding, and its category's policy and verifier."""
 
     group: Hashable
     query: str
     vector: np.ndarray
-    threshold: float
-    guards: tuple[str, ...]
+    policy: CategoryPolicy
+    verifier: Verifier | None = None
+    neighbours: int = 4  #: in-flight queries the decision looks at (the nearest)
 
-    def similarity(self, other: Similar) -> float | None:
-        """Cosine similarity to ``other`` (vectors are unit-norm) when ``other``'s answer may
-        be served for this query (threshold and guards pass), else ``None``."""
-        score = float(np.dot(self.vector, other.vector))
-        if score < self.threshold or guards.check(self.query, other.query, self.guards):
+    def choose(self, leaders: Sequence[Similar]) -> tuple[int, float] | None:
+        """The index in ``leaders`` of the one whose answer :func:`~prismcache.decision.decide`
+        would serve for this query, and its cosine; ``None`` when none would (or the verifier
+        failed)."""
+        if not leaders:
             return None
-        return score
+        scores = np.array([float(np.dot(self.vector, other.vector)) for other in leaders])
+        nearest = np.argsort(-scores, kind="stable")[:self.neighbours]
+        candidates = [Candidate(entry_id=int(i), text=leaders[i].query,
+                                similarity=float(scores[i]), vector=leaders[i].vector)
+                      for i in nearest]
+        try:
+            verdict = decide(Query(text=self.query, vector=self.vector), candidates,
+                             self.policy, self.verifier)
+        except VerifierError as exc:
+            log.warning("prismcache: semantic coalescing skipped, verifier failed: %s", exc)
+            return None
+        if verdict.served is None:
+            return None
+        return verdict.served, float(scores[verdict.served])
 
 
 class Flight:
@@ -158,23 +178,22 @@ class Gate(Protocol):
 
 
 def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPolicy,
-            flags: tuple[Hashable, ...]) -> Similar | None:
+                flags: tuple[Hashable, ...], verifier: Verifier | None = None,
+                neighbours: int = 4) -> Similar | None:
     """The :class:`Similar` of a missed request whose lookup embedded its query (else
     ``None``): grouped by ``flags`` (endpoint, stream, store), partition, conversation
-    context (exactly) and category;
-    matched with ``policy``'s threshold and guards."""
+    context (exactly) and category; decided under ``policy`` with ``verifier`` (the one the
+    cache uses for the category) over the ``neighbours`` nearest flights."""
     if not isinstance(result, Miss) or result.vector is None or result.category is None:
         return None
     if policy.exact_only:
         return None
-    # Followers get the leader's answer without the verifier's say: with a verifier, only
-    # near-verbatim requests (verify_high) follow; without one, the category's threshold.
-    threshold = policy.threshold if policy.verifier == "none" else policy.verify_high
     # The earlier turns of a conversation are not in the partition: followers need the same
     # turns exactly (their meaning is compared only at lookup, against stored entries).
     context = key.context.key if key.context is not None else None
     return Similar(group=(*flags, key.partition, context, result.category), query=key.query,
-                   vector=result.vector, threshold=threshold, guards=policy.guards)
+                   vector=result.vector, policy=policy, verifier=verifier,
+                   neighbours=neighbours)
 
 
 class Coalescer:
@@ -225,14 +244,9 @@ class Coalescer:
         return float(np.dot(similar.vector, flight.similar.vector))
 
     def _most_similar(self, similar: Similar) -> Flight | None:
-        best, score = None, -1.0
-        for flight in self._groups.get(similar.group, ()):
-            if flight.similar is None:
-                continue
-            s = similar.similarity(flight.similar)
-            if s is not None and s > score:
-                best, score = flight, s
-        return best
+        flights = [f for f in self._groups.get(similar.group, ()) if f.similar is not None]
+        chosen = similar.choose([f.similar for f in flights])  # type: ignore[misc]
+        return None if chosen is None else flights[chosen[0]]
 
     def leave(self, flight: Flight) -> None:
         """Unsubscribe; the last subscriber to leave an unfinished flight cancels it."""

@@ -122,9 +122,12 @@ async def completions(request: Request) -> Response:
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
                    shadow=isinstance(result, Miss) and result.reason in _SHADOW)
-    similar = similar_for(result, call.key, state.cache.policy_for(label, call.key.model),
-                          (call.endpoint, call.stream, call.store, call.wants_usage)
-                          ) if state.settings.coalesce_similar else None
+    similar = None
+    if state.settings.coalesce_similar:
+        policy = state.cache.policy_for(label, call.key.model)
+        similar = similar_for(result, call.key, policy,
+                              (call.endpoint, call.stream, call.store, call.wants_usage),
+                              state.cache.verifier_for(policy), state.cache.config.neighbours)
     response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
                                    similar)
     return await overload.fallback(state, endpoint=endpoint, key=call.key, body=call.body,
