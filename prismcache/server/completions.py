@@ -382,8 +382,10 @@ async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: A
         except ValueError:
             answer = None
     _observe_upstream(state, call, flight, 200, answer)
-    if call.probe is not None:  # a grey-zone request: label the candidate from this answer
-        learning.record_later(state, call.probe, answer)
+    if call.probe is not None:  # a grey-zone request: label the candidate from this answer,
+        # as work of its own (no identical request waits for a label)
+        await state.after_reply.run(None, learning.record(state, call.probe, answer),
+                                    partial(learning.label_failed, state))
     if call.store and (answer is not None or not call.stream):  # a JSON 'None' is refused
         await _store(state, call, answer, chunks, flight.upstream_seconds)
 

@@ -7,7 +7,7 @@ For a category with ``target_precision`` set, a request becomes a **probe** when
   *accepted* a grey-zone candidate: the hit is not served, the request goes upstream instead
   (an explored request is a miss: it serves nothing wrong; it costs one upstream call).
 
-When the fresh answer arrives, :func:`record_later` compares it with the candidate's stored
+When the fresh answer arrives, :func:`record` compares it with the candidate's stored
 answer (:func:`~prismcache.labels.answers_agree`) on a worker thread, off the response path,
 and records the label through the cache's calibrator (which stores it and updates the learned
 cut-off). A store or embedder that fails there is logged and counted; the request is not
@@ -17,7 +17,6 @@ affected. :class:`RecentHits` remembers the last semantic hits so that feedback 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
@@ -36,10 +35,9 @@ if TYPE_CHECKING:
     from prismcache.calibration import Calibrator
     from prismcache.server.state import ProxyState
 
-__all__ = ["Probe", "RecentHits", "probe_for", "record_later"]
+__all__ = ["Probe", "RecentHits", "label_failed", "probe_for", "record"]
 
 log = logging.getLogger("prismcache.server")
-_pending: set[asyncio.Task[None]] = set()  # background label tasks (kept from the GC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,23 +88,25 @@ def _overloaded(state: ProxyState, model: str) -> bool:
     return state.adaptive is not None and state.adaptive.controller.level(model) > 0.0
 
 
-def record_later(state: ProxyState, probe: Probe, answer: Any) -> None:
-    """Label ``probe`` from the fresh ``answer`` (an OpenAI response body) on a worker thread,
-    after the response; returns at once."""
+async def record(state: ProxyState, probe: Probe, answer: Any) -> None:
+    """Label ``probe`` from the fresh ``answer`` (an OpenAI response body) on a worker thread.
+    Meant to run off the response path, as work after the reply
+    (:class:`~prismcache.server.background.AfterReply`, which drains it at shutdown). A store
+    or embedder that fails is counted and logged: the request was answered, the label is
+    lost."""
     fresh = response_text(answer) if isinstance(answer, dict) else None
     if fresh is None:
         return
-    task = asyncio.get_running_loop().create_task(_record(state, probe, fresh))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-
-
-async def _record(state: ProxyState, probe: Probe, fresh: str) -> None:
     try:
         await state.in_thread(label_from_answer, state, probe, fresh)
-    except PrismCacheError as exc:  # fail open: the request was answered; the label is lost
-        state.metrics.cache_errors.inc("label")
-        log.warning("label not recorded (%s: %s)", type(exc).__name__, exc)
+    except PrismCacheError as exc:
+        label_failed(state, exc)
+
+
+def label_failed(state: ProxyState, exc: BaseException) -> None:
+    """Count and log a label that could not be recorded."""
+    state.metrics.cache_errors.inc("label")
+    log.warning("label not recorded (%s: %s)", type(exc).__name__, exc)
 
 
 def label_from_answer(state: ProxyState, probe: Probe, fresh: str) -> Label | None:
