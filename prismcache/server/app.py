@@ -13,7 +13,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from prismcache.cache import SemanticCache
-from prismcache.quotas import Quotas
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.coalesce import Coalescer
@@ -117,7 +116,7 @@ async def metrics(request: Request) -> Response:
         return error_response(401, "/metrics needs Authorization: Bearer <metrics token>",
                               type="authentication_error", code="invalid_metrics_token")
     stats = await state.in_thread(state.cache.stats)
-    text = state.metrics.render(stats, Quotas.of(state.cache.config))
+    text = state.metrics.render(stats)
     if state.adaptive is not None:
         text += "\n".join(state.adaptive.metric_lines(state.cache.config.categories)) + "\n"
     if state.economics is not None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from prismcache.entry import UsageCount
-from prismcache.quotas import Quotas
 from prismcache.results import CategoryStats
 
 __all__ = ["OTHER", "BoundedLabels", "Counter", "Histogram", "ProxyMetrics"]
@@ -199,12 +197,11 @@ class ProxyMetrics:
                 self.cache_errors, self.upstream_errors, self.coalesced, self.rejected,
                 self.fallbacks]
 
-    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None,
-               quotas: Quotas | None = None) -> str:
-        """The text exposition of every metric, plus gauges of the cache's size per category
-        (``prismcache_entries``, ``prismcache_bytes``) when ``cache_stats`` is given, and of
-        what each holds above its guaranteed share (``prismcache_borrowed_entries``,
-        ``prismcache_borrowed_bytes``) when ``quotas`` is given too."""
+    def render(self, cache_stats: Mapping[str, CategoryStats] | None = None) -> str:
+        """The text exposition of every metric, plus gauges per category of the cache's size
+        (``prismcache_entries``, ``prismcache_bytes``) and of what each holds above its
+        guaranteed share (``prismcache_borrowed_entries``, ``prismcache_borrowed_bytes``, as
+        :meth:`SemanticCache.stats` computed them) when ``cache_stats`` is given."""
         lines: list[str] = []
         for metric in self.all():
             lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
@@ -218,16 +215,13 @@ class ProxyMetrics:
                 lines += [f"# HELP {name} {help} per category", f"# TYPE {name} gauge"]
                 lines += [f'{name}{{category="{_escape(c)}"}} {getattr(s, field)}'
                           for c, s in sorted(cache_stats.items())]
-        if cache_stats is not None and quotas is not None:
-            borrowed = quotas.borrowed({c: UsageCount(entries=s.entries, bytes=s.bytes)
-                                        for c, s in cache_stats.items()})
             for name, field in (("prismcache_borrowed_entries", "entries"),
                                 ("prismcache_borrowed_bytes", "bytes")):
                 lines += [f"# HELP {name} {field.capitalize()} held above the category's "
                           "guaranteed share (given back first when the cache is full).",
                           f"# TYPE {name} gauge"]
-                lines += [f'{name}{{category="{_escape(c)}"}} {getattr(u, field)}'
-                          for c, u in sorted(borrowed.items())]
+                lines += [f'{name}{{category="{_escape(c)}"}} {getattr(s, "borrowed_" + field)}'
+                          for c, s in sorted(cache_stats.items())]
         return "\n".join(lines) + "\n"
 
 
