@@ -709,13 +709,13 @@ def expired_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
 
 
 def stale_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    """Whether ``entry`` is :func:`expired_under` ``policy`` but within the category's ``stale_if_error``
-    window: kept, and servable only, marked ``stale``, on an upstream error."""
+    """Whether ``entry`` is :func:`expired_under` ``policy`` but within the category's
+    ``stale_if_error`` window: kept, and servable only, marked ``stale``, on an upstream
+    error."""
     ttl = policy.ttl
     return (policy.stale_if_error > 0 and ttl is not None and not entry.expired(now)
             and expired_under(entry, policy, now)
             and now < entry.created + ttl.total_seconds() + policy.stale_if_error)
-
 
 
 def _with_stale(miss: Miss, entry: Entry | None, category: str) -> Miss:
