@@ -8,7 +8,6 @@ API does not exist: 404. A missing or wrong token: 401.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -17,7 +16,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from prismcache.errors import RequestError, StoreError
-from prismcache.labels import Label
 from prismcache.request import parse_json
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
@@ -164,10 +162,7 @@ async def feedback(request: Request) -> Response:
                                   param="entry", code="entry_not_found")
         label = None
         if remembered is not None and remembered.tenant == entry.tenant:
-            label = Label(tenant=entry.tenant, category=entry.category, query=remembered.query,
-                          entry_id=entry_id, candidate=entry.query,
-                          similarity=remembered.similarity, probability=remembered.probability,
-                          same=correct, source="feedback", t=time.time())
+            label = remembered.label(entry.query, correct)
             calibrator = state.cache.policies.calibration
             await state.in_thread(calibrator.record if calibrator else store.add_label, label)
         if not correct:

@@ -52,6 +52,14 @@ class Probe:
     probability: float
     source: Source
 
+    def label(self, candidate: str, same: bool) -> Label:
+        """The label this probe makes once judged: ``candidate`` is the entry's query text,
+        ``same`` the verdict; stamped now."""
+        return Label(tenant=self.tenant, category=self.category, query=self.query,
+                     entry_id=self.entry_id, candidate=candidate, similarity=self.similarity,
+                     probability=self.probability, same=same, source=self.source,
+                     t=time.time())
+
 
 def calibrator_of(state: ProxyState) -> Calibrator | None:
     """The cache's calibrator, when a category is calibrated."""
@@ -120,10 +128,7 @@ def label_from_answer(state: ProxyState, probe: Probe, fresh: str) -> Label | No
     same = None if stored is None else answers_agree(fresh, stored, state.cache.embedder.embed)
     if same is None:
         return None
-    label = Label(tenant=probe.tenant, category=probe.category, query=probe.query,
-                  entry_id=probe.entry_id, candidate=entry.query, similarity=probe.similarity,
-                  probability=probe.probability, same=same, source=probe.source,
-                  t=time.time())
+    label = probe.label(entry.query, same)
     calibrator.record(label)
     return label
 
