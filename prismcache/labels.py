@@ -31,17 +31,23 @@ True
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from prismcache.decision import MissReason
 from prismcache.request import normalise
+from prismcache.results import Hit, Miss
+
+if TYPE_CHECKING:
+    from prismcache.config import CategoryPolicy
 
 __all__ = ["AGREE_COSINE", "DISAGREE_COSINE", "MAX_LABELS_PER_TENANT", "SOURCES", "Label",
-           "answers_agree", "write_pairs"]
+           "Probe", "answers_agree", "probe_of", "write_pairs"]
 
 #: most labels a store keeps per tenant; the oldest go first
 MAX_LABELS_PER_TENANT = 10_000
@@ -112,6 +118,56 @@ class Label:
         """The label in the labelled-pair exchange format (``../shared/data/README.md``)."""
         return {"query": self.query, "candidate": self.candidate, "same": self.same,
                 "category": self.category, "source": f"traffic-{self.source}"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probe:
+    """A near candidate whose stored answer a fresh answer (or a client's verdict) will judge:
+    the request's tenant, category and query, the entry, and what the decision saw."""
+
+    tenant: str
+    category: str
+    query: str
+    entry_id: int
+    similarity: float
+    probability: float
+    source: Source
+
+    def label(self, candidate: str, same: bool, *, t: float | None = None) -> Label:
+        """The label this probe makes once judged: ``candidate`` is the entry's query text,
+        ``same`` the verdict; stamped ``t`` (default: now)."""
+        return Label(tenant=self.tenant, category=self.category, query=self.query,
+                     entry_id=self.entry_id, candidate=candidate, similarity=self.similarity,
+                     probability=self.probability, same=same, source=self.source,
+                     t=time.time() if t is None else t)
+
+
+def probe_of(result: Hit | Miss, policy: CategoryPolicy, *, tenant: str, query: str,
+             explore: Callable[[], float]) -> Probe | None:
+    """The probe a lookup ``result`` makes under its category's ``policy``, or ``None``:
+
+    - a miss whose grey-zone candidate the verifier rejected (it goes upstream anyway):
+      labelled by ``agreement``;
+    - a semantic hit the verifier accepted in the grey zone (probability below 1), when
+      ``explore()`` (a uniform draw, made only then) falls below ``policy.explore_rate``:
+      ``explored``, forwarded instead of served.
+
+    The caller decides whether the category is calibrated at all (and, for exploration,
+    that the upstream is not overloaded)."""
+    if result.category is None:
+        return None
+    if isinstance(result, Miss):
+        if result.reason is not MissReason.VERIFIER or result.grey_entry is None:
+            return None
+        return Probe(tenant=tenant, category=result.category, query=query,
+                     entry_id=result.grey_entry, similarity=result.grey_similarity or 0.0,
+                     probability=result.grey_probability or 0.0, source="agreement")
+    if (result.tier != "semantic" or result.probability is None or result.probability >= 1.0
+            or policy.explore_rate <= 0.0 or explore() >= policy.explore_rate):
+        return None
+    return Probe(tenant=tenant, category=result.category, query=query, entry_id=result.entry_id,
+                 similarity=result.similarity, probability=result.probability,
+                 source="explored")
 
 
 def answers_agree(fresh: str, stored: str,

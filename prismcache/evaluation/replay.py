@@ -23,7 +23,7 @@ from prismcache.config import CacheConfig
 from prismcache.evaluation.metrics import percentile
 from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
-from prismcache.labels import Label
+from prismcache.labels import probe_of
 from prismcache.request import context_of
 from prismcache.results import Hit, Miss, MissReason
 from prismcache.stores.memory import MemoryStore
@@ -257,24 +257,15 @@ class _Learner:
     def learn(self, i: int, result: Hit | Miss, line: TraceLine, tenant: str) -> bool:
         """Record the label ``result`` gives (if any); whether it was explored."""
         category = result.category or ""
-        if isinstance(result, Hit):
-            policy = self.cache.policy_for(category)
-            if (result.tier != "semantic" or result.probability is None
-                    or result.probability >= 1.0
-                    or self.rng.random() >= policy.explore_rate):
-                return False
-            entry_id, p, source = result.entry_id, result.probability, "explored"
-        elif result.grey_entry is not None and result.grey_probability is not None:
-            entry_id, p, source = result.grey_entry, result.grey_probability, "agreement"
-        else:
+        probe = probe_of(result, self.cache.policy_for(category), tenant=tenant,
+                         query=last_user_turn(line.query)[0], explore=self.rng.random)
+        if probe is None:
             return False
-        entry = self.cache.document_store.get(entry_id)
-        same = self.keys.get(entry_id) == line.answer_key
-        self.calibrator.record(Label(
-            tenant=tenant, category=category, query=last_user_turn(line.query)[0],
-            entry_id=entry_id, candidate="" if entry is None else entry.query,
-            similarity=result.similarity or 0.0, probability=p, same=same,
-            source=source, t=float(i)))  # type: ignore[arg-type]
+        entry = self.cache.document_store.get(probe.entry_id)
+        same = self.keys.get(probe.entry_id) == line.answer_key
+        self.calibrator.record(probe.label("" if entry is None else entry.query, same,
+                                           t=float(i)))
+        source = probe.source
         self.labels[f"{source}:{'same' if same else 'different'}"] += 1
         cutoff = self.calibrator.cutoff(category)
         steps = self.timeline.setdefault(category, [(0, self.cache.config.policy(category)

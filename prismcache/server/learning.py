@@ -20,15 +20,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prismcache.errors import PrismCacheError
-from prismcache.labels import Label, Source, answers_agree
+from prismcache.labels import Label, Probe, answers_agree, probe_of
 from prismcache.responses import response_text
-from prismcache.results import Hit, Miss, MissReason
+from prismcache.results import Hit, Miss
 from prismcache.streams import completion_of
 
 if TYPE_CHECKING:
@@ -40,27 +38,6 @@ __all__ = ["Probe", "RecentHits", "label_failed", "probe_for", "record"]
 log = logging.getLogger("prismcache.server")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Probe:
-    """A near candidate whose stored answer the fresh upstream answer will be compared with."""
-
-    tenant: str
-    category: str
-    query: str
-    entry_id: int
-    similarity: float
-    probability: float
-    source: Source
-
-    def label(self, candidate: str, same: bool) -> Label:
-        """The label this probe makes once judged: ``candidate`` is the entry's query text,
-        ``same`` the verdict; stamped now."""
-        return Label(tenant=self.tenant, category=self.category, query=self.query,
-                     entry_id=self.entry_id, candidate=candidate, similarity=self.similarity,
-                     probability=self.probability, same=same, source=self.source,
-                     t=time.time())
-
-
 def calibrator_of(state: ProxyState) -> Calibrator | None:
     """The cache's calibrator, when a category is calibrated."""
     return state.cache.policies.calibration
@@ -68,28 +45,18 @@ def calibrator_of(state: ProxyState) -> Calibrator | None:
 
 def probe_for(state: ProxyState, result: Hit | Miss | None, *, tenant: str, query: str,
               model: str, rng: random.Random | None = None) -> Probe | None:
-    """The probe ``result`` makes (see the module docstring), or ``None``. For an explored
-    hit the caller must forward the request instead of serving the hit."""
+    """The probe ``result`` makes (:func:`~prismcache.labels.probe_of`) when its category is
+    calibrated, exploring only while the upstream is not overloaded; else ``None``. For an
+    explored hit the caller must forward the request instead of serving the hit."""
     calibrator = calibrator_of(state)
     if calibrator is None or result is None or result.category is None:
         return None
     policy = state.cache.policy_for(result.category, model)
-    if policy.target_precision is None:
+    if policy.target_precision is None or (isinstance(result, Hit)
+                                           and _overloaded(state, model)):
         return None
-    if isinstance(result, Miss):
-        if result.reason is not MissReason.VERIFIER or result.grey_entry is None:
-            return None
-        return Probe(tenant=tenant, category=result.category, query=query,
-                     entry_id=result.grey_entry, similarity=result.grey_similarity or 0.0,
-                     probability=result.grey_probability or 0.0, source="agreement")
-    if (result.tier != "semantic" or result.probability is None or result.probability >= 1.0
-            or policy.explore_rate <= 0.0 or _overloaded(state, model)):
-        return None
-    if (rng or random).random() >= policy.explore_rate:
-        return None
-    return Probe(tenant=tenant, category=result.category, query=query, entry_id=result.entry_id,
-                 similarity=result.similarity, probability=result.probability,
-                 source="explored")
+    return probe_of(result, policy, tenant=tenant, query=query,
+                    explore=(rng or random).random)
 
 
 def _overloaded(state: ProxyState, model: str) -> bool:
