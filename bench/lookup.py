@@ -70,7 +70,8 @@ def real_queries(n: int) -> list[str]:
         texts += [r["text"] for r in csv.DictReader(f)]
     clinc = json.loads((DATA / "clinc150" / "data_full.json").read_text())
     texts += [t for t, _ in clinc["train"]]
-    texts += [json.loads(line)["question"] for line in (DATA / "nq_open" / "NQ-open.dev.jsonl").open()]
+    texts += [json.loads(line)["question"]
+              for line in (DATA / "nq_open" / "NQ-open.dev.jsonl").open()]
     texts = sorted(set(texts))
     rng.shuffle(texts)
     return texts[:n]

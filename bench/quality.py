@@ -10,9 +10,10 @@ hash, each side using one half), with the bundled embedder, and replayed through
 new user's would be):
 
 1. **Traces**, without verbatim repeats (the exact tier serves those under any rule; what is
-   left is what the semantic decision decides) (``mixed``: Banking77, CLINC150 by domain, CLINC out-of-scope, NQ-open, GSM8K with
-   one-number-changed variants, Arena-Hard; ``factual``: NQ-open and ParaQA questions, each with
-   reworded and perturbed variants that deserve a different answer). Per trace:
+   left is what the semantic decision decides) (``mixed``: Banking77, CLINC150 by domain,
+   CLINC out-of-scope, NQ-open, GSM8K with one-number-changed variants, Arena-Hard;
+   ``factual``: NQ-open and ParaQA questions, each with reworded and perturbed variants that
+   deserve a different answer). Per trace:
 
    - **uniform**: one cosine threshold for every category, top-1, no guards, no verifier,
      swept; the best hit rate whose false-hit rate is at most 1% is the bar;

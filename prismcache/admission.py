@@ -1,9 +1,9 @@
 """Cost-aware admission: refuse entries that are unlikely to pay back the space they take.
 
 An entry pays back through its reuses. The expected reuses of a new entry in a category are
-estimated from what the category's entries have done so far: ``hits / stores``, smoothed (in steady state
-that is ``h / (1 - h)`` for hit rate ``h`` when every miss is stored). Each reuse saves the
-entry's upstream cost (``Entry.cost`` in USD, or its upstream seconds valued at
+estimated from what the category's entries have done so far: ``hits / stores``, smoothed
+(in steady state that is ``h / (1 - h)`` for hit rate ``h`` when every miss is stored). Each
+reuse saves the entry's upstream cost (``Entry.cost`` in USD, or its upstream seconds valued at
 ``usd_per_second`` when the cost is unknown). Holding the entry costs its size at
 ``usd_per_mb`` — the opportunity cost of a megabyte of the category's quota. So::
 

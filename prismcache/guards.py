@@ -42,7 +42,8 @@ _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _QUOTED = re.compile(r"[\"“”'`]([^\"“”'`]{2,60})[\"“”'`]")
 _IDENTIFIER = re.compile(r"\b\w*(?:_\w+|[a-z][A-Z]\w*|\.\w+\()\w*")
-_DIRECTED = re.compile(r"\b(?:from\s+)?([a-z][a-z]+)\s+(?:to|into|->|vs\.?|versus|than)\s+([a-z][a-z]+)")
+_DIRECTED = re.compile(r"\b(?:from\s+)?([a-z][a-z]+)\s+"
+                       r"(?:to|into|->|vs\.?|versus|than)\s+([a-z][a-z]+)")
 
 _NUMBER_WORDS = frozenset(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "

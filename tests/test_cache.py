@@ -356,7 +356,8 @@ def test_a_reopened_sqlite_cache_rebuilds_its_index(tmp_path: Path, clock) -> No
 def test_a_snapshot_restores_and_catches_up_with_the_store(tmp_path: Path, clock) -> None:
     config = {"store": f"sqlite:///{tmp_path}/c.db", "embedder": "hash:64",
               "classifier": {"examples": None}, "rules": [],
-              "snapshot": str(tmp_path / "snap"), "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
+              "snapshot": str(tmp_path / "snap"), "defaults": {"verifier": "none"},
+              "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open(config, clock=clock) as cache:
         cache.store(chat("how can i reset my password"), reply("x"), tenant="t", category="loose")
     assert (tmp_path / "snap" / "manifest.json").exists()

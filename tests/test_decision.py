@@ -274,7 +274,8 @@ def _judge_app(answers: list[dict]):
         b = re.search(r"Request B: (.*)\n", prompt)[1]
         same = set(a.lower().split()) == set(b.lower().split())
         p = 0.9 if same else 0.2
-        top = [{"token": "yes", "logprob": math.log(p)}, {"token": "no", "logprob": math.log(1 - p)}]
+        top = [{"token": "yes", "logprob": math.log(p)},
+               {"token": "no", "logprob": math.log(1 - p)}]
         return JSONResponse({"choices": [{"index": 0, "finish_reason": "length",
                                           "message": {"role": "assistant",
                                                       "content": "yes" if same else "no"},

@@ -37,7 +37,8 @@ def load_examples(source: str | Path) -> list[tuple[str, str]]:
         try:
             text = Path(source).read_text("utf-8")
         except OSError as exc:
-            raise ConfigError(f"classifier.examples: cannot read {source}: {exc.strerror}") from None
+            raise ConfigError(f"classifier.examples: cannot read {source}: "
+                              f"{exc.strerror}") from None
         origin = str(source)
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):

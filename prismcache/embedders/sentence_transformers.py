@@ -127,7 +127,8 @@ def _name_of(model: str | Path) -> str:
 
 def _dimension(model: Any) -> int:
     # Newer sentence-transformers renamed get_sentence_embedding_dimension (now deprecated).
-    method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    method = (getattr(model, "get_embedding_dimension", None)
+              or model.get_sentence_embedding_dimension)
     dim = method()
     if not isinstance(dim, int) or dim < 1:
         raise EmbeddingError(f"the sentence-transformers model reports dimension {dim!r}")

@@ -4,7 +4,8 @@ A pair is served when the cache would serve the candidate's stored answer to the
 category enabled, and either the same conversation turns and the same normalised text (exact
 tier) or what :func:`prismcache.decision.decide` rules for the candidate under the category's
 policy — the very function lookups call, conversation context rule included (a pair whose
-contexts that rule tells apart scores ``-inf``). Results at the configured policies are reported three ways:
+contexts that rule tells apart scores ``-inf``). Results at the configured policies are
+reported three ways:
 the full decision (``decision``: guards and the category's verifier), without the verifier
 (``guarded``: cosine threshold and guards) and cosine alone (``unguarded``); the threshold
 sweep varies cosine alone, with and without the guards.

@@ -1,14 +1,15 @@
 """The cached ``openai`` client behind :func:`prismcache.wrap`.
 
-A call's way mirrors the proxy's (:mod:`prismcache.server.completions`), through the same
-library pieces: the keyword arguments are the request body; :meth:`SemanticCache.prepare` keys
-it once (:func:`~prismcache.request.key_request`: ``n > 1``, hot temperatures, non-text content
-and tool-loop turns bypass) and :meth:`SemanticCache.lookup` decides; a hit is served as a ``ChatCompletion`` or replayed as a
-stream of ``ChatCompletionChunk`` (:func:`~prismcache.streams.completion_of`,
-:func:`~prismcache.streams.replay_chunks`); a miss calls the wrapped client and offers what it
-returns to :meth:`SemanticCache.store` (:func:`~prismcache.responses.uncacheable_reason`), a
-stream only once it ended as it should (:class:`~prismcache.streams.StreamRecord`). An error
-from the upstream raises as the ``openai`` client raises it, and nothing is stored.
+A call's way mirrors the proxy's (:mod:`prismcache.server.completions`), through the same library
+pieces: the keyword arguments are the request body; :meth:`SemanticCache.prepare` keys it once
+(:func:`~prismcache.request.key_request`: ``n > 1``, hot temperatures, non-text content and
+tool-loop turns bypass) and :meth:`SemanticCache.lookup` decides; a hit is served as a
+``ChatCompletion`` or replayed as a stream of ``ChatCompletionChunk``
+(:func:`~prismcache.streams.completion_of`, :func:`~prismcache.streams.replay_chunks`); a miss
+calls the wrapped client and offers what it returns to :meth:`SemanticCache.store`
+(:func:`~prismcache.responses.uncacheable_reason`), a stream only once it ended as it should
+(:class:`~prismcache.streams.StreamRecord`). An error from the upstream raises as the ``openai``
+client raises it, and nothing is stored.
 
 Requests the cache cannot key (which the proxy answers with a 400) go to the wrapped client
 uncached: it, not the cache, decides whether they are valid.
