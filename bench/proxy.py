@@ -142,6 +142,8 @@ def ratios(figures: dict[str, float], stick: Yardstick) -> str:
              f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"]
     parts += [f"{label} {stick.ratio(ms)}" for label, ms in figures.items()
               if label.startswith("miss")]
+    parts += [f"proxy CPU per {label.split()[0]} hit {stick.ratio(us / 1000)}"
+              for label, us in figures.items() if label.endswith("cpu us")]
     return "ratios to the yardstick: " + ", ".join(parts)
 
 
@@ -158,9 +160,9 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         t = time.perf_counter()
         command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
                                 store=store, workers=workers)
-        with serving(command, port, cwd=tmp, env=env, timeout=180):
+        with serving(command, port, cwd=tmp, env=env, timeout=180) as proc:
             print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
-            figures = asyncio.run(measure(port, upstream_port, args))
+            figures = asyncio.run(measure(port, upstream_port, args, proc.pid))
         after = yardstick(150)
         # the load moves during a configuration: the yardstick before and after, pooled
         stick = Yardstick(p50_ms=(before.p50_ms + after.p50_ms) / 2,
@@ -171,8 +173,10 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         return {**figures, "yardstick rate": stick.rate}
 
 
-async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
-    """Run the workloads, print their lines, return the key figures (ms, req/s)."""
+async def measure(port: int, upstream_port: int, args: argparse.Namespace,
+                  pid: int | None = None) -> dict[str, float]:
+    """Run the workloads, print their lines, return the key figures (ms, req/s; the CPU
+    microseconds per hit of the proxy's process tree ``pid``)."""
     base = "how do i reset my password"
     conn = await Conn(port).open()
     await conn.post(chat(base))  # the one entry every hit serves
@@ -188,10 +192,12 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> di
     for label, bodies in (("exact", exact), ("semantic", semantic)):
         if args.client == "wrk":
             load = wrk_hits(port, base, FILLERS, semantic=label == "semantic",
-                            seconds=args.seconds, concurrency=c)
+                            seconds=args.seconds, concurrency=c, server_pid=pid)
         else:
-            load = await python_hits([port], bodies, c)
+            load = await python_hits([port], bodies, c, server_pid=pid)
         figures[f"{label} hits/s"] = load.rate * load.hits / max(1, load.n)
+        if load.server_cpu_us is not None:
+            figures[f"{label} cpu us"] = load.server_cpu_us
         print(load.line(f"{label} hits", c), flush=True)
     if not args.misses:
         return figures
@@ -235,6 +241,8 @@ SETUPS = {
     "redis1": ("batching, Redis store, 1 worker", "minilm:dynamic", 16, 1),
     "redis2": ("batching, Redis store, --workers 2", "minilm:dynamic", 16, 2),
     "hash": ("hash embedder, batching", "hash:64", 16, 0),
+    # exact hits without the hop to a worker thread (semantic ones then embed on the loop)
+    "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
 }
 
 
@@ -249,8 +257,9 @@ def export(ref: str, into: Path) -> Path:
     return tree
 
 
-def config_of(embedder: str, batch_max: int) -> dict:
-    """The proxy's config: one category that threshold alone decides."""
+def config_of(embedder: str, batch_max: int, inline: bool = False) -> dict:
+    """The proxy's config: one category that threshold alone decides (``inline``: lookups
+    on the event loop, ``server.lookup_inline``)."""
     return {
         "store": "memory://", "embedder": embedder, "rules": [],
         "default_category": "general",
@@ -259,23 +268,29 @@ def config_of(embedder: str, batch_max: int) -> dict:
         "categories": {"general": {"threshold": 0.5 if embedder == "hash:64" else 0.8,
                                    "guards": [], "verifier": "none"}},
         "classifier": {"examples": None},
-        "server": {"embed_batch_max": batch_max},
+        "server": {"embed_batch_max": batch_max, "lookup_inline": inline},
     }
 
 
 def compared(results: dict[str, list[dict[str, float]]]) -> None:
-    """The refs side by side: medians over the rounds, absolute and in yardstick ratio."""
-    print("\n== side by side (median over rounds; ratio = hits/s / the yardstick's rate)")
-    first = None
+    """The refs side by side: medians over the rounds, absolute and in yardstick ratio, and
+    the proxy's CPU per hit (which the machine's load moves far less than the rates)."""
+    print("\n== side by side (median over rounds; ratio = hits/s / the yardstick's rate; "
+          "CPU = the proxy's CPU time per hit)")
+    first: dict[str, float] = {}
     for name, runs in results.items():
         parts = []
         for figure in ("exact hits/s", "semantic hits/s"):
             rate = statistics.median(r[figure] for r in runs)
             ratio = statistics.median(r[figure] / r["yardstick rate"] for r in runs)
             parts.append(f"{figure} {rate:6.0f} ({ratio:5.2f}x)")
-        exact = statistics.median(r["exact hits/s"] for r in runs)
-        first = first or exact
-        print(f"{name:52s} " + "  ".join(parts) + f"  exact vs first {exact / first:.2f}x")
+        for figure in ("exact cpu us", "semantic cpu us"):
+            if all(figure in r for r in runs):
+                us = statistics.median(r[figure] for r in runs)
+                first.setdefault(figure, us)
+                parts.append(f"CPU/{figure.split()[0]} hit {us:5.0f} us "
+                             f"({us / first[figure]:.2f}x the first)")
+        print(f"{name:48s} " + "  ".join(parts))
 
 
 def main() -> None:
@@ -336,7 +351,7 @@ def main() -> None:
                         name = f"embedder {embedder}, {label}" + (f", at {ref}" if ref else "")
                         if args.rounds > 1:
                             name += f", round {round_ + 1}"
-                        figures = run_config(name, config_of(embedder, batch_max),
+                        figures = run_config(name, config_of(embedder, batch_max, key == "inline"),
                                              upstream_port, args, store, max(workers, 1), tree)
                         results.setdefault(name.rsplit(", round", 1)[0], []).append(figures)
         finally:
