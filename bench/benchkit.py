@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import resource
+import shutil
 import socket
 import statistics
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,6 +90,23 @@ def serving(command: Sequence[str], port: int, *, cwd: str | Path | None = None,
         yield proc
     finally:
         stop([proc])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds spent so far by process ``pid`` and its live descendants
+    (``serve --workers``' worker processes), from ``/proc``; 0.0 for what has gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def upstream_command(port: int, *options: str) -> list[str]:
@@ -200,6 +221,119 @@ async def hit_workloads(ports: Sequence[int], base: str, n: int, concurrency: in
         rate, lat, n_hit = await hits(ports, bodies, concurrency)
         emit(f"{label:16s} c={concurrency}: {rate:7.0f} req/s  {summary(lat)}  "
              f"hit rate {n_hit / len(bodies):.2f}")
+
+
+#: wrk (``apt-get install wrk``), the load generator in C that costs the shared CPUs least
+WRK = shutil.which("wrk")
+
+_WRK_SCRIPT = """
+local base, semantic = %(base)s, %(semantic)s
+local fillers = {%(fillers)s}
+local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer sk-bench"}
+local fixed = nil
+threads = {}
+i, hits, n = 0, 0, 0
+function setup(thread) table.insert(threads, thread) end
+local function body(q)
+  return '{"model":"m1","messages":[{"role":"user","content":"' .. q .. '"}]}'
+end
+function init(args) fixed = wrk.format("POST", "%(path)s", headers, body(base)) end
+function request()
+  if not semantic then return fixed end
+  i = i + 1
+  local q = base .. " " .. fillers[(i * 7) %% #fillers + 1] .. " "
+            .. fillers[(i * 13) %% #fillers + 1] .. " " .. i .. "x"
+  return wrk.format("POST", "%(path)s", headers, body(q))
+end
+function response(status, headers, body)
+  n = n + 1
+  if status == 200 and headers["x-prism-cache"] == "hit" then hits = hits + 1 end
+end
+function done(summary, latency, requests)
+  local h, m = 0, 0
+  for _, t in ipairs(threads) do h = h + t:get("hits"); m = m + t:get("n") end
+  io.write(string.format("RESULT %%d %%d %%d %%.3f %%.3f %%.3f %%.3f %%.6f %%d\\n",
+    summary.requests, h, m, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, summary.duration / 1e6,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What a hit workload measured: throughput, latency (ms), hits, the client's CPU."""
+
+    rate: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    n: int
+    hits: int
+    client_cpu_s: float
+    errors: int = 0
+    server_cpu_s: float | None = None  # the proxy's processes, when measured (cpu_seconds)
+
+    def line(self, label: str, concurrency: int) -> str:
+        """One result line: ``label c=…: … req/s  p50 … (n=…)  hit rate …  client CPU …``."""
+        return (f"{label:13s} c={concurrency}: {self.rate:7.0f} req/s  p50 {self.p50:7.2f} ms  "
+                f"p90 {self.p90:7.2f}  p99 {self.p99:7.2f}  max {self.max:7.2f}  (n={self.n})  "
+                f"hit rate {self.hits / max(1, self.n):.2f}  client CPU "
+                f"{self.client_cpu_s / max(1, self.n) * 1e6:.0f} us/req"
+                + (f"  proxy CPU {self.server_cpu_us:.0f} us/req" if self.server_cpu_us else "")
+                + (f"  errors {self.errors}" if self.errors else ""))
+
+    @property
+    def server_cpu_us(self) -> float | None:
+        """The proxy's CPU microseconds per request, when measured."""
+        return None if self.server_cpu_s is None else self.server_cpu_s / max(1, self.n) * 1e6
+
+
+def wrk_hits(port: int, base: str, fillers: Sequence[str], *, semantic: bool, seconds: float,
+             concurrency: int, server_pid: int | None = None) -> Load:
+    """Send chat requests for ``seconds`` with wrk (one thread, ``concurrency`` keep-alive
+    connections) to 127.0.0.1:``port``: ``base`` verbatim each time, or (``semantic``) ``base``
+    plus two ``fillers`` and a counter, distinct every request. With ``server_pid``, the CPU
+    time of that process tree is measured too. Raises ``RuntimeError`` when wrk is not
+    installed or prints no result."""
+    if WRK is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    script = _WRK_SCRIPT % {"base": json.dumps(base), "semantic": "true" if semantic else "false",
+                            "fillers": ", ".join(json.dumps(f) for f in fillers),
+                            "path": CHAT_PATH}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = cpu_seconds(server_pid) if server_pid else 0.0
+        out = subprocess.run([WRK, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", lua.name,
+                              f"http://127.0.0.1:{port}{CHAT_PATH}"],
+                             capture_output=True, text=True, timeout=seconds + 60, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = cpu_seconds(server_pid) - server_before if server_pid else None
+    result = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    if not result:
+        raise RuntimeError(f"wrk printed no result: {out.stdout} {out.stderr}")
+    n, n_hit, _, p50, p90, p99, top, duration, errors = result[0]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Load(rate=int(n) / float(duration), p50=float(p50), p90=float(p90), p99=float(p99),
+                max=float(top), n=int(n), hits=int(n_hit), client_cpu_s=cpu, errors=int(errors),
+                server_cpu_s=server)
+
+
+async def python_hits(ports: Sequence[int], bodies: list[dict[str, Any]],
+                      concurrency: int, server_pid: int | None = None) -> Load:
+    """:func:`hits`, summarised as a :class:`Load` with this process's CPU time spent (and
+    that of the ``server_pid`` process tree, when given)."""
+    cpu = time.process_time()
+    server_before = cpu_seconds(server_pid) if server_pid else 0.0
+    rate, lat, n_hit = await hits(ports, bodies, concurrency)
+    server = cpu_seconds(server_pid) - server_before if server_pid else None
+    return Load(rate=rate, p50=statistics.median(lat), p90=pct(lat, 0.9), p99=pct(lat, 0.99),
+                max=max(lat), n=len(lat), hits=n_hit, client_cpu_s=time.process_time() - cpu,
+                server_cpu_s=server)
 
 
 #: the yardstick's query: 9 tokens with [CLS] and [SEP]

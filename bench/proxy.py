@@ -15,11 +15,18 @@ single-query inference of the bundled model), measured in this process right bef
 after each configuration and pooled (the machine's load moves): latencies divided by its
 median, throughputs by its one-at-a-time rate.
 
-The upstream, the proxy and this client are separate processes. The client is a minimal
-HTTP/1.1 keep-alive client on asyncio streams, so that it costs the shared CPUs as little as
-possible (httpx spends more per request than the proxy does on a hit).
+The upstream, the proxy and this client are separate processes. The hit workloads run on
+wrk (``apt-get install wrk``; ``--client python`` otherwise), which costs the two shared CPUs
+~25 us per request against ~140 us for the minimal asyncio client in ``benchkit`` (each line
+states the client's CPU per request); the miss workloads pair a direct and a proxied call with
+that asyncio client.
+
+``--refs`` runs the proxy of other commits beside this one's (each exported with ``git
+archive`` and put first on ``PYTHONPATH``), in ``--rounds`` interleaved rounds, so that a change
+is measured against its before in the same run, under the same load:
 
     .venv/bin/python bench/proxy.py [--quick] > bench/results/proxy.txt
+    .venv/bin/python bench/proxy.py --setups dynamic --refs 93c320b HEAD --rounds 3 --misses 0
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchkit import (
+    ROOT,
+    WRK,
     Conn,
     Yardstick,
     chat,
@@ -44,10 +54,11 @@ from benchkit import (
     gibberish,
     hits,
     pct,
+    python_hits,
     serve_command,
     serving,
-    summary,
     upstream_command,
+    wrk_hits,
     yardstick,
 )
 
@@ -131,11 +142,16 @@ def ratios(figures: dict[str, float], stick: Yardstick) -> str:
              f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"]
     parts += [f"{label} {stick.ratio(ms)}" for label, ms in figures.items()
               if label.startswith("miss")]
+    parts += [f"proxy CPU per {label.split()[0]} hit {stick.ratio(us / 1000)}"
+              for label, us in figures.items() if label.endswith("cpu us")]
     return "ratios to the yardstick: " + ", ".join(parts)
 
 
 def run_config(name: str, config: dict, upstream_port: int, args: argparse.Namespace,
-               store: str | None, workers: int) -> None:
+               store: str | None, workers: int, tree: Path | None = None) -> dict[str, float]:
+    """Serve ``config`` (the code of ``tree``, else this checkout's), measure, print; return
+    the figures and, under ``"yardstick rate"``, the pooled yardstick's one-at-a-time rate."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "bench.yaml")
         path.write_text(json.dumps(config))  # JSON is YAML
@@ -144,9 +160,9 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         t = time.perf_counter()
         command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
                                 store=store, workers=workers)
-        with serving(command, port, cwd=tmp, timeout=180):
+        with serving(command, port, cwd=tmp, env=env, timeout=180) as proc:
             print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
-            figures = asyncio.run(measure(port, upstream_port, args))
+            figures = asyncio.run(measure(port, upstream_port, args, proc.pid))
         after = yardstick(150)
         # the load moves during a configuration: the yardstick before and after, pooled
         stick = Yardstick(p50_ms=(before.p50_ms + after.p50_ms) / 2,
@@ -154,10 +170,13 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         print(f"yardstick p50 {before.p50_ms:.2f} ms before, {after.p50_ms:.2f} ms after: "
               f"{stick.p50_ms:.2f} ms = {stick.rate:.0f}/s one at a time")
         print(ratios(figures, stick), flush=True)
+        return {**figures, "yardstick rate": stick.rate}
 
 
-async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> dict[str, float]:
-    """Run the workloads, print their lines, return the key figures (ms, req/s)."""
+async def measure(port: int, upstream_port: int, args: argparse.Namespace,
+                  pid: int | None = None) -> dict[str, float]:
+    """Run the workloads, print their lines, return the key figures (ms, req/s; the CPU
+    microseconds per hit of the proxy's process tree ``pid``)."""
     base = "how do i reset my password"
     conn = await Conn(port).open()
     await conn.post(chat(base))  # the one entry every hit serves
@@ -171,10 +190,17 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace) -> di
     await hits([port], exact[:300], c)  # warm up
     figures: dict[str, float] = {}
     for label, bodies in (("exact", exact), ("semantic", semantic)):
-        rate, lat, n_hit = await hits([port], bodies, c)
-        figures[f"{label} hits/s"] = rate * n_hit / len(bodies)
-        print(f"{label + ' hits':13s} c={c}: {rate:7.0f} req/s  {summary(lat)}  "
-              f"hit rate {n_hit / len(bodies):.2f}", flush=True)
+        if args.client == "wrk":
+            load = wrk_hits(port, base, FILLERS, semantic=label == "semantic",
+                            seconds=args.seconds, concurrency=c, server_pid=pid)
+        else:
+            load = await python_hits([port], bodies, c, server_pid=pid)
+        figures[f"{label} hits/s"] = load.rate * load.hits / max(1, load.n)
+        if load.server_cpu_us is not None:
+            figures[f"{label} cpu us"] = load.server_cpu_us
+        print(load.line(f"{label} hits", c), flush=True)
+    if not args.misses:
+        return figures
     direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
     print(added_line("1 client", direct, proxied, figures) +
           f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
@@ -215,62 +241,124 @@ SETUPS = {
     "redis1": ("batching, Redis store, 1 worker", "minilm:dynamic", 16, 1),
     "redis2": ("batching, Redis store, --workers 2", "minilm:dynamic", 16, 2),
     "hash": ("hash embedder, batching", "hash:64", 16, 0),
+    # exact hits without the hop to a worker thread (semantic ones then embed on the loop)
+    "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
 }
+
+
+def export(ref: str, into: Path) -> Path:
+    """The ``prismcache`` package of git ``ref``, exported under ``into``; returns the
+    directory to put first on ``PYTHONPATH``."""
+    tree = into / ref.replace("/", "_")
+    tree.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "prismcache"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def config_of(embedder: str, batch_max: int, inline: bool = False) -> dict:
+    """The proxy's config: one category that threshold alone decides (``inline``: lookups
+    on the event loop, ``server.lookup_inline``)."""
+    return {
+        "store": "memory://", "embedder": embedder, "rules": [],
+        "default_category": "general",
+        # threshold and nothing else decides (no guards, no verifier): the
+        # benchmark measures the hit path, not the verifier's verdicts
+        "categories": {"general": {"threshold": 0.5 if embedder == "hash:64" else 0.8,
+                                   "guards": [], "verifier": "none"}},
+        "classifier": {"examples": None},
+        "server": {"embed_batch_max": batch_max, "lookup_inline": inline},
+    }
+
+
+def compared(results: dict[str, list[dict[str, float]]]) -> None:
+    """The refs side by side: medians over the rounds, absolute and in yardstick ratio, and
+    the proxy's CPU per hit (which the machine's load moves far less than the rates)."""
+    print("\n== side by side (median over rounds; ratio = hits/s / the yardstick's rate; "
+          "CPU = the proxy's CPU time per hit)")
+    first: dict[str, float] = {}
+    for name, runs in results.items():
+        parts = []
+        for figure in ("exact hits/s", "semantic hits/s"):
+            rate = statistics.median(r[figure] for r in runs)
+            ratio = statistics.median(r[figure] / r["yardstick rate"] for r in runs)
+            parts.append(f"{figure} {rate:6.0f} ({ratio:5.2f}x)")
+        for figure in ("exact cpu us", "semantic cpu us"):
+            if all(figure in r for r in runs):
+                us = statistics.median(r[figure] for r in runs)
+                first.setdefault(figure, us)
+                parts.append(f"CPU/{figure.split()[0]} hit {us:5.0f} us "
+                             f"({us / first[figure]:.2f}x the first)")
+        print(f"{name:48s} " + "  ".join(parts))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency (s)")
     parser.add_argument("--concurrency", type=int, default=32, help="clients for hits")
-    parser.add_argument("--hits", type=int, default=4000, help="requests, exact-hit workload")
+    parser.add_argument("--client", choices=("wrk", "python"),
+                        default="wrk" if WRK else "python", help="hit-workload client")
+    parser.add_argument("--seconds", type=float, default=8.0,
+                        help="seconds per hit workload (wrk)")
+    parser.add_argument("--hits", type=int, default=4000,
+                        help="requests, exact-hit workload (python client)")
     parser.add_argument("--semantic", type=int, default=2000,
-                        help="requests, semantic-hit workload")
-    parser.add_argument("--misses", type=int, default=200, help="paired misses, one client")
+                        help="requests, semantic-hit workload (python client)")
+    parser.add_argument("--misses", type=int, default=200,
+                        help="paired misses, one client (0: no miss workloads)")
     parser.add_argument("--miss-clients", type=int, default=50)
     parser.add_argument("--misses-per-client", type=int, default=8)
     parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS),
                         default=["before", "batched", "dynamic", "redis1", "redis2"])
+    parser.add_argument("--refs", nargs="+", default=[],
+                        help="git refs whose proxy runs each setup, side by side")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --refs")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.hits, args.semantic, args.misses, args.misses_per_client = 600, 300, 40, 2
+        args.hits, args.semantic, args.misses_per_client, args.seconds = 600, 300, 2, 3.0
+        args.misses = min(args.misses, 40)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"prismcache proxy benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
           f"python {platform.python_version()}  cpus {os.cpu_count()}  load average {load}  "
-          f"upstream latency {args.latency * 1000:.0f} ms  (loopback; CPUs shared)")
+          f"upstream latency {args.latency * 1000:.0f} ms  (loopback; CPUs shared)  "
+          f"hit client {args.client}")
     upstream_port = free_port()
     redis = None
+    results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, \
             serving(upstream_command(upstream_port, "--latency", str(args.latency)),
                     upstream_port):
+        trees = {ref: export(ref, Path(tmp, "trees")) for ref in args.refs}
         try:
-            for key in args.setups:
-                label, embedder, batch_max, workers = SETUPS[key]
-                store = None
-                if workers:
-                    if redis is None:
-                        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-                        from redis_support import RedisServer
+            for round_ in range(args.rounds):
+                for key in args.setups:
+                    label, embedder, batch_max, workers = SETUPS[key]
+                    store = None
+                    if workers:
+                        if redis is None:
+                            sys.path.insert(0, str(ROOT / "tests"))
+                            from redis_support import RedisServer
 
-                        redis = RedisServer("redis-server", Path(tmp))
-                        redis.start()
-                    redis.command("FLUSHALL")
-                    store = redis.url
-                config = {
-                    "store": "memory://", "embedder": embedder, "rules": [],
-                    "default_category": "general",
-                    # threshold and nothing else decides (no guards, no verifier): the
-                    # benchmark measures the hit path, not the verifier's verdicts
-                    "categories": {"general": {"threshold": 0.5 if embedder == "hash:64" else 0.8,
-                                               "guards": [], "verifier": "none"}},
-                    "classifier": {"examples": None},
-                    "server": {"embed_batch_max": batch_max},
-                }
-                run_config(f"embedder {embedder}, {label}", config, upstream_port, args,
-                           store, max(workers, 1))
+                            redis = RedisServer("redis-server", Path(tmp))
+                            redis.start()
+                        redis.command("FLUSHALL")
+                        store = redis.url
+                    for ref, tree in (trees or {"": None}).items():
+                        if redis is not None and workers:
+                            redis.command("FLUSHALL")
+                        name = f"embedder {embedder}, {label}" + (f", at {ref}" if ref else "")
+                        if args.rounds > 1:
+                            name += f", round {round_ + 1}"
+                        figures = run_config(name, config_of(embedder, batch_max, key == "inline"),
+                                             upstream_port, args, store, max(workers, 1), tree)
+                        results.setdefault(name.rsplit(", round", 1)[0], []).append(figures)
         finally:
             if redis is not None:
                 redis.stop()
+    if args.refs:
+        compared(results)
     print(f"\nat the end: {yardstick()}")
 
 

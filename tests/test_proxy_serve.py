@@ -32,7 +32,7 @@ def free_port() -> int:
 class Served:
     """A ``prismcache serve`` subprocess and where it keeps its state."""
 
-    def __init__(self, tmp: Path, upstream_url: str, **server: Any) -> None:
+    def __init__(self, tmp: Path, upstream_url: str, *options: str, **server: Any) -> None:
         self.db = tmp / "cache.db"
         self.snapshot = tmp / "snapshot"
         self.port = free_port()
@@ -44,7 +44,7 @@ class Served:
         self.log = (tmp / "serve.log").open("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prismcache.cli", "serve", "--config", str(path),
-             "--upstream", upstream_url, "--port", str(self.port)],
+             "--upstream", upstream_url, "--port", str(self.port), *options],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,8 +77,8 @@ def serve(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Any]:
     upstream.reset()
     started: list[Served] = []
 
-    def start(**server: Any) -> Served:
-        served = Served(tmp_path, upstream.url, **server)  # type: ignore[attr-defined]
+    def start(*options: str, **server: Any) -> Served:
+        served = Served(tmp_path, upstream.url, *options, **server)  # type: ignore[attr-defined]
         started.append(served)
         return served
 
@@ -112,6 +112,17 @@ def test_a_signal_drains_closes_the_cache_and_exits_0(serve, upstream, sig) -> N
     assert not Path(f"{served.db}-wal").exists() and not Path(f"{served.db}-shm").exists()
     assert "Traceback" not in output
     assert f"cache store sqlite:///{served.db.resolve()}" in output  # where the cache lives
+
+
+@pytest.mark.parametrize("options", [(), ("--access-log",)])
+def test_the_access_log_is_off_unless_asked_for(serve, options) -> None:
+    served = serve(*options)
+    body = {"model": "m1", "messages": user("How do I reset my password?")}
+    assert httpx.post(served.url + "/v1/chat/completions", json=body).status_code == 200
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+    logged = '"POST /v1/chat/completions HTTP/1.1" 200' in served.output()
+    assert logged == bool(options), served.output()
 
 
 BLOCK_SERVER_EXTRA = """

@@ -82,6 +82,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
             await sampler.stop()
             await state.after_reply.drain(settings.shutdown_timeout)  # store what was served
             await upstream.aclose()
+            state.threads.shutdown(wait=True)  # every cache call ended: the cache may close
             if state.load_admission is not None and cache.admission is state.load_admission:
                 cache.admission = state.load_admission.then  # the cache outlives the app
 

@@ -98,7 +98,8 @@ async def completions(request: Request) -> Response:
     """Serve one chat-completions or completions request from the cache or the upstream."""
     started = time.perf_counter()
     state = state_of(request)
-    endpoint = "chat" if request.url.path.endswith("/chat/completions") else "completions"
+    # the routed path as uvicorn parsed it (request.url would build a URL object per request)
+    endpoint = "chat" if request.scope["path"].endswith("/chat/completions") else "completions"
     call = await _validate(state, request, endpoint)
     if isinstance(call, Response):
         return call
@@ -164,7 +165,7 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
             return error_response(400, f"unknown category {value!r} in {where}; "
                                        f"known: {sorted(known)}", param=where)
     no_store = CacheControl.parse(request.headers.get("cache-control")).no_store
-    return _Call(endpoint=endpoint, path=request.url.path.removeprefix("/v1"), raw=raw,
+    return _Call(endpoint=endpoint, path=request.scope["path"].removeprefix("/v1"), raw=raw,
                  body=body, key=key, caller=caller, category=category, label=category or "unknown",
                  stream=bool(stream),
                  store=not no_store and not key.bypass, pass_on=pass_on_headers(request.headers))

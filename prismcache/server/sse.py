@@ -7,10 +7,10 @@ What the chunks mean (assembling them, when a stream is complete, what a replay 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from prismcache.server.wire import json_bytes
 from prismcache.streams import replay_chunks
 
 __all__ = ["DONE", "encode_event", "iter_events", "replay"]
@@ -19,9 +19,10 @@ DONE = b"data: [DONE]\n\n"
 
 
 def encode_event(data: str | Mapping[str, Any]) -> bytes:
-    """One SSE event carrying ``data`` (a JSON text, or an object to serialise)."""
+    """One SSE event carrying ``data`` (a JSON text, or an object to serialise with
+    :func:`~prismcache.server.wire.json_bytes`)."""
     if not isinstance(data, str):
-        data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return b"data: " + json_bytes(data) + b"\n\n"
     return b"data: " + data.encode("utf-8") + b"\n\n"
 
 

@@ -13,12 +13,18 @@ from starlette.responses import Response
 
 from prismcache.results import Hit, Miss
 
+try:  # the [server] extra brings it: 3-10x the standard library's encoder on a hit's body
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installed extras
+    orjson = None
+
 __all__ = [
     "BodyTooLarge",
     "CacheControl",
     "error_body",
     "error_response",
     "format_entry_id",
+    "json_bytes",
     "json_response",
     "parse_entry_id",
     "prism_headers",
@@ -29,11 +35,29 @@ HEADER_CACHE = "x-prism-cache"
 HEADER_CATEGORY = "x-prism-category"
 
 
+def json_bytes(body: Any) -> bytes:
+    """``body`` as compact UTF-8 JSON (no spaces, non-ASCII characters as they are), the
+    encoding of every JSON body the proxy writes (hits, errors, replayed stream events).
+
+    With orjson installed it encodes; what orjson refuses (integers past 64 bits, keys that
+    are not strings) falls back to the standard library, which raises ``TypeError`` /
+    ``ValueError`` for what is not JSON at all.
+
+    >>> json_bytes({"content": "café", "n": [1, 2.5, None]}).decode()
+    '{"content":"café","n":[1,2.5,null]}'
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(body)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def json_response(body: Any, *, status: int = 200,
                   headers: Mapping[str, str] | None = None) -> Response:
-    """A compact JSON response (no spaces: the hit path serialises every body)."""
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return Response(data, status_code=status, headers=dict(headers or {}),
+    """A compact JSON response (:func:`json_bytes`: the hit path serialises every body)."""
+    return Response(json_bytes(body), status_code=status, headers=dict(headers or {}),
                     media_type="application/json")
 
 
