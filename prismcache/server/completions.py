@@ -130,8 +130,7 @@ async def completions(request: Request) -> Response:
                               state.cache.verifier_for(policy), state.cache.config.neighbours)
     if call.probe is None and not call.shadow and (relief := await overload.relieve(
             state, endpoint=endpoint, key=call.key, body=call.body, stream=call.stream,
-            result=result, leads=lambda: state.coalescer.find(_flight_key(state, call),
-                                                              similar) is None)):
+            result=result, leads=partial(_leads, state, call, similar))):
         return relief  # the upstream is saturated: a stale/near answer, no upstream call
     response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
                                    similar)
@@ -251,6 +250,12 @@ def _flight_key(state: ProxyState, call: _Call) -> Hashable | None:
     if state.settings.coalesce and not call.key.bypass:
         return call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage
     return None
+
+
+def _leads(state: ProxyState, call: _Call, similar: Similar | None) -> bool:
+    """Whether ``call`` would start a new upstream call: no flight would take it."""
+    key = _flight_key(state, call)
+    return state.coalescer.find(key, similar if key is not None else None) is None
 
 
 async def _relay(state: ProxyState, flight: Flight, leader: bool, started: float,

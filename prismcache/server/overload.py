@@ -75,6 +75,7 @@ from prismcache.entry import Entry
 from prismcache.errors import StoreError
 from prismcache.request import Context, RequestKey, context_of
 from prismcache.results import CategoryStats, Hit, Miss
+from prismcache.server.metrics import Counter
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
@@ -191,11 +192,8 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
     if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
         return None
     found = await state.in_thread(_substitute, state.cache, key, result, status)
-    if found is None:
-        return None
-    hit, kind = found
-    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, kind)
-    return _answer(hit, kind, body, stream, {"x-prism-upstream-status": str(status)})
+    return _answer(found, state.metrics.fallbacks, endpoint, key, body, stream,
+                   {"x-prism-upstream-status": str(status)})
 
 
 async def relieve(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
@@ -215,16 +213,18 @@ async def relieve(state: ProxyState, *, endpoint: str, key: RequestKey, body: Ma
     if mode == "never" or (mode == "stale" and result.stale_entry is None) or not leads():
         return None
     found = await state.in_thread(_relief, state.cache, key, result, mode)
+    return _answer(found, state.metrics.relief, endpoint, key, body, stream,
+                   {"x-prism-relief": "saturated"})
+
+
+def _answer(found: tuple[Hit, str] | None, counter: Counter, endpoint: str, key: RequestKey,
+            body: Mapping[str, Any], stream: bool, extra: Mapping[str, str]) -> Response | None:
+    """The ``(hit, kind)`` found served as a ``kind`` (``near``/``stale``) answer, JSON or a
+    replayed stream, and counted in ``counter``; ``None`` when nothing was found."""
     if found is None:
         return None
     hit, kind = found
-    state.metrics.relief.inc(endpoint, key.tenant, hit.category, kind)
-    return _answer(hit, kind, body, stream, {"x-prism-relief": "saturated"})
-
-
-def _answer(hit: Hit, kind: str, body: Mapping[str, Any], stream: bool,
-            extra: Mapping[str, str]) -> Response:
-    """``hit`` served as a ``kind`` (``near``/``stale``) answer, JSON or a replayed stream."""
+    counter.inc(endpoint, key.tenant, hit.category, kind)
     answer = completion_of(hit.response, hit.chunks)
     headers = {**prism_headers(hit, state=kind), **extra}
     if stream:
