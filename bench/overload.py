@@ -16,15 +16,19 @@ coalescing of in-flight paraphrases, ``server.coalesce_similar``).
 
 Also in ``policies``: ``stale`` answers (``stale_if_error``, the shipped defaults) in place of
 upstream 429s/5xx/timeouts, and admission under load (``server.load_admission_min_reuse``, the
-shipped default); ``static`` has neither. With ``--warm AGE`` both start from a SQLite store
+shipped default), and relief ahead of the upstream (``relieve``, the shipped defaults: while the
+gate would queue a call, a miss with a stale, or in ``support`` a near, candidate is answered
+with it at once, no upstream call; ``--relief-sweep`` prints the near candidates per category on
+the train split, where ``near`` was chosen); ``static`` has none of these. With ``--warm AGE`` both start from a SQLite store
 prefilled with answers to the first ``--warm-lines`` requests of the trace, stored ``AGE``
 (e.g. ``8d``) ago: yesterday's traffic, past its TTL in some categories (stale candidates
 where ``stale_if_error`` allows, deleted on sight where not), still fresh in others.
 
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
-client errors, client p50/p99 latency, hit rate, the shares of ``near`` and ``coalesced``
-answers, and the false-hit rate counting every served answer (hit, near, coalesced) whose answer
-key differs from the request's, overall and per stage. Loopback only; the
+client errors, client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
+(near/stale answers given instead of a call) and ``coalesced`` answers, and the false-hit rate
+counting every served answer (hit, near, stale, coalesced) whose answer key differs from the
+request's, overall and per stage. Loopback only; the
 run is bounded by the stage plan (2,775 requests and ~105 s per policy, two pairs).
 
     .venv/bin/python bench/overload.py > bench/results/overload.txt
@@ -74,8 +78,14 @@ ADAPTIVE = {
 DROPS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.15)
 #: answers not freshly generated for the request: checked against its answer key
 SERVED = ("hit", "near", "stale", "coalesced")
-#: answers of requests that called the upstream themselves (near/stale answers follow an error)
+#: answers of requests that called the upstream themselves (near/stale answers follow an error,
+#: except the relief answers, X-Prism-Relief, given instead of a call: see :func:`called`)
 CALLED = ("miss", "near", "stale")
+
+
+def called(record: dict[str, Any]) -> bool:
+    """Whether the request behind ``record`` called the upstream itself."""
+    return record["state"] in CALLED and not record.get("relief")
 
 
 def ensure_trace(requests: int) -> list[dict[str, Any]]:
@@ -135,6 +145,56 @@ def sweep(path: Path, requests: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def relief_sweep(path: Path, requests: int) -> str:
+    """Per category: misses with a near candidate (at the shipped ``fallback_threshold``, the
+    category's guards and partition: what ``relieve: near`` would serve) from the first stage
+    over the upstream's capacity on, and how many carry another answer key (replayed in
+    process, precomputed MiniLM vectors, every miss answered and stored)."""
+    import dataclasses
+    from collections import defaultdict
+
+    from prismcache.cache import SemanticCache
+    from prismcache.classify import load_examples
+    from prismcache.embedders import open_embedder
+    from prismcache.evaluation.records import read_trace
+    from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+    from prismcache.request import PreparedRequest, key_request
+    from prismcache.server.overload import near_hit
+    from prismcache.stores.memory import MemoryStore
+
+    trace = read_trace(path)[:requests]
+    config = dataclasses.replace(load_config(None), store="memory://", snapshot=None)
+    table = EmbeddingTable(open_embedder("minilm"), ROOT / "bench" / "out" / "emb")
+    table.ensure([str(line.query) for line in trace] + [t for t, _ in load_examples("builtin")])
+    saturated_from = sum(r * s for r, s in STAGES[:2])  # the 30 req/s stage on
+    cache = SemanticCache.open(config, store=MemoryStore(), embedder=PrecomputedEmbedder(table))
+    keys: dict[int, str] = {}
+    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # misses, near, wrong
+    answer = {"choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "x"}}]}
+    for i, line in enumerate(trace):
+        body = {"model": "m1", "messages": [{"role": "user", "content": line.query}]}
+        prepared = PreparedRequest(body, key_request(body, tenant="t", limits=config.limits))
+        result = cache.lookup(prepared, tenant="t")
+        if result.hit:
+            continue
+        g = groups[result.category or "?"]
+        if i >= saturated_from:
+            g[0] += 1
+            near = near_hit(cache, prepared.key, result)
+            if near is not None:
+                g[1] += 1
+                g[2] += keys.get(near.entry_id) != line.answer_key
+        stored = cache.store(prepared, answer, tenant="t")
+        if stored.entry_id is not None:
+            keys[stored.entry_id] = line.answer_key
+    cache.close()
+    n, near, wrong = (sum(g[i] for g in groups.values()) for i in range(3))
+    return (f"relief sweep on {path.relative_to(ROOT)} (first {len(trace)} lines, misses from "
+            f"line {saturated_from}): misses/near candidates/wrong: all {n}/{near}/{wrong} | "
+            + " ".join(f"{c}:{g[0]}/{g[1]}/{g[2]}" for c, g in sorted(groups.items())) + "\n")
+
+
 def metric_sum(text: str, name: str, label: str = "") -> float:
     total = 0.0
     for line in text.splitlines():
@@ -171,7 +231,8 @@ async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
     else:  # the static baseline: none of the overload policies
         config["server"].update(coalesce_similar=False, upstream_gate=False,
                                 load_admission_min_reuse=0)
-        config["categories"] = {name: {"fallback_threshold": None, "stale_if_error": 0}
+        config["categories"] = {name: {"fallback_threshold": None, "stale_if_error": 0,
+                                       "relieve": "never"}
                                 for name in load_config(None).categories}
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
@@ -200,7 +261,7 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
             except httpx.TransportError:  # a dropped connection is an error the client sees
                 records.append({"stage": stage, "status": 0, "state": "error",
                                 "seconds": time.perf_counter() - t, "correct": None,
-                                "category": ""})
+                                "category": "", "relief": False})
                 return
             seconds = time.perf_counter() - t
             state = reply.headers.get("x-prism-cache", "error")
@@ -211,6 +272,7 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
                 correct = bool(match) and match.group(1) == line["answer_key"]
             records.append({"stage": stage, "status": reply.status_code, "state": state,
                             "seconds": seconds, "correct": correct,
+                            "relief": "x-prism-relief" in reply.headers,
                             "category": reply.headers.get("x-prism-category", "")})
 
         async def watch(stop: asyncio.Event) -> None:
@@ -264,10 +326,20 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"requests": n, "ok": ok, "client_errors": n - ok, "hit_rate": share["hit"],
             "near_share": share["near"], "stale_share": share["stale"],
             "coalesced_share": share["coalesced"],
+            "relief_share": sum(bool(r.get("relief")) for r in records) / n,
             "false_hit_rate": wrong / n,
-            "upstream": sum(r["state"] in CALLED for r in records),
+            "upstream": sum(called(r) for r in records),
             "p50_ms": 1000 * statistics.median(lat),
             "p99_ms": 1000 * pct(lat, 0.99)}
+
+
+def relief_line(records: list[dict[str, Any]]) -> str:
+    """How many relief answers, of which kinds, and how many carried another answer key."""
+    relief = [r for r in records if r.get("relief")]
+    kinds = {kind: sum(r["state"] == kind for r in relief) for kind in ("near", "stale")}
+    wrong = sum(r["correct"] is False for r in relief)
+    return (f"{len(relief)} ({len(relief) / len(records):.1%}; near {kinds['near']}, "
+            f"stale {kinds['stale']}; {wrong} wrong = {wrong / len(records) * 100:+.2f} points)")
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -285,14 +357,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"warm start: SQLite store prefilled with the first {args.warm_lines} requests' "
             f"answers, stored {args.warm} ago"), ""]
     head = (f"{'policy':<12}{'reqs':>6}{'upstream':>10}{'429':>6}{'503':>5}{'hit':>7}"
-            f"{'near':>7}{'stale':>7}{'coal.':>7}{'false':>8}{'p50 ms':>9}{'p99 ms':>9}{'client err':>11}")
+            f"{'near':>7}{'stale':>7}{'relief':>7}{'coal.':>7}{'false':>8}{'p50 ms':>9}"
+            f"{'p99 ms':>9}{'client err':>11}")
     out.append(head)
     for k, res in enumerate(results):
         s = summary(res["records"])
         name = f"{res['name']}#{k // 2 + 1}"
         out.append(f"{name:<12}{s['requests']:>6}{res['upstream_calls']:>10.0f}"
                    f"{res['upstream_429']:>6.0f}{res['upstream_503']:>5.0f}{s['hit_rate']:>7.3f}"
-                   f"{s['near_share']:>7.3f}{s['stale_share']:>7.3f}{s['coalesced_share']:>7.3f}"
+                   f"{s['near_share']:>7.3f}{s['stale_share']:>7.3f}{s['relief_share']:>7.3f}"
+                   f"{s['coalesced_share']:>7.3f}"
                    f"{s['false_hit_rate']:>8.4f}{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}"
                    f"{s['client_errors']:>11}")
     fewer, extra, fewer_hot, fewer_err = [], [], [], []
@@ -301,7 +375,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         fewer.append(1 - policies["upstream_calls"] / static["upstream_calls"])
         extra.append((summary(policies["records"])["false_hit_rate"]
                       - summary(static["records"])["false_hit_rate"]) * 100)
-        misses = [sum(r["state"] in CALLED and r["stage"] in hot for r in res["records"])
+        misses = [sum(called(r) and r["stage"] in hot for r in res["records"])
                   for res in (static, policies)]
         fewer_hot.append(1 - misses[1] / misses[0])
         errors = [sum(r["status"] != 200 and r["stage"] in hot for r in res["records"])
@@ -318,8 +392,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"  with {statistics.median(extra):+.2f} points of false hits, near, stale and coalesced "
             "answers counted (median; " + ", ".join(f"{e:+.2f}" for e in extra)
             + "; target <= +1)", "",
+            "relief (near/stale answers given instead of an upstream call, X-Prism-Relief), "
+            "policies runs: " + ", ".join(relief_line(res["records"]) for res in results[1::2]),
+            "",
             ("per stage (offered req/s): requests that called the upstream, errors seen by clients, hit rate, "
-             "near, stale and coalesced shares, false-hit rate, p99 ms (first pair)")]
+             "near, stale, relief and coalesced shares, false-hit rate, p99 ms (first pair)")]
     for res in results[:2]:
         cells = []
         for stage, (rate, _) in enumerate(STAGES):
@@ -327,7 +404,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             s = summary(recs)
             cells.append(f"{rate:>3}: up {s['upstream']:>4} err {s['client_errors']:>4} "
                          f"hit {s['hit_rate']:.2f} near {s['near_share']:.2f} "
-                         f"stale {s['stale_share']:.2f} "
+                         f"stale {s['stale_share']:.2f} relief {s['relief_share']:.2f} "
                          f"coal {s['coalesced_share']:.2f} false {s['false_hit_rate']:.3f} "
                          f"p99 {s['p99_ms']:>6.0f}")
         out.append(f"{res['name']}:\n  " + "\n  ".join(cells))
@@ -350,7 +427,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         up, err = [], []
         for stage, (rate, seconds) in enumerate(STAGES):
             recs = [r for r in res["records"] if r["stage"] == stage]
-            up.append(sum(r["state"] in CALLED for r in recs) / seconds)
+            up.append(sum(called(r) for r in recs) / seconds)
             err.append(sum(r["status"] != 200 for r in recs) / seconds)
         ax1.plot(stages, up, style, label=f"{res['name']}: to upstream")
         ax1.plot(stages, err, style, alpha=0.4, label=f"{res['name']}: client errors")
@@ -384,18 +461,21 @@ async def main() -> None:
     parser.add_argument("--warm-lines", type=int, default=1000)
     parser.add_argument("--sweep", action="store_true",
                         help="only print the threshold-drop sweep on the train split")
+    parser.add_argument("--relief-sweep", action="store_true",
+                        help="only print near candidates per category on the train split")
     args = parser.parse_args()
     args.load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.replot:
         plot(json.loads(Path(args.json).read_text("utf-8"))[:2], Path(args.plot))
         return
-    if args.sweep:
+    if args.sweep or args.relief_sweep:
         if not TRAIN.exists():
             subprocess.run([PYTHON, "-m", "prismcache.cli", "data", "trace", "--data",  # noqa: ASYNC221 - set-up before the measured loop
                             str(ROOT.parent / "shared" / "data"), "--split", "train",
                             "--requests", "3000", "--out", str(TRAIN)], check=True, cwd=ROOT)
-        print(sweep(TRAIN, sum(r * s for r, s in STAGES)), end="")
-        print(sweep(TRACE, sum(r * s for r, s in STAGES)), end="")
+        chosen = relief_sweep if args.relief_sweep else sweep
+        print(chosen(TRAIN, sum(r * s for r, s in STAGES)), end="")
+        print(chosen(TRACE, sum(r * s for r, s in STAGES)), end="")
         return
     trace = ensure_trace(3000)
     up_port = free_port()

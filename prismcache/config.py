@@ -32,6 +32,7 @@ __all__ = [
     "CONTEXTS",
     "EVICTIONS",
     "GUARDS",
+    "RELIEF",
     "CacheConfig",
     "CategoryPolicy",
     "ClassifierConfig",
@@ -46,6 +47,7 @@ __all__ = [
 EVICTIONS = ("lru", "lfu", "gdsf")
 CONTEXTS = ("exact", "semantic")  # how a conversation's earlier turns are compared
 GUARDS = tuple(GUARD_TESTS)  # every guard prismcache.guards defines, in order
+RELIEF = ("never", "stale", "near")  # what the proxy may serve at once to a saturated upstream
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
@@ -150,6 +152,12 @@ class CategoryPolicy:
         stale_if_error: seconds an entry is kept past its ``ttl`` (0: not at all) to be
             served marked ``stale``, only when the upstream answers 429 or 5xx or times out;
             a lookup never serves it as a hit (see :mod:`prismcache.server.overload`).
+        relieve: what the proxy serves at once, *instead of* calling the upstream, to a missed
+            request while the upstream is saturated (its gate would queue the call):
+            ``"never"`` (the default: the call queues), ``"stale"`` (an entry within
+            ``stale_if_error`` that the decision would have served) or ``"near"`` (that, else
+            a candidate at or above ``fallback_threshold``). Each kind only where the
+            category allows it on an upstream error too.
 
     >>> CategoryPolicy(threshold=0.92, ttl=timedelta(hours=1), quota=0.2)
     CategoryPolicy(threshold=0.92, ttl=1h, quota=0.2, eviction='lru')
@@ -175,6 +183,7 @@ class CategoryPolicy:
     context: str = "exact"
     context_threshold: float = 0.8
     stale_if_error: float = 0.0
+    relieve: str = "never"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -217,6 +226,8 @@ class CategoryPolicy:
             raise ConfigError(f"context_threshold must be in (0, 1], got {self.context_threshold}")
         if not self.stale_if_error >= 0.0:
             raise ConfigError(f"stale_if_error must be >= 0 seconds, got {self.stale_if_error}")
+        if self.relieve not in RELIEF:
+            raise ConfigError(f"relieve must be one of {RELIEF}, got {self.relieve!r}")
 
     def __repr__(self) -> str:
         shown = [f"threshold={self.threshold}", f"ttl={format_duration(self.ttl)}",

@@ -71,7 +71,8 @@ async def stats(request: Request) -> Response:
                   "coalesced": state.coalescer.followers,
                   "tenants": list(state.auth.tenant_names),
                   "mode": "pass-through" if state.settings.pass_through else "configured",
-                  "fallbacks": _fallbacks(state), "load_admission": _load_admission(state)},
+                  "fallbacks": _fallbacks(state), "relief": _relief(state),
+                  "load_admission": _load_admission(state)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
 
@@ -80,6 +81,14 @@ def _fallbacks(state: ProxyState) -> dict[str, int]:
     """Answers served in place of upstream errors, by kind (``near``, ``stale``): not hits."""
     out = {"near": 0, "stale": 0}
     for labels, value in list(state.metrics.fallbacks.values.items()):
+        out[labels[-1]] = out.get(labels[-1], 0) + int(value)
+    return out
+
+
+def _relief(state: ProxyState) -> dict[str, int]:
+    """Misses answered at once, without an upstream call, while it was saturated, by kind."""
+    out = {"near": 0, "stale": 0}
+    for labels, value in list(state.metrics.relief.values.items()):
         out[labels[-1]] = out.get(labels[-1], 0) + int(value)
     return out
 

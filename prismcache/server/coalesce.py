@@ -176,6 +176,9 @@ class Gate(Protocol):
 
     def observe(self, status: int) -> None: ...
 
+    @property
+    def saturated(self) -> bool: ...
+
 
 def similar_for(result: Hit | Miss | None, key: RequestKey, policy: CategoryPolicy,
                 flags: tuple[Hashable, ...], verifier: Verifier | None = None,
@@ -215,11 +218,8 @@ class Coalescer:
         flight of its group that passes :meth:`Similar.similarity`, starting one with
         ``runner`` if there is none (``key=None``: never shared). Returns the flight and
         whether this call started it. Every ``join`` must be paired with a :meth:`leave`."""
-        flight = self._flights.get(key) if key is not None else None
-        if flight is None and similar is not None:
-            flight = self._most_similar(similar)
-            if flight is not None:
-                self.semantic_followers += 1
+        flight, semantic = self._find(key, similar)
+        self.semantic_followers += semantic
         if flight is not None:
             flight.subscribers += 1
             self.followers += 1
@@ -233,6 +233,18 @@ class Coalescer:
                 self._groups.setdefault(similar.group, []).append(flight)
         flight.task = asyncio.create_task(self._run(key, flight, runner))
         return flight, True
+
+    def find(self, key: Hashable | None, similar: Similar | None = None) -> Flight | None:
+        """The flight :meth:`join` would subscribe a request with ``key`` and ``similar`` to,
+        or ``None`` when it would start one (a new upstream call). Changes nothing."""
+        return self._find(key, similar)[0]
+
+    def _find(self, key: Hashable | None, similar: Similar | None) -> tuple[Flight | None, bool]:
+        flight = self._flights.get(key) if key is not None else None
+        if flight is None and similar is not None:
+            flight = self._most_similar(similar)
+            return flight, flight is not None
+        return flight, False
 
     @staticmethod
     def similarity(flight: Flight, key: Hashable | None,

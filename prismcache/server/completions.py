@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -129,6 +129,10 @@ async def completions(request: Request) -> Response:
         similar = similar_for(result, call.key, policy,
                               (call.endpoint, call.stream, call.store, call.wants_usage),
                               state.cache.verifier_for(policy), state.cache.config.neighbours)
+    if call.probe is None and not call.shadow and (relief := await overload.relieve(
+            state, endpoint=endpoint, key=call.key, body=call.body, stream=call.stream,
+            result=result, leads=partial(_leads, state, call, similar))):
+        return relief  # the upstream is saturated: a stale/near answer, no upstream call
     response = await _serve_flight(state, call, prism_headers(result, state=outcome), started,
                                    similar)
     return await overload.fallback(state, endpoint=endpoint, key=call.key, body=call.body,
@@ -209,9 +213,7 @@ def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Resp
 async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
                         started: float, similar: Similar | None = None) -> Response:
     coalescer = state.coalescer
-    key = None
-    if state.settings.coalesce and not call.key.bypass:
-        key = (call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage)
+    key = _flight_key(state, call)
     flight, leader = coalescer.join(key, partial(_forward, state, call),
                                     similar if key is not None else None)
     if not leader:
@@ -242,6 +244,19 @@ async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
         if not done:
             state.metrics.inflight -= 1
             coalescer.leave(flight)
+
+
+def _flight_key(state: ProxyState, call: _Call) -> Hashable | None:
+    """The key identical requests share a flight under (``None``: never shared)."""
+    if state.settings.coalesce and not call.key.bypass:
+        return call.endpoint, call.key.exact_key, call.stream, call.store, call.wants_usage
+    return None
+
+
+def _leads(state: ProxyState, call: _Call, similar: Similar | None) -> bool:
+    """Whether ``call`` would start a new upstream call: no flight would take it."""
+    key = _flight_key(state, call)
+    return state.coalescer.find(key, similar if key is not None else None) is None
 
 
 async def _relay(state: ProxyState, flight: Flight, leader: bool, started: float,

@@ -185,6 +185,11 @@ class ProxyMetrics:
             "prismcache_fallback_total",
             "Requests the upstream refused (429/503/timeout) answered from a near entry "
             "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"))
+        self.relief = Counter(
+            "prismcache_relief_total",
+            "Missed requests answered at once from a near or stale entry (kind) without an "
+            "upstream call, while the upstream was saturated; not counted as hits.",
+            ("endpoint", "tenant", "category", "kind"), clamp)
         self.inflight = 0
         # Models are named by clients: the load controller's per-model signals (and their
         # metric lines) keep the first MODEL_LABELS names and pool the rest as "other".
@@ -195,7 +200,7 @@ class ProxyMetrics:
         return [self.requests, self.false_hits, self.hit_seconds, self.miss_overhead_seconds,
                 self.upstream_seconds, self.tokens_saved, self.usd_saved, self.stores,
                 self.cache_errors, self.upstream_errors, self.coalesced, self.rejected,
-                self.fallbacks]
+                self.fallbacks, self.relief]
 
     def render(self, cache_stats: Mapping[str, CategoryStats] | None = None) -> str:
         """The text exposition of every metric, plus gauges per category of the cache's size

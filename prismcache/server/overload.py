@@ -28,6 +28,21 @@ times out, the proxy serves it marked ``X-Prism-Cache: stale`` with ``X-Prism-Ag
 as ``kind="stale"`` in ``prismcache_fallback_total``. A stale answer (the same question,
 answered earlier) is preferred to a near one (a similar question, answered lately).
 
+**Relief ahead of the upstream** (``relieve`` per category: ``never``, ``stale`` or ``near``):
+a near or stale answer in place of an error saves no upstream call, the call was made. So
+while the upstream is *saturated*, which the proxy knows from its own gate (a new call would
+wait in the gate's queue: :attr:`UpstreamGate.saturated`, the one signal used), a missed
+request that would start a new upstream call (no identical or similar flight would take it)
+is answered at once, without calling the upstream, with the stale entry the decision would
+have served (within ``stale_if_error``) or, where the category says ``near``, else with its
+near candidate (at or above ``fallback_threshold``, same guards, partition and context as
+above): marked ``X-Prism-Cache: stale`` or ``near`` with ``X-Prism-Similarity``,
+``X-Prism-Age``, ``X-Prism-Entry`` and ``X-Prism-Relief: saturated``, counted in
+``prismcache_relief_total`` (``proxy.relief`` in ``/admin/stats``), apart from hits and from
+answers that replace errors. Everything else queues as before. Shipped: ``near`` for
+``support``, ``stale`` for ``code``, ``factual`` and ``conversation``, ``never`` elsewhere
+(``math``, ``volatile``, ``creative``, ``general``).
+
 **Admission under load** (:class:`LoadAdmission`, ``server.load_admission_min_reuse``): for
 ``server.load_admission_memory`` seconds after the upstream last answered 429/503/timeout, an
 answer of a category whose entries are seldom reused (hits per stored entry since start below
@@ -60,13 +75,14 @@ from prismcache.entry import Entry
 from prismcache.errors import StoreError
 from prismcache.request import Context, RequestKey, context_of
 from prismcache.results import CategoryStats, Hit, Miss
+from prismcache.server.metrics import Counter
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
 from prismcache.server.wire import json_response, prism_headers
 from prismcache.streams import completion_of
 
-__all__ = ["OVERLOADED", "LoadAdmission", "UpstreamGate", "fallback", "near_hit", "stale_hit",
-           "upstream_failed"]
+__all__ = ["OVERLOADED", "LoadAdmission", "UpstreamGate", "fallback", "near_hit", "relieve",
+           "stale_hit", "upstream_failed"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -151,6 +167,17 @@ def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
     return None
 
 
+def _relief(cache: SemanticCache, key: RequestKey, miss: Miss,
+            relieve: str) -> tuple[Hit, str] | None:
+    """The stale answer (preferred), else with ``relieve == "near"`` the near one, that may
+    be served without calling a saturated upstream."""
+    if (hit := stale_hit(cache, key, miss)) is not None:
+        return hit, "stale"
+    if relieve == "near" and (hit := near_hit(cache, key, miss)) is not None:
+        return hit, "near"
+    return None
+
+
 async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
                    stream: bool, result: Hit | Miss | None,
                    response: Response) -> Response | None:
@@ -165,13 +192,41 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
     if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
         return None
     found = await state.in_thread(_substitute, state.cache, key, result, status)
+    return _answer(found, state.metrics.fallbacks, endpoint, key, body, stream,
+                   {"x-prism-upstream-status": str(status)})
+
+
+async def relieve(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
+                  stream: bool, result: Hit | Miss | None,
+                  leads: Callable[[], bool]) -> Response | None:
+    """A ``stale`` or ``near`` answer served at once, without an upstream call, when the
+    upstream is saturated, the missed request's category allows it (``relieve``), the lookup
+    ``result`` holds an acceptable candidate and ``leads()`` says the request would start a
+    new upstream call (no flight would take it); else ``None`` (call the upstream as usual).
+    Costs one attribute read on a miss while the upstream is not saturated."""
+    gate = state.coalescer.gate
+    if (gate is None or not gate.saturated or not isinstance(result, Miss)
+            or result.category is None
+            or (result.stale_entry is None and result.near_entry is None)):
+        return None
+    mode = state.cache.policy_for(result.category, key.model).relieve
+    if mode == "never" or (mode == "stale" and result.stale_entry is None) or not leads():
+        return None
+    found = await state.in_thread(_relief, state.cache, key, result, mode)
+    return _answer(found, state.metrics.relief, endpoint, key, body, stream,
+                   {"x-prism-relief": "saturated"})
+
+
+def _answer(found: tuple[Hit, str] | None, counter: Counter, endpoint: str, key: RequestKey,
+            body: Mapping[str, Any], stream: bool, extra: Mapping[str, str]) -> Response | None:
+    """The ``(hit, kind)`` found served as a ``kind`` (``near``/``stale``) answer, JSON or a
+    replayed stream, and counted in ``counter``; ``None`` when nothing was found."""
     if found is None:
         return None
     hit, kind = found
-    state.metrics.fallbacks.inc(endpoint, key.tenant, hit.category, kind)
+    counter.inc(endpoint, key.tenant, hit.category, kind)
     answer = completion_of(hit.response, hit.chunks)
-    headers = prism_headers(hit, state=kind)
-    headers["x-prism-upstream-status"] = str(response.status_code)
+    headers = {**prism_headers(hit, state=kind), **extra}
     if stream:
         options = body.get("stream_options")
         usage = isinstance(options, Mapping) and options.get("include_usage") is True
@@ -203,6 +258,13 @@ class UpstreamGate:
     def __len__(self) -> int:
         """Calls waiting for a slot now."""
         return len(self._waiters)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether a call starting now would wait in the queue: calls are waiting already, or
+        every slot the upstream's answers allow is taken. The proxy's one saturation signal
+        (relief ahead of the upstream, :func:`relieve`)."""
+        return bool(self._waiters) or self.inflight >= int(self.limit)
 
     async def acquire(self) -> None:
         """Take a slot, waiting in line at most ``max_wait`` seconds."""
