@@ -36,8 +36,8 @@ from prismcache.config import CacheConfig, CategoryPolicy, load_config
 from prismcache.counters import Counters
 from prismcache.decision import Candidate, MissReason, Query
 from prismcache.embedders import Embedder, open_embedder
-from prismcache.entry import Entry, EntryRef, new_entry_id
 from prismcache.embedders.static import StaticEmbedder
+from prismcache.entry import Entry, EntryRef, new_entry_id
 from prismcache.errors import ConfigError, EmbeddingError, IndexError_, StoreError, VerifierError
 from prismcache.eviction import eviction_policy
 from prismcache.explain import Explanation

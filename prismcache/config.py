@@ -290,7 +290,7 @@ class PrefilterConfig:
     """
 
     enabled: bool = False
-    bound: float = 0.75
+    bound: float = 0.78
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
