@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,38 +65,42 @@ def test_a_request_that_would_hit_still_hits(minilm: MiniLMEmbedder) -> None:
     assert results[True].entry_id is not None
 
 
-def test_a_far_miss_skips_the_model(minilm: MiniLMEmbedder) -> None:
+@pytest.fixture
+def one_entry(minilm: MiniLMEmbedder) -> Iterator[tuple[SemanticCache, Counting]]:
+    """A pre-filtering cache holding one entry of tenant ``acme``, and its counted model."""
     embedder = Counting(minilm)
     with _cache(embedder) as cache:
         cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
-        before = embedder.calls
-        miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
-        assert not miss.hit and miss.reason is MissReason.FAR
-        assert embedder.calls == before  # no model call on the lookup
-        assert cache.store(_body("recommend a novel about sailing ships"), REPLY,
-                           tenant="acme").stored
-        assert embedder.calls == before + 1  # the store embeds, once
-        assert cache.lookup(_body("recommend a novel about sailing ships"),
-                            tenant="acme").hit
+        yield cache, embedder
 
 
-def test_the_model_runs_when_something_is_near(minilm: MiniLMEmbedder) -> None:
-    embedder = Counting(minilm)
-    with _cache(embedder) as cache:
-        cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
-        before = embedder.calls
-        result = cache.lookup(_body("how do I reset my email password"), tenant="acme")
-        assert embedder.calls == before + 1
-        assert result.hit or result.reason is not MissReason.FAR
+def test_a_far_miss_skips_the_model(one_entry: tuple[SemanticCache, Counting]) -> None:
+    cache, embedder = one_entry
+    before = embedder.calls
+    miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+    assert not miss.hit and miss.reason is MissReason.FAR
+    assert embedder.calls == before  # no model call on the lookup
+    assert cache.store(_body("recommend a novel about sailing ships"), REPLY,
+                       tenant="acme").stored
+    assert embedder.calls == before + 1  # the store embeds, once
+    assert cache.lookup(_body("recommend a novel about sailing ships"),
+                        tenant="acme").hit
 
 
-def test_tenants_stay_apart(minilm: MiniLMEmbedder) -> None:
-    embedder = Counting(minilm)
-    with _cache(embedder) as cache:
-        cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
-        other = cache.lookup(_body("how can I reset my password"), tenant="globex")
-        assert not other.hit and other.reason is MissReason.FAR  # globex holds nothing
-        assert cache.lookup(_body("how can I reset my password"), tenant="acme").hit
+def test_the_model_runs_when_something_is_near(one_entry: tuple[SemanticCache, Counting]
+                                                ) -> None:
+    cache, embedder = one_entry
+    before = embedder.calls
+    result = cache.lookup(_body("how do I reset my email password"), tenant="acme")
+    assert embedder.calls == before + 1
+    assert result.hit or result.reason is not MissReason.FAR
+
+
+def test_tenants_stay_apart(one_entry: tuple[SemanticCache, Counting]) -> None:
+    cache, _ = one_entry
+    other = cache.lookup(_body("how can I reset my password"), tenant="globex")
+    assert not other.hit and other.reason is MissReason.FAR  # globex holds nothing
+    assert cache.lookup(_body("how can I reset my password"), tenant="acme").hit
 
 
 def test_partitions_without_texts_are_never_far(minilm: MiniLMEmbedder) -> None:
