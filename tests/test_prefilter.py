@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -142,3 +143,25 @@ def test_a_table_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
     np.save(bad, np.zeros((3, 2), dtype=np.float16))
     with pytest.raises(EmbeddingError, match="sha256"):
         StaticEmbedder.bundled(bundled_tokenizer(), bad)
+
+
+def test_a_rebuilt_and_a_budgeted_cache_prefilter_the_same(minilm: MiniLMEmbedder,
+                                                           tmp_path: Path) -> None:
+    """Entries read back from the store (a rebuild, or a partition loaded on first use
+    within a memory budget) carry their query texts: their partitions are complete."""
+    config = {"store": f"sqlite:///{tmp_path / 'cache.db'}", "classifier": {"examples": None}, "rules": [],
+              "prefilter": {"enabled": True}}
+    with SemanticCache.open(config, embedder=Counting(minilm)) as cache:
+        cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
+    for extra in ({}, {"index": {"max_bytes": "64MiB"}}):
+        embedder = Counting(minilm)
+        cache = SemanticCache.open({**config, **extra}, embedder=embedder)
+        cache.lookup(_body("start loading"), tenant="acme")
+        deadline = time.monotonic() + 10
+        while not cache.lookup(_body("how can I reset my password"), tenant="acme").hit:
+            assert time.monotonic() < deadline  # a budgeted partition loads in the background
+            time.sleep(0.05)
+        before = embedder.calls
+        miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+        assert miss.reason is MissReason.FAR and embedder.calls == before
+        cache.close()
