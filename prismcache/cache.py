@@ -36,12 +36,14 @@ from prismcache.config import CacheConfig, CategoryPolicy, load_config
 from prismcache.counters import Counters
 from prismcache.decision import Candidate, MissReason, Query
 from prismcache.embedders import Embedder, open_embedder
+from prismcache.embedders.static import StaticEmbedder
 from prismcache.entry import Entry, EntryRef, new_entry_id
-from prismcache.errors import EmbeddingError, IndexError_, StoreError, VerifierError
+from prismcache.errors import ConfigError, EmbeddingError, IndexError_, StoreError, VerifierError
 from prismcache.eviction import eviction_policy
 from prismcache.explain import Explanation
 from prismcache.index import IndexSpec
 from prismcache.policies import PolicyResolver
+from prismcache.prefilter import Prefilter
 from prismcache.quotas import Quotas
 from prismcache.request import Context, PreparedRequest, RequestKey, context_of, prepare_request
 from prismcache.responses import completion_tokens, uncacheable_reason
@@ -129,6 +131,7 @@ class SemanticCache:
         self.admission: AdmissionHook | None = _admission(config)
         # A shared store's change feed keeps the tiers current; its cursor is taken first.
         self._follower = Follower.of(store)
+        self._static = _static_embedder(config, embedder)
         self._tiers = self._load_tiers()
         if self._follower is not None:
             self._follower.start(lambda: self._tiers, lock=self._write_lock,
@@ -221,6 +224,8 @@ class SemanticCache:
                 return self._explained(hit, None, [], dry)
             vector: np.ndarray | None = None
             if classification is None:
+                if self._far(key, dry):
+                    return self._explained(self._far_miss(None, count), None, [], dry)
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
             name = classification.category
@@ -236,11 +241,27 @@ class SemanticCache:
                     and policy.context == "semantic":
                 count(name, "exact_contexts")
             if vector is None:
+                if self._far(key, dry):
+                    return self._explained(self._far_miss(name, count), policy, [], dry)
                 vector = self._embed(key.query)
             return self._semantic_lookup(key, name, policy, vector, now, count, dry, hit)
         except _FAIL_OPEN as exc:
             return self._explained(self._fail_open("lookup", classification, exc, count),
                                    None, [], dry)
+
+    def _far(self, key: RequestKey, dry: bool) -> bool:
+        """Whether the pre-filter proves nothing near ``key``'s query (so the embedder need
+        not run); never for a dry run, nor for a query the memo already holds."""
+        prefilter = self._tiers.prefilter
+        return (prefilter is not None and not dry and key.semantic
+                and key.query not in self._memo and prefilter.far(key.partition, key.query))
+
+    def _far_miss(self, category: str | None, count: _Counter) -> Miss:
+        """The miss of a far lookup; counted under ``category`` when it is known (the
+        embedding classifier did not run)."""
+        if category is not None:
+            count(category, "lookups")
+        return Miss(reason=MissReason.FAR, category=category)
 
     def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool
                       ) -> Hit | Entry | None:
@@ -658,23 +679,32 @@ class SemanticCache:
         """:func:`decision.context_embedding` with this cache's embedder and memo."""
         return decision.context_embedding(query, context, policy, self._embed, stored=stored)
 
+    def _new_prefilter(self) -> Prefilter | None:
+        """An empty :class:`Prefilter` when the config enables it, else ``None``."""
+        if self._static is None:
+            return None
+        return Prefilter(self._static, bound=self.config.prefilter.bound,
+                         spec=self._index_spec)
+
     def _load_tiers(self) -> Tiers:
         dim, embedder_id = self._embedder.dim, self._embedder.id
         now = self._clock()
         if self.config.index.get("max_bytes") is not None:  # partitions load when first used
             return Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
                          max_bytes=self.config.index["max_bytes"],
-                         loader=self._store.scan_partition)
+                         loader=self._store.scan_partition, prefilter=self._new_prefilter())
         if self.config.snapshot and Path(self.config.snapshot, "manifest.json").exists():
             try:
                 tiers, taken_at = Tiers.load(Path(self.config.snapshot),
-                                             embedder_id=embedder_id, spec=self._index_spec)
+                                             embedder_id=embedder_id, spec=self._index_spec,
+                                             prefilter=self._new_prefilter())
                 tiers.add(self._store.scan(since=taken_at, documents=False))
                 return tiers
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("snapshot %s unusable (%s); rebuilding from the store",
                             self.config.snapshot, exc)
-        tiers = Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec)
+        tiers = Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
+                      prefilter=self._new_prefilter())
         self._store.expire(now)
         tiers.add(self._store.scan(documents=False))
         return tiers
@@ -690,6 +720,21 @@ class SemanticCache:
     @staticmethod
     def _no_count(category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:
         """The counter of a dry run (:meth:`explain`): counts nothing."""
+
+
+def _static_embedder(config: CacheConfig, embedder: Embedder) -> StaticEmbedder | None:
+    """The pre-filter's static embedder when ``prefilter.enabled``; raises
+    :class:`ConfigError` unless the cache embeds with the bundled model (the static table is
+    distilled from it and its bound measured against it)."""
+    if not config.prefilter.enabled:
+        return None
+    from prismcache.embedders.minilm import BUNDLED_NAME, bundled_tokenizer
+
+    if embedder.name != BUNDLED_NAME:
+        raise ConfigError(f"prefilter.enabled needs the bundled embedder ({BUNDLED_NAME!r}): "
+                          f"its static table is distilled from it; this cache embeds with "
+                          f"{embedder.id!r}")
+    return StaticEmbedder.bundled(bundled_tokenizer())
 
 
 def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:

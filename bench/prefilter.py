@@ -1,0 +1,296 @@
+"""Does a static pre-filter pay on the miss path? Static vs full cosine on replayed traces.
+
+    .venv/bin/python bench/prefilter.py --requests 20000
+
+A static embedding distilled from the bundled model (:mod:`prismcache.embedders.static`)
+costs a tokenizer call and a gather. If the best static cosine of a request against the
+entries of its partition is below a bound, the request is called a miss before the model runs.
+
+1. **Tables**: every vocabulary token through the bundled model alone (the raw rows are
+   cached in ``bench/out/``); Model2Vec-only variants (centred, PCA, SIF weights) beside the
+   shipped table (``tools/make_static_table.py``: a map fit on the train pools, 128-d).
+2. **Hits it would lose**: a ``train`` trace and a ``test`` trace (``prismcache data trace``'s
+   builder, other utterances) are replayed through a cache with the shipped config and the
+   bundled model's (precomputed) vectors. For every request the best static cosine against
+   the entries stored before it (one partition: one tenant, one model) is recorded. On the
+   train trace, each table's bound is the largest that loses <= ``--loss`` of the semantic
+   hits (exact-tier hits come first and are never at risk). Only then is the test trace read
+   at that bound: hits lost, misses skipped.
+3. **Miss path**: a cache of ``--entries`` entries in one partition (train-split texts, the
+   model's vectors plus small noise), ``--queries`` new questions (NQ-open test half) looked
+   up with the real bundled model, pre-filter off and on (at the shipped table's train
+   bound), each lookup after one timed yardstick inference (``benchkit.yardstick_run``).
+
+Prints everything; writes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from prismcache.cache import SemanticCache
+from prismcache.classify import load_examples
+from prismcache.config import load_config
+from prismcache.decision import MissReason
+from prismcache.embedders import open_embedder
+from prismcache.embedders.minilm import bundled_tokenizer
+from prismcache.embedders.static import StaticEmbedder, distil, token_vectors
+from prismcache.evaluation import datasets as ds
+from prismcache.evaluation.records import last_user_turn
+from prismcache.evaluation.replay import _body, _response, prepare_config
+from prismcache.evaluation.traces import build_trace
+from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+from prismcache.stores.memory import MemoryStore
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchkit import pct, yardstick_run
+
+VARIANTS = [(384, None), (384, 1e-3), (128, 1e-3)]
+SHIPPED = "shipped (fit map, d128)"
+
+
+def replay_full(trace: list, table: EmbeddingTable) -> dict[str, np.ndarray]:
+    """Replay ``trace`` with the shipped config; per request: kind (0 miss after a semantic
+    lookup, 1 exact hit, 2 semantic hit, 3 miss without a semantic lookup) and the decision's
+    best cosine (-1 when no search ran); and the request index of each stored entry."""
+    config = load_config({"store": "memory://"})
+    names = sorted({line.category for line in trace if line.category})
+    config = prepare_config(config, names)
+    texts = [last_user_turn(line.query)[0] for line in trace]
+    extra = ([t for t, _ in load_examples(config.classifier.examples)]
+             if config.classifier.examples is not None else [])
+    table.ensure(texts + extra, progress=True)
+    cache = SemanticCache.open(config, store=MemoryStore(), embedder=PrecomputedEmbedder(table))
+    kinds = np.zeros(len(trace), dtype=np.int8)
+    full = np.full(len(trace), -1.0, dtype=np.float32)
+    stored_at: list[int] = []  # request index of each stored entry, in order
+    for i, line in enumerate(trace):
+        body = _body(line)
+        result = cache.lookup(body, tenant="default")
+        if result.similarity is not None:
+            full[i] = result.similarity
+        if result.hit:
+            kinds[i] = 1 if result.tier == "exact" else 2
+            continue
+        semantic = result.reason not in (MissReason.BYPASS, MissReason.EXACT_ONLY,
+                                         MissReason.DISABLED)
+        kinds[i] = 0 if semantic else 3
+        if cache.store(body, _response(line.answer_key), tenant="default").entry_id is not None:
+            stored_at.append(i)
+    cache.close()
+    return {"kinds": kinds, "full": full, "stored_at": np.array(stored_at, dtype=np.int64)}
+
+
+def static_best(vectors: np.ndarray, stored_at: np.ndarray) -> np.ndarray:
+    """Per request (row of ``vectors``), the best cosine against the rows of the entries
+    stored before it (``stored_at``: their request indexes); -1 when there were none."""
+    best = np.full(len(vectors), -1.0, dtype=np.float32)
+    if not len(stored_at):
+        return best
+    stored = vectors[stored_at]
+    for start in range(0, len(vectors), 2048):
+        rows = np.arange(start, min(len(vectors), start + 2048))
+        sims = vectors[rows] @ stored.T
+        sims[stored_at[None, :] >= rows[:, None]] = -1.0  # only entries stored before
+        best[rows] = sims.max(axis=1)
+    return best
+
+
+def bound_for(best: np.ndarray, kinds: np.ndarray, loss: float) -> float:
+    """The largest bound that leaves at most ``loss`` of the semantic hits below it."""
+    hits = np.sort(best[kinds == 2])
+    allowed = int(np.floor(loss * len(hits)))
+    return float(hits[allowed]) if len(hits) else 1.0
+
+
+def outcome(best: np.ndarray, kinds: np.ndarray, bound: float) -> dict[str, float]:
+    """Hits lost and misses skipped at ``bound``."""
+    semantic = kinds == 2
+    misses = kinds == 0
+    hits = int((kinds == 1).sum() + semantic.sum())
+    lost = int((best[semantic] < bound).sum())
+    skipped = int((best[misses] < bound).sum())
+    return {"bound": round(bound, 4), "hits": hits, "semantic_hits": int(semantic.sum()),
+            "hits_lost": lost, "hits_lost_share": lost / max(hits, 1),
+            "semantic_hits_lost_share": lost / max(int(semantic.sum()), 1),
+            "misses": int(misses.sum()), "misses_skipped": skipped,
+            "misses_skipped_share": skipped / max(int(misses.sum()), 1)}
+
+
+class Hybrid:
+    """The bundled model, except for texts given a vector up front (the fillers)."""
+
+    def __init__(self, model, given: dict[str, np.ndarray]) -> None:
+        self.model, self.given, self.calls = model, given, 0
+        self.name, self.dim = model.name, model.dim
+
+    @property
+    def id(self) -> str:
+        return self.model.id
+
+    def embed(self, texts):
+        if all(t in self.given for t in texts):
+            return np.stack([self.given[t] for t in texts])
+        self.calls += 1
+        return self.model.embed(texts)
+
+
+def miss_path(model, table: EmbeddingTable, pool: list[str], far: list[str], entries: int,
+              bound: float, rng: np.random.Generator) -> dict:
+    """Far-miss lookups (real model) in one partition of ``entries`` entries (texts from
+    ``pool``, numbered when repeated; vectors: the model's of the base text plus noise),
+    pre-filter off and on. Milliseconds per lookup, and how many the pre-filter skipped."""
+    table.ensure(pool + far)
+    given = {}
+    for i in range(entries):
+        base = pool[i % len(pool)]
+        text = base if i < len(pool) else f"{base} ({i // len(pool)})"
+        vector = table.vector(base) + rng.normal(0, 0.02, table.embedder.dim)
+        given[text] = (vector / np.linalg.norm(vector)).astype(np.float32)
+    reply = {"choices": [{"message": {"role": "assistant", "content": "x"},
+                          "finish_reason": "stop"}]}
+    run_yardstick = yardstick_run()
+    out = {}
+    for enabled in (False, True):
+        config = load_config({"store": "memory://", "classifier": {"examples": None},
+                              "rules": [], "capacity": {"entries": entries * 2},
+                              "prefilter": {"enabled": enabled, "bound": bound}})
+        embedder = Hybrid(model, given)
+        cache = SemanticCache.open(config, store=MemoryStore(), embedder=embedder)
+        started = time.perf_counter()
+        for text in given:
+            cache.store(_chat(text), reply, tenant="bench", category="general")
+        fill = time.perf_counter() - started
+        for text in far[:5]:
+            cache.lookup(_chat(text + " warm"), tenant="bench")
+        lat, yard, far_count = [], [], 0
+        for text in far:  # the yardstick interleaved, so both see the same load
+            t = time.perf_counter()
+            run_yardstick()
+            yard.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            result = cache.lookup(_chat(text), tenant="bench")
+            lat.append((time.perf_counter() - t) * 1000)
+            far_count += (not result.hit) and result.reason is MissReason.FAR
+        out["on" if enabled else "off"] = {"fill_s": fill, "miss_ms": _stats(lat),
+                                           "yardstick_ms": _stats(yard),
+                                           "far": far_count, "n": len(far)}
+        cache.close()
+    return out
+
+
+def _chat(text: str) -> dict:
+    return {"model": "m", "messages": [{"role": "user", "content": text}]}
+
+
+def config_low() -> float:
+    """The shipped lower bound of the grey zone (``verify_low``): nothing below it is served."""
+    return float(load_config({}).policy("general").verify_low)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"p50": statistics.median(values), "p99": pct(values, 0.99)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--loss", type=float, default=0.005,
+                        help="share of semantic hits a bound may lose on train")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "prefilter.json"))
+    args = parser.parse_args(argv)
+    root, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = open_embedder("minilm")
+    raw_path = out / "static_raw_rows.npy"
+    if raw_path.exists():
+        raw = np.load(raw_path)
+    else:
+        started = time.perf_counter()
+        raw = token_vectors(model)
+        np.save(raw_path, raw)
+        print(f"token vectors: {raw.shape} in {time.perf_counter() - started:.1f} s")
+    tokenizer = bundled_tokenizer()
+    statics = {f"model2vec d{dim} sif{sif}": StaticEmbedder(distil(raw, dim=dim, sif=sif),
+                                                            tokenizer)
+               for dim, sif in VARIANTS}
+    statics[SHIPPED] = StaticEmbedder.bundled(tokenizer)
+    table = EmbeddingTable(model, out / "emb")
+    results: dict = {"requests": args.requests, "loss": args.loss}
+    runs = {}
+    for split in ("train", "test"):
+        trace = build_trace(root, requests=args.requests, split=split, seed=0)
+        texts = [last_user_turn(line.query)[0] for line in trace]
+        saved = out / f"prefilter_{split}_{args.requests}.npz"
+        started = time.perf_counter()
+        if saved.exists():
+            run = dict(np.load(saved))
+        else:
+            run = replay_full(trace, table)
+            np.savez(saved, **run)
+        kinds, low = run["kinds"], config_low()
+        ceiling = int(((kinds == 0) & (run["full"] < low)).sum())
+        print(f"{split}: {len(trace)} requests ({time.perf_counter() - started:.0f} s): "
+              f"misses {int((kinds == 0).sum())}, exact hits {int((kinds == 1).sum())}, "
+              f"semantic hits {int((kinds == 2).sum())}, no semantic lookup "
+              f"{int((kinds == 3).sum())}; misses with nothing >= {low:.2f} by the model "
+              f"(what a perfect pre-filter could skip): {ceiling} "
+              f"= {ceiling / max(int((kinds == 0).sum()), 1):.1%}")
+        results[f"{split}_ceiling"] = ceiling
+        for name, static in statics.items():
+            run[name] = static_best(static.embed(texts), run["stored_at"])
+        runs[split] = run
+    print(f"\nbound per table: the largest losing <= {args.loss:.1%} of the train trace's "
+          "semantic hits; then the test trace at that bound")
+    results["tables"] = {}
+    for name in statics:
+        bound = bound_for(runs["train"][name], runs["train"]["kinds"], args.loss)
+        train = outcome(runs["train"][name], runs["train"]["kinds"], bound)
+        test = outcome(runs["test"][name], runs["test"]["kinds"], bound)
+        results["tables"][name] = {"train": train, "test": test}
+        print(f"  {name:26s} bound {bound:6.3f} | train: misses skipped "
+              f"{train['misses_skipped_share']:6.1%} | test: misses skipped "
+              f"{test['misses_skipped_share']:6.1%}, hits lost {test['hits_lost']}/"
+              f"{test['hits']} = {test['hits_lost_share']:.2%} of hits, "
+              f"{test['semantic_hits_lost_share']:.2%} of semantic hits")
+    bound = results["tables"][SHIPPED]["train"]["bound"]
+    static = statics[SHIPPED]
+    print(f"\nshipped table: {static.table.shape}, "
+          f"{(static.table.size * 2) / 1e6:.1f} MB on disk (float16), "
+          f"{static.table.nbytes / 1e6:.1f} MB in memory; bound {bound}")
+    rng = np.random.default_rng(0)
+    pool = sorted({t for t, _ in ds.banking77(root, "train")} | {t for t, _ in
+                  ds.clinc(root, "train")[0]} | {q for q in ds.nq_open(root)
+                  if ds.half_of(q) == "train"})
+    far = [q for q in ds.nq_open(root) if ds.half_of(q) == "test"][:args.queries]
+    e2e = miss_path(model, table, pool, far, args.entries, bound, rng)
+    results["miss_path"] = e2e
+    print(f"\nmiss path, {args.entries:,} entries in one partition, bundled model, "
+          f"{len(far)} questions (NQ-open test half) against train-split texts; the yardstick "
+          "interleaved with the lookups:")
+    for label in ("off", "on"):
+        m, yard = e2e[label]["miss_ms"], e2e[label]["yardstick_ms"]
+        y = yard["p50"]
+        print(f"  pre-filter {label:3s}: yardstick p50 {y:.2f} ms p99 {yard['p99']:.2f}; "
+              f"lookup p50 {m['p50']:7.3f} ms  p99 {m['p99']:7.3f}  "
+              f"= p50 {m['p50'] / y:.2f}x yardstick; far {e2e[label]['far']}/{e2e[label]['n']};"
+              f" fill {e2e[label]['fill_s']:.0f} s")
+    Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

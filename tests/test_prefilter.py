@@ -1,0 +1,167 @@
+"""The miss-path pre-filter: hits still hit, far misses skip the model, partitions stay apart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prismcache.cache import SemanticCache
+from prismcache.embedders.minilm import MiniLMEmbedder, bundled_tokenizer
+from prismcache.embedders.static import StaticEmbedder
+from prismcache.entry import EntryRef
+from prismcache.errors import ConfigError, EmbeddingError
+from prismcache.prefilter import Prefilter
+from prismcache.results import MissReason
+from prismcache.stores.memory import MemoryStore
+
+REPLY = {"choices": [{"message": {"role": "assistant", "content": "ok"},
+                      "finish_reason": "stop"}]}
+
+
+class Counting:
+    """The bundled model, counting its calls (the same name, so the cache accepts it)."""
+
+    def __init__(self, inner: MiniLMEmbedder) -> None:
+        self.inner, self.calls = inner, 0
+        self.name, self.dim = inner.name, inner.dim
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        return self.inner.embed(texts)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+def _body(text: str) -> dict:
+    return {"model": "m", "messages": [{"role": "user", "content": text}]}
+
+
+def _cache(embedder: Counting, enabled: bool = True) -> SemanticCache:
+    return SemanticCache.open({"store": "memory://", "classifier": {"examples": None},
+                               "rules": [], "prefilter": {"enabled": enabled}},
+                              store=MemoryStore(), embedder=embedder)
+
+
+def test_a_request_that_would_hit_still_hits(minilm: MiniLMEmbedder) -> None:
+    texts = ["how do I reset my password", "what is the weather in Oslo today"]
+    paraphrase = "how can I reset my password"
+    results = {}
+    for enabled in (False, True):
+        with _cache(Counting(minilm), enabled) as cache:
+            for text in texts:
+                cache.store(_body(text), REPLY, tenant="acme")
+            results[enabled] = cache.lookup(_body(paraphrase), tenant="acme")
+    assert results[False].hit and results[True].hit
+    assert results[True].entry_id is not None
+
+
+@pytest.fixture
+def one_entry(minilm: MiniLMEmbedder) -> Iterator[tuple[SemanticCache, Counting]]:
+    """A pre-filtering cache holding one entry of tenant ``acme``, and its counted model."""
+    embedder = Counting(minilm)
+    with _cache(embedder) as cache:
+        cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
+        yield cache, embedder
+
+
+def test_a_far_miss_skips_the_model(one_entry: tuple[SemanticCache, Counting]) -> None:
+    cache, embedder = one_entry
+    before = embedder.calls
+    miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+    assert not miss.hit and miss.reason is MissReason.FAR
+    assert embedder.calls == before  # no model call on the lookup
+    assert cache.store(_body("recommend a novel about sailing ships"), REPLY,
+                       tenant="acme").stored
+    assert embedder.calls == before + 1  # the store embeds, once
+    assert cache.lookup(_body("recommend a novel about sailing ships"),
+                        tenant="acme").hit
+
+
+def test_the_model_runs_when_something_is_near(one_entry: tuple[SemanticCache, Counting]
+                                                ) -> None:
+    cache, embedder = one_entry
+    before = embedder.calls
+    result = cache.lookup(_body("how do I reset my email password"), tenant="acme")
+    assert embedder.calls == before + 1
+    assert result.hit or result.reason is not MissReason.FAR
+
+
+def test_tenants_stay_apart(one_entry: tuple[SemanticCache, Counting]) -> None:
+    cache, _ = one_entry
+    other = cache.lookup(_body("how can I reset my password"), tenant="globex")
+    assert not other.hit and other.reason is MissReason.FAR  # globex holds nothing
+    assert cache.lookup(_body("how can I reset my password"), tenant="acme").hit
+
+
+def test_partitions_without_texts_are_never_far(minilm: MiniLMEmbedder) -> None:
+    static = StaticEmbedder.bundled(bundled_tokenizer())
+    prefilter = Prefilter(static, bound=0.75)
+    assert prefilter.far("p", "anything")  # an empty partition misses anyway
+    prefilter.add("p", [1, 2], ["how do I reset my password", ""])  # a change-feed entry
+    assert not prefilter.far("p", "recommend a novel about sailing ships")
+    prefilter.forget("p")
+    prefilter.add("p", [1], ["how do I reset my password"])
+    assert prefilter.far("p", "recommend a novel about sailing ships")
+    assert not prefilter.far("p", "how do I reset my password")
+    prefilter.remove("p", 1)
+    assert prefilter.far("p", "how do I reset my password")
+
+
+def test_dropped_entries_leave_the_static_index(minilm: MiniLMEmbedder) -> None:
+    embedder = Counting(minilm)
+    with _cache(embedder) as cache:
+        stored = cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
+        assert stored.entry_id is not None
+        key = cache.prepare(_body("how do I reset my password"), tenant="acme").key
+        cache._tiers.drop([EntryRef(id=stored.entry_id, partition=key.partition,
+                                    category=stored.category or "", exact_key=key.exact_key)])
+        assert cache._tiers.prefilter is not None
+        assert cache._tiers.prefilter.far(key.partition, "how do I reset my password")
+
+
+def test_the_prefilter_needs_the_bundled_embedder() -> None:
+    with pytest.raises(ConfigError, match="bundled embedder"):
+        SemanticCache.open({"store": "memory://", "embedder": "hash:16",
+                            "classifier": {"examples": None}, "prefilter": {"enabled": True}})
+    with pytest.raises(ConfigError, match="prefilter.bound"):
+        SemanticCache.open({"store": "memory://", "prefilter": {"bound": 2}})
+
+
+def test_a_table_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "static.npy"
+    np.save(bad, np.zeros((3, 2), dtype=np.float16))
+    with pytest.raises(EmbeddingError, match="sha256"):
+        StaticEmbedder.bundled(bundled_tokenizer(), bad)
+
+
+def test_a_rebuilt_and_a_budgeted_cache_prefilter_the_same(minilm: MiniLMEmbedder,
+                                                           tmp_path: Path) -> None:
+    """Entries read back from the store (a rebuild, or a partition loaded on first use
+    within a memory budget) carry their query texts: their partitions are complete."""
+    config = {"store": f"sqlite:///{tmp_path / 'cache.db'}", "classifier": {"examples": None}, "rules": [],
+              "prefilter": {"enabled": True}}
+    with SemanticCache.open(config, embedder=Counting(minilm)) as cache:
+        cache.store(_body("how do I reset my password"), REPLY, tenant="acme")
+    for extra in ({}, {"index": {"max_bytes": "64MiB"}}):
+        embedder = Counting(minilm)
+        cache = SemanticCache.open({**config, **extra}, embedder=embedder)
+        cache.lookup(_body("start loading"), tenant="acme")
+        deadline = time.monotonic() + 10
+        while not cache.lookup(_body("how can I reset my password"), tenant="acme").hit:
+            assert time.monotonic() < deadline  # a budgeted partition loads in the background
+            time.sleep(0.05)
+        before = embedder.calls
+        miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+        assert miss.reason is MissReason.FAR and embedder.calls == before
+        cache.close()
