@@ -163,14 +163,6 @@ def test_a_damaged_or_foreign_adapter_is_refused(tuned: dict[str, Any], tmp_path
         open_embedder("tuned:")
 
 
-def test_full_is_not_built_and_says_which_extra(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    source = tmp_path / "p.jsonl"
-    source.write_text(json.dumps(_pairs()[0].to_json()) + "\n")
-    assert main(["tune", str(source), "--out", str(tmp_path / "o"), "--full"]) == 2
-    assert "prismcache[tune]" in capsys.readouterr().err
-
-
 def test_too_few_pairs_is_a_clear_error(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "p.jsonl"
