@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="also fine-tune the whole embedder (needs prismcache[tune])")
     parser.add_argument("--full-epochs", type=int, default=FullSettings().epochs)
+    parser.add_argument("--replays", default="base,tuned,tuned_shipped_verifier,full,"
+                        "full_shipped_verifier", help="which replays to run (comma-separated)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "tune.json"))
     args = parser.parse_args(argv)
     root, out, out_full = Path(args.data), Path(args.out), Path(args.out + "_full")
@@ -212,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         full_table = tables["full"][0]
         runs += [("full", with_policies(config, verifier=f"builtin:{out_full / VERIFIER_FILE}"),
                   full_table), ("full_shipped_verifier", config, full_table)]
-    for table in (base, *(t for t, _ in tables.values())):
+    wanted = set(args.replays.split(","))
+    runs = [run for run in runs if run[0] in wanted | {"base"}]
+    for table in {id(t): t for _, _, t in runs}.values():
         table.ensure(trace_texts)
     results["replay"] = {}
     for label, cfg, table in runs:

@@ -56,10 +56,10 @@ class FullSettings:
     """Hyper-parameters of :func:`fine_tune` (the defaults are what ``bench/tune.py --full``
     measured)."""
 
-    epochs: int = 3
+    epochs: int = 2
     batch: int = 32
     tau: float = 0.05
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5
     warmup: float = 0.1
     threads: int = 2
     int8_tolerance: float = 0.005
