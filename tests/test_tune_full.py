@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chat, reply
+from test_tune import assert_base_vectors_refused
 
-from prismcache import EmbedderMismatch, SemanticCache
+from prismcache import SemanticCache
 from prismcache.cli import main
 from prismcache.embedders import open_embedder
 from prismcache.embedders.tuned import FineTunedEmbedder
 from prismcache.errors import ConfigError
 from prismcache.evaluation.records import Pair
-from conftest import chat, reply
 
 DIM = 384
 
@@ -123,13 +124,7 @@ def test_a_damaged_or_unrecorded_model_is_refused(tmp_path: Path) -> None:
 
 def test_vectors_of_the_base_model_are_refused(tmp_path: Path) -> None:
     directory = _tuned_dir(tmp_path / "full")
-    config = {"store": f"sqlite:///{tmp_path}/c.db", "snapshot": None,
-              "classifier": {"examples": None}, "rules": [],
-              "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
-    with SemanticCache.open({**config, "embedder": "minilm"}) as cache:
-        cache.store(chat("q"), reply("x"), tenant="t", category="loose")
-    with pytest.raises(EmbedderMismatch, match="all-MiniLM-L6-v2-int8:384"):
-        SemanticCache.open({**config, "embedder": f"tuned:{directory}"})
+    config = assert_base_vectors_refused(f"tuned:{directory}", tmp_path)
     with SemanticCache.open({**config, "store": f"sqlite:///{tmp_path}/d.db",
                              "embedder": f"tuned:{directory}"}) as cache:
         cache.store(chat("how do i freeze my card"), reply("use the app"), tenant="t",
