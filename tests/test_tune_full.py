@@ -82,7 +82,8 @@ def test_full_without_the_extra_names_it_and_writes_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a machine without torch
     source = tmp_path / "p.jsonl"
-    source.write_text(json.dumps(Pair(query="a", candidate="b", same=True, category="c").to_json()) + "\n")
+    pair = Pair(query="a", candidate="b", same=True, category="c")
+    source.write_text(json.dumps(pair.to_json()) + "\n")
     assert main(["tune", str(source), "--out", str(tmp_path / "o"), "--full"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'prismcache[tune]'" in err and "torch" in err

@@ -2,8 +2,9 @@
 
 Either the bundled model plus a linear adapter (the default output), or, when ``DIR`` holds a
 ``model.onnx`` (``prismcache tune --full``), a whole fine-tuned all-MiniLM-L6-v2
-(:class:`FineTunedEmbedder`). For the adapter, ``DIR`` holds ``adapter.npz`` (a 384x384 float32 ``matrix``, the base model's ``base`` id and
-a ``sha256`` of the matrix) and ``manifest.json``. A text is embedded by the frozen bundled
+(:class:`FineTunedEmbedder`). For the adapter, ``DIR`` holds ``adapter.npz`` (a 384x384
+float32 ``matrix``, the base model's ``base`` id and a ``sha256`` of the matrix) and
+``manifest.json``. A text is embedded by the frozen bundled
 model, multiplied by the matrix and normalised again: one matmul per query (measured in
 ``bench/results/tune.txt``). The adapter is refused unless it was trained over the same base
 model the spec opens.
