@@ -157,23 +157,14 @@ def _fresh(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
     return not expired_under(entry, policy, now)
 
 
-def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss,
-                status: int) -> tuple[Hit, str] | None:
-    """The stale answer (preferred), else the near one, that an upstream ``status`` allows."""
-    if upstream_failed(status) and (hit := stale_hit(cache, key, miss)) is not None:
+def _substitute(cache: SemanticCache, key: RequestKey, miss: Miss, *, stale: bool,
+                near: bool) -> tuple[Hit, str] | None:
+    """The stale answer (preferred) when ``stale`` allows one, else the near one when ``near``
+    does: what replaces an upstream error (:func:`fallback`) or an upstream call while the
+    upstream is saturated (:func:`relieve`)."""
+    if stale and (hit := stale_hit(cache, key, miss)) is not None:
         return hit, "stale"
-    if status in OVERLOADED and (hit := near_hit(cache, key, miss)) is not None:
-        return hit, "near"
-    return None
-
-
-def _relief(cache: SemanticCache, key: RequestKey, miss: Miss,
-            relieve: str) -> tuple[Hit, str] | None:
-    """The stale answer (preferred), else with ``relieve == "near"`` the near one, that may
-    be served without calling a saturated upstream."""
-    if (hit := stale_hit(cache, key, miss)) is not None:
-        return hit, "stale"
-    if relieve == "near" and (hit := near_hit(cache, key, miss)) is not None:
+    if near and (hit := near_hit(cache, key, miss)) is not None:
         return hit, "near"
     return None
 
@@ -191,7 +182,8 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
         return None
     if result.stale_entry is None and (result.near_entry is None or status not in OVERLOADED):
         return None
-    found = await state.in_thread(_substitute, state.cache, key, result, status)
+    found = await state.in_thread(_substitute, state.cache, key, result, stale=True,
+                                  near=status in OVERLOADED)
     return _answer(found, state.metrics.fallbacks, endpoint, key, body, stream,
                    {"x-prism-upstream-status": str(status)})
 
@@ -212,7 +204,8 @@ async def relieve(state: ProxyState, *, endpoint: str, key: RequestKey, body: Ma
     mode = state.cache.policy_for(result.category, key.model).relieve
     if mode == "never" or (mode == "stale" and result.stale_entry is None) or not leads():
         return None
-    found = await state.in_thread(_relief, state.cache, key, result, mode)
+    found = await state.in_thread(_substitute, state.cache, key, result, stale=True,
+                                  near=mode == "near")
     return _answer(found, state.metrics.relief, endpoint, key, body, stream,
                    {"x-prism-relief": "saturated"})
 
