@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from prismcache.errors import RequestError, StoreError
 from prismcache.request import parse_json
+from prismcache.server.metrics import Counter
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
     BodyTooLarge,
@@ -71,24 +72,19 @@ async def stats(request: Request) -> Response:
                   "coalesced": state.coalescer.followers,
                   "tenants": list(state.auth.tenant_names),
                   "mode": "pass-through" if state.settings.pass_through else "configured",
-                  "fallbacks": _fallbacks(state), "relief": _relief(state),
+                  "fallbacks": _by_kind(state.metrics.fallbacks),
+                  "relief": _by_kind(state.metrics.relief),
                   "load_admission": _load_admission(state)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
 
 
-def _fallbacks(state: ProxyState) -> dict[str, int]:
-    """Answers served in place of upstream errors, by kind (``near``, ``stale``): not hits."""
+def _by_kind(counter: Counter) -> dict[str, int]:
+    """A near/stale answer counter's total by kind (its last label): ``fallbacks`` (answers
+    in place of upstream errors) or ``relief`` (misses answered at once, without an upstream
+    call, while it was saturated); neither are hits."""
     out = {"near": 0, "stale": 0}
-    for labels, value in list(state.metrics.fallbacks.values.items()):
-        out[labels[-1]] = out.get(labels[-1], 0) + int(value)
-    return out
-
-
-def _relief(state: ProxyState) -> dict[str, int]:
-    """Misses answered at once, without an upstream call, while it was saturated, by kind."""
-    out = {"near": 0, "stale": 0}
-    for labels, value in list(state.metrics.relief.values.items()):
+    for labels, value in list(counter.values.items()):
         out[labels[-1]] = out.get(labels[-1], 0) + int(value)
     return out
 
