@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from prismcache.adaptive import AdaptivePolicy
     from prismcache.economics import EconomicsTracker
 
-__all__ = ["SemanticCache", "expired_under", "stale_under"]
+__all__ = ["PendingLookup", "SemanticCache", "expired_under", "stale_under"]
 
 log = logging.getLogger("prismcache")
 
@@ -71,6 +71,36 @@ _MEMO_SIZE = 1024
 CONTEXT_WIDENING = 4  # x neighbours searched for a follow-up compared by meaning
 _SWEEP_EVERY = 30.0  # seconds between sweeps of expired entries, piggybacked on stores
 Body = Mapping[str, Any] | bytes | str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingLookup:
+    """A lookup the exact tier did not answer (:meth:`SemanticCache.lookup_exact`): finished
+    by :meth:`SemanticCache.lookup_rest`, or answered :meth:`busy` without it.
+
+    Attributes:
+        request: the request, parsed and keyed.
+        shadow: resolve the policy as if the economics had not switched the category off.
+        now: the lookup's time, read once.
+        classification: the category metadata or rules gave, ``None`` when the embedding
+            classifier must decide.
+        stale: the exact tier's verbatim entry past its TTL but within ``stale_if_error``.
+    """
+
+    request: PreparedRequest
+    shadow: bool
+    now: float
+    classification: Classification | None
+    stale: Entry | None
+
+    def busy(self) -> Miss:
+        """The miss of a lookup skipped because the embedder cannot keep up (reason
+        ``busy``; not counted by the cache: the caller that skipped it counts), naming the
+        stale verbatim entry when the category is known."""
+        if self.classification is None:
+            return Miss(reason=MissReason.BUSY)
+        name = self.classification.category
+        return _with_stale(Miss(reason=MissReason.BUSY, category=name), self.stale, name)
 
 
 class SemanticCache:
@@ -207,8 +237,31 @@ class SemanticCache:
     def _prepared(self, body: Body | PreparedRequest, tenant: str) -> PreparedRequest:
         return body if isinstance(body, PreparedRequest) else self.prepare(body, tenant=tenant)
 
+    def lookup_exact(
+        self, body: Body | PreparedRequest, *, tenant: str = "default",
+        category: str | None = None, shadow: bool = False,
+    ) -> LookupResult | PendingLookup:
+        """The first phase of :meth:`lookup` (same arguments): key the request and try the
+        exact tier only, a dict lookup plus, on a hit, one store read. Returns the lookup's
+        final result (an exact hit, a bypass, or a failed-open miss), or a
+        :class:`PendingLookup` that :meth:`lookup_rest` finishes (or that is answered
+        :meth:`PendingLookup.busy` without the model). ``lookup`` is exactly the two phases
+        in turn: each lookup is counted once, whichever phase ends it."""
+        first = self._exact_phase(self._prepared(body, tenant), category, shadow, dry=False)
+        return first if isinstance(first, PendingLookup) else first[0]
+
+    def lookup_rest(self, pending: PendingLookup) -> LookupResult:
+        """The rest of a lookup :meth:`lookup_exact` left pending: classify, embed, search and
+        decide. Returns a :class:`Hit` or a :class:`Miss`, failing open as :meth:`lookup`."""
+        return self._rest_phase(pending, dry=False)[0]
+
     def _lookup(self, request: PreparedRequest, category: str | None, *, shadow: bool,
                 dry: bool) -> tuple[LookupResult, Explanation | None]:
+        first = self._exact_phase(request, category, shadow, dry)
+        return self._rest_phase(first, dry) if isinstance(first, PendingLookup) else first
+
+    def _exact_phase(self, request: PreparedRequest, category: str | None, shadow: bool,
+                     dry: bool) -> tuple[LookupResult, Explanation | None] | PendingLookup:
         key = request.key
         if key.bypass:
             return self._explained(Miss(reason=MissReason.BYPASS, detail=key.bypass,
@@ -220,8 +273,20 @@ class SemanticCache:
         count = self._no_count if dry else self._count
         try:
             hit = self._exact_lookup(key, now, count, dry)
-            if isinstance(hit, Hit):
-                return self._explained(hit, None, [], dry)
+        except _FAIL_OPEN as exc:
+            return self._explained(self._fail_open("lookup", classification, exc, count),
+                                   None, [], dry)
+        if isinstance(hit, Hit):
+            return self._explained(hit, None, [], dry)
+        return PendingLookup(request=request, shadow=shadow, now=now,
+                             classification=classification, stale=hit)
+
+    def _rest_phase(self, pending: PendingLookup, dry: bool
+                    ) -> tuple[LookupResult, Explanation | None]:
+        key, now, hit = pending.request.key, pending.now, pending.stale
+        classification = pending.classification
+        count = self._no_count if dry else self._count
+        try:
             vector: np.ndarray | None = None
             if classification is None:
                 if self._far(key, dry):
@@ -229,7 +294,7 @@ class SemanticCache:
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
             name = classification.category
-            policy = self._policies.resolve(name, key.model, shadow=shadow)
+            policy = self._policies.resolve(name, key.model, shadow=pending.shadow)
             count(name, "lookups")
             if not policy.enabled:
                 return self._explained(self._miss(name, MissReason.DISABLED, count,
@@ -647,6 +712,13 @@ class SemanticCache:
     def index_budget(self) -> BudgetStats | None:
         """Counters of the index memory budget (``index.max_bytes``), ``None`` without one."""
         return self._tiers.budget_stats()
+
+    @property
+    def reads_local(self) -> bool:
+        """Whether the store's reads are served in this process (memory, SQLite: their
+        ``local_reads``), so that :meth:`lookup_exact` costs less than a hop to a thread;
+        ``False`` for a store read over the network (Redis) or one that does not say."""
+        return bool(getattr(self._store, "local_reads", False))
 
     @property
     def document_store(self) -> DocumentStore:

@@ -85,6 +85,7 @@ class MissReason(StrEnum):
     SHADOW_MISS = "shadow-miss"  #: disabled category, shadow lookup would have missed
     EXPLORED = "explored"  #: a grey-zone hit sent upstream to be labelled (prismcache.labels)
     FAR = "far"  #: the static pre-filter found nothing near: the embedder did not run
+    BUSY = "busy"  #: the embedder's queue was over the proxy's lookup budget: not looked up
 
 
 class Outcome(StrEnum):

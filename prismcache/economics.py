@@ -209,7 +209,15 @@ class EconomicsTracker:
         shadow=True)``. ``cache`` must resolve its policies through this tracker."""
         t = self._timer()
         result = cache.lookup(body, tenant=tenant, category=category)
-        seconds = self._timer() - t if timed else None
+        return self.judge(cache, body, result, tenant=tenant, category=category,
+                          seconds=self._timer() - t if timed else None)
+
+    def judge(self, cache: Any, body: Any, result: LookupResult, *, tenant: str = "default",
+              category: str | None = None, seconds: float | None = None) -> LookupResult:
+        """What :meth:`lookup` answers for ``result``, a ``cache.lookup`` of ``body`` made
+        by the caller (the proxy runs its phases apart), which took ``seconds`` (``None``:
+        not timed). May run a shadow lookup (blocking), as ``lookup`` does."""
+        timed = seconds is not None
         name = result.category
         if name is None or isinstance(result, Miss) and not result.cacheable \
                 and not self.disabled(name):

@@ -67,6 +67,7 @@ class BatchingEmbedder:
     Thread-safe (``inner`` must be too when ``concurrency`` > 1).
     Counters: :attr:`calls` (callers served), :attr:`batches` (calls of ``inner``),
     :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch).
+    :meth:`backlog` estimates the wait of a caller arriving now.
     """
 
     def __init__(self, inner: Embedder, *, max_wait: float = 0.0005,
@@ -87,6 +88,8 @@ class BatchingEmbedder:
         self._cond = threading.Condition()
         self._queue: deque[_Call] = deque()
         self._running = 0
+        self._waiting = 0  # texts queued or in a running batch
+        self._per_text = 0.0  # recent seconds of model work per text (moving average)
 
     @property
     def id(self) -> str:
@@ -106,6 +109,7 @@ class BatchingEmbedder:
             return np.empty((0, self.dim), dtype=np.float32)
         with self._cond:
             self._queue.append(call)
+            self._waiting += len(call.texts)
             while not call.done:
                 if self._running >= self.concurrency or not self._queue:
                     self._cond.wait()  # no batch may start yet, or ours is running
@@ -115,11 +119,13 @@ class BatchingEmbedder:
                     batch = self._gather()
                     if batch:  # empty when another leader took the queue while we waited
                         self._cond.release()
+                        started = time.perf_counter()
                         try:
                             failed = self._run(batch)
                         finally:
+                            seconds = time.perf_counter() - started
                             self._cond.acquire()
-                        self._count(batch, failed)  # under the lock: leaders run at once
+                        self._count(batch, failed, seconds)  # under the lock: leaders run at once
                 finally:
                     self._running -= 1
                     self._cond.notify_all()
@@ -127,6 +133,15 @@ class BatchingEmbedder:
             raise EmbeddingError(str(call.error)) from call.error
         assert call.vectors is not None
         return call.vectors
+
+    def backlog(self) -> float:
+        """Seconds a caller arriving now would wait for the model work ahead of it: texts
+        queued or being embedded x recent seconds per text / ``concurrency``; 0.0 while a
+        batch could start at once (so a caller alone never waits). An estimate read without
+        the lock: cheap enough to ask on every request."""
+        if self._running < self.concurrency and not self._queue:
+            return 0.0
+        return self._waiting * self._per_text / self.concurrency
 
     def _gather(self) -> list[_Call]:
         """Take the next batch off the queue (the lock is held). When others are queued and
@@ -150,7 +165,13 @@ class BatchingEmbedder:
     def _queued_texts(self) -> int:
         return sum(len(call.texts) for call in self._queue)
 
-    def _count(self, batch: list[_Call], failed: bool) -> None:
+    def _count(self, batch: list[_Call], failed: bool, seconds: float) -> None:
+        """Count a batch that ran for ``seconds`` and fold its time per text into the moving
+        average :meth:`backlog` uses."""
+        texts = sum(len(call.texts) for call in batch)
+        sample = seconds / texts
+        self._per_text = sample if not self._per_text else 0.8 * self._per_text + 0.2 * sample
+        self._waiting -= texts
         self.calls += len(batch)
         self.batches += 1
         self.failures += failed

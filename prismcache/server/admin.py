@@ -74,6 +74,8 @@ async def stats(request: Request) -> Response:
                   "mode": "pass-through" if state.settings.pass_through else "configured",
                   "fallbacks": _by_kind(state.metrics.fallbacks),
                   "relief": _by_kind(state.metrics.relief),
+                  "shed": {what: int(state.metrics.shed.value(what))
+                           for what in ("lookup", "store")},
                   "load_admission": _load_admission(state)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })

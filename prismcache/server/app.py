@@ -15,6 +15,7 @@ from starlette.routing import Route
 from prismcache.cache import SemanticCache
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
+from prismcache.server.background import AfterReply
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
 from prismcache.server.dashboard import Sampler, dashboard_routes
@@ -55,7 +56,8 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
     # Only configured tenants and categories are metric labels: clients cannot grow /metrics.
     labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)
     state = ProxyState(cache=cache, settings=settings, auth=auth, upstream=upstream,
-                       metrics=labels, coalescer=Coalescer(
+                       metrics=labels, after_reply=AfterReply(limit=settings.store_queue),
+                       coalescer=Coalescer(
                            UpstreamGate(max_wait=settings.upstream_queue_wait)
                            if settings.upstream_gate else None))
     # The proxy feeds the live controllers the cache resolves its policies through: the

@@ -9,8 +9,9 @@ own. Two promises keep it as safe as storing before the reply:
   that arrives while the work is pending waits for it (bounded by ``wait``) before its lookup.
 * **Nothing is lost silently.** A task that raises is logged and reported to its
   ``on_error`` callback (the proxy counts it as a store error); at shutdown :meth:`drain`
-  waits for the pending work; past ``limit`` pending tasks, :meth:`run` makes its caller
-  wait for the work instead of queueing more (back-pressure, never a drop).
+  waits for the pending work; past ``limit`` pending tasks, :meth:`run` drops the work and
+  says so (the caller counts it): a response never waits for a store. A dropped store only
+  costs a later hit (an identical request then misses).
 """
 
 from __future__ import annotations
@@ -29,31 +30,34 @@ class AfterReply:
     """Pending work after replies, by exact key. Used from the event loop only."""
 
     def __init__(self, *, limit: int = 256, wait: float = 2.0) -> None:
-        """``limit``: tasks pending at most before :meth:`run` awaits the work itself;
+        """``limit``: tasks pending at most; past it :meth:`run` drops the work;
         ``wait``: seconds a request waits for the pending work of its key."""
         self.limit = limit
         self.wait = wait
         self.failures = 0  # tasks that raised (each also went to its on_error)
+        self.dropped = 0  # work refused with `limit` tasks pending
         self._by_key: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def run(self, key: str | None, work: Coroutine[Any, Any, None],
-                  on_error: Callable[[BaseException], None]) -> None:
+    def run(self, key: str | None, work: Coroutine[Any, Any, None],
+                  on_error: Callable[[BaseException], None]) -> bool:
         """Run ``work`` in the background, registered under ``key`` (``None``: not waited
         for by anyone) until it ends; call before the reply's end is released. Returns at
-        once, or (with ``limit`` tasks pending already) once ``work`` is done."""
-        guarded = self._guarded(work, on_error)
+        once: ``True``, or ``False`` when ``limit`` tasks are pending already and ``work``
+        was dropped (closed, never run; counted in :attr:`dropped`)."""
         if len(self._tasks) >= self.limit:
-            await guarded
-            return
-        task = asyncio.create_task(guarded)
+            work.close()
+            self.dropped += 1
+            return False
+        task = asyncio.create_task(self._guarded(work, on_error))
         self._tasks.add(task)
         if key is not None:
             self._by_key[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
+        return True
 
     async def settled(self, key: str) -> bool:
         """Wait (at most ``wait`` seconds) for the pending work registered under ``key``, if

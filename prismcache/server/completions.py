@@ -23,6 +23,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from prismcache.cache import PendingLookup
 from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
 from prismcache.responses import completion_tokens
@@ -176,17 +177,61 @@ async def _validate(state: ProxyState, request: Request, endpoint: str) -> _Call
 
 
 async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
-    if state.economics is not None:  # the proxy times hits and misses end to end itself
-        lookup = partial(state.economics.lookup, state.cache, call.prepared,
-                         tenant=call.caller.tenant, category=call.category, timed=False)
+    """Look ``call`` up: the exact tier on the event loop when the store reads locally (a
+    dict lookup and, on a hit, one read: cheaper than a hop to a thread), the rest of the
+    lookup on a thread (the whole of it, for a store read over the network), unless the
+    embedder's backlog is over budget: then a ``busy`` miss, counted, without the rest."""
+    cache = state.cache
+    if state.settings.lookup_inline:
+        result = _whole_lookup(state, call)
+    elif cache.reads_local:
+        first = cache.lookup_exact(call.prepared, tenant=call.caller.tenant,
+                                   category=call.category)
+        if isinstance(first, PendingLookup):
+            result = _busy(state, first) or await state.in_thread(_rest_lookup, state, call,
+                                                                   first)
+        else:
+            result = _judged(state, call, first)
     else:
-        lookup = partial(state.cache.lookup, call.prepared, tenant=call.caller.tenant,
-                         category=call.category)
-    result = lookup() if state.settings.lookup_inline else await state.in_thread(lookup)
-    if isinstance(result, Miss) and result.reason is MissReason.ERROR:
+        result = await state.in_thread(_whole_lookup, state, call)
+    if isinstance(result, Miss) and result.reason is MissReason.BUSY:
+        state.metrics.shed.inc("lookup")
+    elif isinstance(result, Miss) and result.reason is MissReason.ERROR:
         state.metrics.cache_errors.inc("lookup")
         log.warning("lookup failed open (%s); serving from upstream", result.label)
     return result
+
+
+def _whole_lookup(state: ProxyState, call: _Call) -> Hit | Miss:
+    """Both phases of the lookup in turn, on the caller's thread."""
+    first = state.cache.lookup_exact(call.prepared, tenant=call.caller.tenant,
+                                     category=call.category)
+    if isinstance(first, PendingLookup):
+        return _busy(state, first) or _rest_lookup(state, call, first)
+    return _judged(state, call, first)
+
+
+def _busy(state: ProxyState, pending: PendingLookup) -> Miss | None:
+    """``pending``'s ``busy`` miss when its embedding would wait past
+    ``server.lookup_budget_ms`` behind the work queued (``BatchingEmbedder.backlog``)."""
+    budget = state.settings.lookup_budget_ms
+    backlog = getattr(state.cache.embedder, "backlog", None)
+    if budget and backlog is not None and backlog() * 1000 > budget:
+        return pending.busy()
+    return None
+
+
+def _rest_lookup(state: ProxyState, call: _Call, pending: PendingLookup) -> Hit | Miss:
+    return _judged(state, call, state.cache.lookup_rest(pending))
+
+
+def _judged(state: ProxyState, call: _Call, result: Hit | Miss) -> Hit | Miss:
+    """``result`` as the economics make it (the proxy times hits and misses end to end
+    itself); may run a shadow lookup, so off the event loop unless ``result`` is final."""
+    if state.economics is None:
+        return result
+    return state.economics.judge(state.cache, call.prepared, result,
+                                 tenant=call.caller.tenant, category=call.category)
 
 
 def _serve_hit(state: ProxyState, call: _Call, hit: Hit, started: float) -> Response:
@@ -291,7 +336,7 @@ async def _forward(state: ProxyState, call: _Call, flight: Flight) -> None:
             flight.upstream_seconds = time.perf_counter() - t0
             load.answered(reply.status, flight.upstream_seconds)
             if reply.status == 200:  # registered before the body is released
-                await _release(state, call, flight, reply.body, None)
+                _release(state, call, flight, reply.body, None)
             else:
                 _observe_upstream(state, call, flight, reply.status)
             flight.set_head(Head(reply.status, reply.headers, reply.content_type))
@@ -357,7 +402,7 @@ async def _relay_stream(state: ProxyState, call: _Call, flight: Flight, response
         flight.publish(encode_event(error_body(str(exc), type="upstream_error")))
         return
     flight.upstream_seconds = time.perf_counter() - t0
-    await _release(state, call, flight, record.answer(), record.chunks)
+    _release(state, call, flight, record.answer(), record.chunks)
     if record.complete:  # after the store is registered: a request after [DONE] waits for it
         flight.publish(DONE)
 
@@ -376,13 +421,21 @@ def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: in
         state.economics.record_upstream(call.label, flight.upstream_seconds, usd)
 
 
-async def _release(state: ProxyState, call: _Call, flight: Flight, answer: Any,
-                   chunks: list[dict[str, Any]] | None) -> None:
+def _release(state: ProxyState, call: _Call, flight: Flight, answer: Any,
+             chunks: list[dict[str, Any]] | None) -> None:
     """Hand a fresh 200 answer (parsed, or the raw JSON body) to :func:`_after_reply`, run in
-    the background; the store is registered under the exact key before this returns."""
+    the background; the store is registered under the exact key before this returns, or,
+    with ``server.store_queue`` stores pending, dropped (counted, logged at debug)."""
     key = call.key.exact_key if call.store else None
-    await state.after_reply.run(key, _after_reply(state, call, flight, answer, chunks),
-                                partial(_after_reply_failed, state, call))
+    if not state.after_reply.run(key, _after_reply(state, call, flight, answer, chunks),
+                                 partial(_after_reply_failed, state, call)):
+        _dropped(state, "answer")
+
+
+def _dropped(state: ProxyState, what: str) -> None:
+    state.metrics.shed.inc("store")
+    log.debug("%s not stored: %d stores pending after replies (server.store_queue)", what,
+              len(state.after_reply))
 
 
 async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: Any,
@@ -400,8 +453,9 @@ async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: A
     _observe_upstream(state, call, flight, 200, answer)
     if call.probe is not None:  # a grey-zone request: label the candidate from this answer,
         # as work of its own (no identical request waits for a label)
-        await state.after_reply.run(None, learning.record(state, call.probe, answer),
-                                    partial(learning.label_failed, state))
+        if not state.after_reply.run(None, learning.record(state, call.probe, answer),
+                                     partial(learning.label_failed, state)):
+            _dropped(state, "label")
     if call.store and (answer is not None or not call.stream):  # a JSON 'None' is refused
         await _store(state, call, answer, chunks, flight.upstream_seconds)
 

@@ -190,6 +190,12 @@ class ProxyMetrics:
             "Missed requests answered at once from a near or stale entry (kind) without an "
             "upstream call, while the upstream was saturated; not counted as hits.",
             ("endpoint", "tenant", "category", "kind"), clamp)
+        self.shed = Counter(
+            "prismcache_shed_total",
+            "Work skipped to keep responses moving: semantic lookups whose embedding would "
+            "have waited past server.lookup_budget_ms (what=lookup; a miss, reason busy), and "
+            "stores after replies dropped with server.store_queue full (what=store).",
+            ("what",))
         self.inflight = 0
         # Models are named by clients: the load controller's per-model signals (and their
         # metric lines) keep the first MODEL_LABELS names and pool the rest as "other".
@@ -200,7 +206,7 @@ class ProxyMetrics:
         return [self.requests, self.false_hits, self.hit_seconds, self.miss_overhead_seconds,
                 self.upstream_seconds, self.tokens_saved, self.usd_saved, self.stores,
                 self.cache_errors, self.upstream_errors, self.coalesced, self.rejected,
-                self.fallbacks, self.relief]
+                self.fallbacks, self.relief, self.shed]
 
     def render(self, cache_stats: Mapping[str, CategoryStats] | None = None) -> str:
         """The text exposition of every metric, plus gauges per category of the cache's size

@@ -25,6 +25,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       stream_usage: true                   # recorded streams ask the upstream for usage
       embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
       embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
+      lookup_budget_ms: 20                 # skip the semantic lookup when the embedder's queue
+                                           # would hold it longer (a miss, reason busy; 0: never)
+      store_queue: 256                     # stores pending after replies; past it, dropped (counted)
       load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
       load_admission_min_stores: 20        # ... once a category has this many stores to judge by
       load_admission_memory: 10s           # an overload status counts this long
@@ -93,6 +96,12 @@ class ServerSettings:
             proxy records, so their entries carry ``usage``.
         embed_batch_max: texts embedded in one model call for concurrent requests (1: off).
         embed_batch_wait_ms: ms a batch waits for more requests (0-10; never when alone).
+        lookup_budget_ms: when the model work queued ahead of a request's embedding would
+            hold it longer than this (``BatchingEmbedder.backlog``), the request skips the
+            semantic lookup and goes upstream at once: a miss, reason ``busy`` (its exact tier
+            is still checked). 0: never skip. A request on an idle proxy is never skipped.
+        store_queue: stores (and labels) pending after replies; one more is dropped, counted
+            and logged at debug, never making a response wait.
         load_admission_min_reuse: while the upstream is overloaded, answers of categories with
             fewer hits per stored entry are not admitted (0: off;
             :class:`prismcache.server.overload.LoadAdmission`).
@@ -122,6 +131,8 @@ class ServerSettings:
     stream_usage: bool = True
     embed_batch_max: int = 16
     embed_batch_wait_ms: float = 0.5
+    lookup_budget_ms: float = 20.0
+    store_queue: int = 256
     load_admission_min_reuse: float = 0.05
     load_admission_min_stores: int = 20
     load_admission_memory: float = 10.0
@@ -136,6 +147,8 @@ class ServerSettings:
             raise ConfigError("server.shutdown_timeout must be >= 0")
         if not 0 <= self.embed_batch_wait_ms <= 10 or self.embed_batch_max < 1:
             raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
+        if self.lookup_budget_ms < 0 or self.store_queue < 1:
+            raise ConfigError("server.lookup_budget_ms must be >= 0 and store_queue >= 1")
         if self.load_admission_min_reuse < 0 or self.load_admission_min_stores < 1:
             raise ConfigError("server.load_admission_min_reuse must be >= 0 and "
                               "load_admission_min_stores >= 1")
@@ -189,6 +202,7 @@ class ServerSettings:
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
                 values[name] = raw[name]
         for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float)),
+                           ("lookup_budget_ms", (int, float)), ("store_queue", int),
                            ("load_admission_min_reuse", (int, float)),
                            ("load_admission_min_stores", int)):
             if name in raw:

@@ -38,6 +38,9 @@ class MemoryStore:
     >>> store.close()
     """
 
+    #: reads are served in this process, no network round trip (``SemanticCache.reads_local``)
+    local_reads = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[int, Record] = {}

@@ -168,6 +168,9 @@ class SQLiteStore:
     {}
     """
 
+    #: reads are served in this process, no network round trip (``SemanticCache.reads_local``)
+    local_reads = True
+
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         if not timeout > 0:
             raise ConfigError(f"SQLite store timeout must be > 0 seconds, got {timeout!r}")
