@@ -213,13 +213,17 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace,
 
 
 async def own_view(port: int) -> str:
-    """Mean miss overhead and upstream wait, from the proxy's /metrics."""
+    """Mean miss overhead and upstream wait, and the work shed, from the proxy's /metrics."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     text = (await reader.read()).decode()
     writer.close()
     sums: dict[str, float] = {}
+    shed: dict[str, int] = {}
     for line in text.splitlines():
+        if line.startswith("prismcache_shed_total{"):
+            what = line.split('what="', 1)[1].split('"', 1)[0]
+            shed[what] = shed.get(what, 0) + int(float(line.rsplit(" ", 1)[1]))
         for name in ("miss_overhead_seconds", "upstream_seconds"):
             for part in ("_sum", "_count"):
                 if line.startswith(f"prismcache_{name}{part}{{"):
@@ -230,6 +234,7 @@ async def own_view(port: int) -> str:
         if sums.get(name + "_count"):
             mean = sums[name + "_sum"] / sums[name + "_count"] * 1000
             parts.append(f"mean {name.replace('_seconds', '')} {mean:.2f} ms")
+    parts += [f"shed {what} {n}" for what, n in sorted(shed.items())]
     return ", ".join(parts)
 
 
@@ -243,7 +248,12 @@ SETUPS = {
     "hash": ("hash embedder, batching", "hash:64", 16, 0),
     # exact hits without the hop to a worker thread (semantic ones then embed on the loop)
     "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
+    # every lookup embeds, however long the embedder's queue (no busy misses)
+    "unshed": ("batching, lookup_budget_ms 0", "minilm:dynamic", 16, 0),
 }
+#: the ``server:`` keys a setup sets beside ``embed_batch_max`` (refs before a key existed
+#: reject it: run such setups at refs that have it)
+SERVER = {"inline": {"lookup_inline": True}, "unshed": {"lookup_budget_ms": 0}}
 
 
 def export(ref: str, into: Path) -> Path:
@@ -257,9 +267,9 @@ def export(ref: str, into: Path) -> Path:
     return tree
 
 
-def config_of(embedder: str, batch_max: int, inline: bool = False) -> dict:
-    """The proxy's config: one category that threshold alone decides (``inline``: lookups
-    on the event loop, ``server.lookup_inline``)."""
+def config_of(embedder: str, batch_max: int, server: dict | None = None) -> dict:
+    """The proxy's config: one category that threshold alone decides; ``server``: further
+    keys of its ``server:`` section."""
     return {
         "store": "memory://", "embedder": embedder, "rules": [],
         "default_category": "general",
@@ -268,7 +278,7 @@ def config_of(embedder: str, batch_max: int, inline: bool = False) -> dict:
         "categories": {"general": {"threshold": 0.5 if embedder == "hash:64" else 0.8,
                                    "guards": [], "verifier": "none"}},
         "classifier": {"examples": None},
-        "server": {"embed_batch_max": batch_max, "lookup_inline": inline},
+        "server": {"embed_batch_max": batch_max, **(server or {})},
     }
 
 
@@ -351,7 +361,7 @@ def main() -> None:
                         name = f"embedder {embedder}, {label}" + (f", at {ref}" if ref else "")
                         if args.rounds > 1:
                             name += f", round {round_ + 1}"
-                        figures = run_config(name, config_of(embedder, batch_max, key == "inline"),
+                        figures = run_config(name, config_of(embedder, batch_max, SERVER.get(key)),
                                              upstream_port, args, store, max(workers, 1), tree)
                         results.setdefault(name.rsplit(", round", 1)[0], []).append(figures)
         finally:
