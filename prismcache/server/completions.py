@@ -70,6 +70,7 @@ class _Call:
     store: bool
     pass_on: dict[str, str]
     shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
+    busy: bool = False  # its lookup was skipped (reason busy): its store must embed
     probe: learning.Probe | None = None  # a near candidate the fresh answer labels
 
     @property
@@ -123,7 +124,8 @@ async def completions(request: Request) -> Response:
     label = call.category or (result.category if result else None) or "unknown"
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
-                   shadow=isinstance(result, Miss) and result.reason in _SHADOW)
+                   shadow=isinstance(result, Miss) and result.reason in _SHADOW,
+                   busy=isinstance(result, Miss) and result.reason is MissReason.BUSY)
     similar = None
     if state.settings.coalesce_similar:
         policy = state.cache.policy_for(label, call.key.model)
@@ -212,13 +214,16 @@ def _whole_lookup(state: ProxyState, call: _Call) -> Hit | Miss:
 
 
 def _busy(state: ProxyState, pending: PendingLookup) -> Miss | None:
-    """``pending``'s ``busy`` miss when its embedding would wait past
-    ``server.lookup_budget_ms`` behind the work queued (``BatchingEmbedder.backlog``)."""
+    """``pending``'s ``busy`` miss when :func:`_over_budget`."""
+    return pending.busy() if _over_budget(state) else None
+
+
+def _over_budget(state: ProxyState) -> bool:
+    """Whether an embedding asked for now would wait past ``server.lookup_budget_ms``
+    behind the model work queued (``BatchingEmbedder.backlog``)."""
     budget = state.settings.lookup_budget_ms
     backlog = getattr(state.cache.embedder, "backlog", None)
-    if budget and backlog is not None and backlog() * 1000 > budget:
-        return pending.busy()
-    return None
+    return bool(budget) and backlog is not None and backlog() * 1000 > budget
 
 
 def _rest_lookup(state: ProxyState, call: _Call, pending: PendingLookup) -> Hit | Miss:
@@ -451,11 +456,12 @@ async def _after_reply(state: ProxyState, call: _Call, flight: Flight, answer: A
         except ValueError:
             answer = None
     _observe_upstream(state, call, flight, 200, answer)
-    if call.probe is not None:  # a grey-zone request: label the candidate from this answer,
-        # as work of its own (no identical request waits for a label)
-        if not state.after_reply.run(None, learning.record(state, call.probe, answer),
-                                     partial(learning.label_failed, state)):
-            _dropped(state, "label")
+    # a grey-zone request: label the candidate from this answer, as work of its own (no
+    # identical request waits for a label)
+    if call.probe is not None and not state.after_reply.run(
+            None, learning.record(state, call.probe, answer),
+            partial(learning.label_failed, state)):
+        _dropped(state, "label")
     if call.store and (answer is not None or not call.stream):  # a JSON 'None' is refused
         await _store(state, call, answer, chunks, flight.upstream_seconds)
 
@@ -470,6 +476,9 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
     metrics = state.metrics
     if not isinstance(answer, dict):
         metrics.stores.inc(call.label, "refused")
+        return
+    if call.busy and _over_budget(state):  # its embedding would only feed the queue it skipped
+        _dropped(state, "answer")
         return
     store = state.cache.store
     if call.shadow and state.economics is not None:  # the shadow cache keeps learning

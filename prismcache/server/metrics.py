@@ -194,7 +194,8 @@ class ProxyMetrics:
             "prismcache_shed_total",
             "Work skipped to keep responses moving: semantic lookups whose embedding would "
             "have waited past server.lookup_budget_ms (what=lookup; a miss, reason busy), and "
-            "stores after replies dropped with server.store_queue full (what=store).",
+            "stores after replies dropped: server.store_queue full, or the store of a busy "
+            "miss still over that budget (what=store).",
             ("what",))
         self.inflight = 0
         # Models are named by clients: the load controller's per-model signals (and their

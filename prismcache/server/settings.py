@@ -99,7 +99,9 @@ class ServerSettings:
         lookup_budget_ms: when the model work queued ahead of a request's embedding would
             hold it longer than this (``BatchingEmbedder.backlog``), the request skips the
             semantic lookup and goes upstream at once: a miss, reason ``busy`` (its exact tier
-            is still checked). 0: never skip. A request on an idle proxy is never skipped.
+            is still checked); its answer's store, which would embed it, is dropped too while
+            the backlog is still over budget. 0: never skip. A request on an idle proxy is
+            never skipped.
         store_queue: stores (and labels) pending after replies; one more is dropped, counted
             and logged at debug, never making a response wait.
         load_admission_min_reuse: while the upstream is overloaded, answers of categories with
