@@ -41,6 +41,7 @@ from prismcache.entry import Entry, EntryRef, new_entry_id
 from prismcache.errors import ConfigError, EmbeddingError, IndexError_, StoreError, VerifierError
 from prismcache.eviction import eviction_policy
 from prismcache.explain import Explanation
+from prismcache.freshness import expired_under, stale_under, with_stale
 from prismcache.index import IndexSpec
 from prismcache.policies import PolicyResolver
 from prismcache.prefilter import Prefilter
@@ -100,7 +101,7 @@ class PendingLookup:
         if self.classification is None:
             return Miss(reason=MissReason.BUSY)
         name = self.classification.category
-        return _with_stale(Miss(reason=MissReason.BUSY, category=name), self.stale, name)
+        return with_stale(Miss(reason=MissReason.BUSY, category=name), self.stale, name)
 
 
 class SemanticCache:
@@ -300,7 +301,7 @@ class SemanticCache:
                 return self._explained(self._miss(name, MissReason.DISABLED, count,
                                                   cacheable=False), policy, [], dry)
             if policy.exact_only or not key.semantic:
-                miss = _with_stale(self._miss(name, MissReason.EXACT_ONLY, count), hit, name)
+                miss = with_stale(self._miss(name, MissReason.EXACT_ONLY, count), hit, name)
                 return self._explained(miss, policy, [], dry)
             if key.context is not None and not key.context.semantic \
                     and policy.context == "semantic":
@@ -428,7 +429,7 @@ class SemanticCache:
                     miss = replace(miss, near_entry=int(entry_id),
                                    near_similarity=float(similarity))
                     break
-        miss = _with_stale(miss, stale_exact, category)
+        miss = with_stale(miss, stale_exact, category)
         if miss.stale_entry is None and stale and not dry:
             miss = self._stale_candidate(miss, Query(text=key.query, vector=vector), stale,
                                          policy, verifier)
@@ -813,33 +814,6 @@ def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:
     """Every verifier the categories name, opened once and shared between them."""
     specs = {policy.verifier for policy in config.categories.values()}
     return {spec: open_verifier(spec) for spec in sorted(specs)}
-
-
-def expired_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    """Whether ``entry`` may no longer be served as a hit (nor as a ``near`` answer) under
-    ``policy``: at its stored expiry less the ``stale_if_error`` window it is kept for (so a
-    TTL extended at decision time never revives an entry kept only for errors), or at
-    ``created + ttl`` of the policy in force (possibly adjusted), whichever comes first."""
-    ttl = policy.ttl
-    return (entry.expires is not None and now >= entry.expires - policy.stale_if_error) or (
-        ttl is not None and now >= entry.created + ttl.total_seconds())
-
-
-def stale_under(entry: Entry, policy: CategoryPolicy, now: float) -> bool:
-    """Whether ``entry`` is :func:`expired_under` ``policy`` but within the category's
-    ``stale_if_error`` window: kept, and servable only, marked ``stale``, on an upstream
-    error."""
-    ttl = policy.ttl
-    return (policy.stale_if_error > 0 and ttl is not None and not entry.expired(now)
-            and expired_under(entry, policy, now)
-            and now < entry.created + ttl.total_seconds() + policy.stale_if_error)
-
-
-def _with_stale(miss: Miss, entry: Entry | None, category: str) -> Miss:
-    """``miss`` naming the exact tier's stale verbatim entry (similarity 1.0), if any."""
-    if entry is None or entry.category != category:
-        return miss
-    return replace(miss, stale_entry=entry.id, stale_similarity=1.0)
 
 
 def _admission(config: CacheConfig) -> AdmissionHook | None:

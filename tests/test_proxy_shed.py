@@ -21,7 +21,9 @@ from prismcache import SemanticCache
 from prismcache.embedders import BatchingEmbedder
 from prismcache.entry import Entry
 from prismcache.results import Hit, Miss, MissReason
+from prismcache.errors import ConfigError
 from prismcache.server import ServerSettings, create_app
+from prismcache.server.budget import FLOOR, LookupBudget
 from prismcache.stores.memory import MemoryStore
 from proxy_support import PROXY_CONFIG, Proxy, make_proxy, upstream, user  # noqa: F401
 
@@ -252,3 +254,30 @@ def test_the_backlog_is_zero_when_idle_and_grows_with_the_queue() -> None:
         for call in calls:
             assert call.result(10).shape == (1, slow.dim)
     assert embedder.backlog() == 0.0
+
+
+def test_the_automatic_budget_is_what_a_lookup_is_expected_to_save() -> None:
+    budget = LookupBudget(None)
+    assert budget.seconds() is None and not budget.skip(10.0)  # no upstream answer timed yet
+    budget.upstream_took(0.100)
+    assert budget.seconds() == pytest.approx(0.100)  # hit rate 1.0 until lookups miss
+    assert not budget.skip(0.090) and budget.skip(0.110)
+    for _ in range(200):  # traffic of new questions: a queued lookup is not worth its wait
+        budget.looked_up(hit=False)
+    assert budget.seconds() == FLOOR and budget.skip(0.003) and not budget.skip(0.0)
+    for _ in range(200):
+        budget.looked_up(hit=True)
+    assert budget.seconds() == pytest.approx(0.100, rel=0.01)
+    assert LookupBudget(0).seconds() is None and not LookupBudget(0).skip(10.0)
+    assert LookupBudget(5).skip(0.006) and not LookupBudget(5).skip(0.004)
+
+
+def test_the_budget_setting_is_auto_a_number_or_an_error() -> None:
+    assert ServerSettings.from_config({}).lookup_budget_ms is None
+    assert ServerSettings.from_config({"lookup_budget_ms": "auto"}).lookup_budget_ms is None
+    assert ServerSettings.from_config({"lookup_budget_ms": 0}).lookup_budget_ms == 0
+    for bad in ("fast", -1, True):
+        with pytest.raises(ConfigError, match="lookup_budget_ms"):
+            ServerSettings.from_config({"lookup_budget_ms": bad})
+    with pytest.raises(ConfigError, match="store_queue"):
+        ServerSettings.from_config({"store_queue": 0})

@@ -16,6 +16,7 @@ from prismcache.cache import SemanticCache
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.background import AfterReply
+from prismcache.server.budget import LookupBudget
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
 from prismcache.server.dashboard import Sampler, dashboard_routes
@@ -57,6 +58,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
     labels = ProxyMetrics(tenants=auth.tenant_names, categories=cache.config.categories)
     state = ProxyState(cache=cache, settings=settings, auth=auth, upstream=upstream,
                        metrics=labels, after_reply=AfterReply(limit=settings.store_queue),
+                       budget=LookupBudget(settings.lookup_budget_ms),
                        coalescer=Coalescer(
                            UpstreamGate(max_wait=settings.upstream_queue_wait)
                            if settings.upstream_gate else None))

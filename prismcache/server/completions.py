@@ -198,9 +198,14 @@ async def _lookup(state: ProxyState, call: _Call) -> Hit | Miss:
         result = await state.in_thread(_whole_lookup, state, call)
     if isinstance(result, Miss) and result.reason is MissReason.BUSY:
         state.metrics.shed.inc("lookup")
-    elif isinstance(result, Miss) and result.reason is MissReason.ERROR:
+        return result
+    if isinstance(result, Miss) and result.reason is MissReason.ERROR:
         state.metrics.cache_errors.inc("lookup")
         log.warning("lookup failed open (%s); serving from upstream", result.label)
+    if isinstance(result, Hit) and result.tier == "semantic":
+        state.budget.looked_up(hit=True)  # a lookup past the exact tier: worth its wait?
+    elif isinstance(result, Miss) and result.cacheable:
+        state.budget.looked_up(hit=False)
     return result
 
 
@@ -219,11 +224,11 @@ def _busy(state: ProxyState, pending: PendingLookup) -> Miss | None:
 
 
 def _over_budget(state: ProxyState) -> bool:
-    """Whether an embedding asked for now would wait past ``server.lookup_budget_ms``
-    behind the model work queued (``BatchingEmbedder.backlog``)."""
-    budget = state.settings.lookup_budget_ms
+    """Whether an embedding asked for now would wait past the lookup budget
+    (:class:`~prismcache.server.budget.LookupBudget`) behind the model work queued
+    (``BatchingEmbedder.backlog``)."""
     backlog = getattr(state.cache.embedder, "backlog", None)
-    return bool(budget) and backlog is not None and backlog() * 1000 > budget
+    return backlog is not None and state.budget.skip(backlog())
 
 
 def _rest_lookup(state: ProxyState, call: _Call, pending: PendingLookup) -> Hit | Miss:
@@ -416,6 +421,8 @@ def _observe_upstream(state: ProxyState, call: _Call, flight: Flight, status: in
                       answer: Any = None) -> None:
     state.metrics.upstream_seconds.observe(flight.upstream_seconds, call.caller.tenant,
                                            call.label)
+    if status == 200:
+        state.budget.upstream_took(flight.upstream_seconds)
     if status >= 400:
         state.metrics.upstream_errors.inc(call.endpoint, str(status))
     elif state.economics is not None and call.label != "unknown":

@@ -25,8 +25,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       stream_usage: true                   # recorded streams ask the upstream for usage
       embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
       embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
-      lookup_budget_ms: 20                 # skip the semantic lookup when the embedder's queue
-                                           # would hold it longer (a miss, reason busy; 0: never)
+      lookup_budget_ms: auto               # skip the semantic lookup when the embedder's queue
+                                           # would hold it longer (a miss, reason busy); auto:
+                                           # hit rate x upstream latency; 0: never skip
       store_queue: 256                     # stores pending after replies; past it, dropped (counted)
       load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
       load_admission_min_stores: 20        # ... once a category has this many stores to judge by
@@ -100,7 +101,9 @@ class ServerSettings:
             hold it longer than this (``BatchingEmbedder.backlog``), the request skips the
             semantic lookup and goes upstream at once: a miss, reason ``busy`` (its exact tier
             is still checked); its answer's store, which would embed it, is dropped too while
-            the backlog is still over budget. 0: never skip. A request on an idle proxy is
+            the backlog is still over budget. ``None`` (``auto``, the default): the upstream
+            time a lookup is expected to save, recent hit rate x recent upstream latency
+            (:mod:`prismcache.server.budget`). 0: never skip. A request on an idle proxy is
             never skipped.
         store_queue: stores (and labels) pending after replies; one more is dropped, counted
             and logged at debug, never making a response wait.
@@ -133,7 +136,7 @@ class ServerSettings:
     stream_usage: bool = True
     embed_batch_max: int = 16
     embed_batch_wait_ms: float = 0.5
-    lookup_budget_ms: float = 20.0
+    lookup_budget_ms: float | None = None
     store_queue: int = 256
     load_admission_min_reuse: float = 0.05
     load_admission_min_stores: int = 20
@@ -149,7 +152,7 @@ class ServerSettings:
             raise ConfigError("server.shutdown_timeout must be >= 0")
         if not 0 <= self.embed_batch_wait_ms <= 10 or self.embed_batch_max < 1:
             raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
-        if self.lookup_budget_ms < 0 or self.store_queue < 1:
+        if (self.lookup_budget_ms or 0) < 0 or self.store_queue < 1:
             raise ConfigError("server.lookup_budget_ms must be >= 0 and store_queue >= 1")
         if self.load_admission_min_reuse < 0 or self.load_admission_min_stores < 1:
             raise ConfigError("server.load_admission_min_reuse must be >= 0 and "
@@ -204,13 +207,19 @@ class ServerSettings:
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
                 values[name] = raw[name]
         for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float)),
-                           ("lookup_budget_ms", (int, float)), ("store_queue", int),
+                           ("store_queue", int),
                            ("load_admission_min_reuse", (int, float)),
                            ("load_admission_min_stores", int)):
             if name in raw:
                 if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be a number, got {raw[name]!r}")
                 values[name] = raw[name]
+        budget = raw.get("lookup_budget_ms", "auto")
+        if budget != "auto":
+            if not isinstance(budget, (int, float)) or isinstance(budget, bool):
+                raise ConfigError(f"server.lookup_budget_ms must be a number or auto, "
+                                  f"got {budget!r}")
+            values["lookup_budget_ms"] = budget
         for name in ("timeout", "connect_timeout", "shutdown_timeout", "upstream_queue_wait",
                      "load_admission_memory"):
             if name in raw:

@@ -17,6 +17,7 @@ from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
 from prismcache.server.background import AfterReply
+from prismcache.server.budget import LookupBudget
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.learning import RecentHits
 from prismcache.server.metrics import ProxyMetrics
@@ -52,6 +53,7 @@ class ProxyState:
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
     after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
+    budget: LookupBudget = field(default_factory=lambda: LookupBudget(None))  # lookups' wait
     recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
     load_admission: LoadAdmission | None = None  # admission under load (server.overload)
     threads: ThreadPoolExecutor = field(default_factory=_executor)  # shut down by the app
