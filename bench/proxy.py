@@ -250,10 +250,13 @@ SETUPS = {
     "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
     # every lookup embeds, however long the embedder's queue (no busy misses)
     "unshed": ("batching, lookup_budget_ms 0", "minilm:dynamic", 16, 0),
+    # a fixed budget in place of the automatic one (hit rate x upstream latency)
+    "shed20": ("batching, lookup_budget_ms 20", "minilm:dynamic", 16, 0),
 }
 #: the ``server:`` keys a setup sets beside ``embed_batch_max`` (refs before a key existed
 #: reject it: run such setups at refs that have it)
-SERVER = {"inline": {"lookup_inline": True}, "unshed": {"lookup_budget_ms": 0}}
+SERVER = {"inline": {"lookup_inline": True}, "unshed": {"lookup_budget_ms": 0},
+          "shed20": {"lookup_budget_ms": 20}}
 
 
 def export(ref: str, into: Path) -> Path:
