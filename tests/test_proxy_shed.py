@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import CountingEmbedder, FlakyStore
+from conftest import CountingEmbedder
 from fake_upstream import ServerThread
 
 from prismcache import SemanticCache
@@ -26,6 +26,7 @@ from prismcache.server import ServerSettings, create_app
 from prismcache.server.budget import FLOOR, LookupBudget
 from prismcache.stores.memory import MemoryStore
 from proxy_support import PROXY_CONFIG, Proxy, make_proxy, upstream, user  # noqa: F401
+from test_proxy_after_reply import GatedStore  # a memory store whose put waits for a gate
 
 CACHE_THREAD = "prismcache-cache"  # ProxyState's worker threads
 
@@ -59,20 +60,6 @@ class ThreadNotingStore(MemoryStore):
     def get(self, entry_id: int) -> Entry | None:
         self.readers.append(threading.current_thread().name)
         return super().get(entry_id)
-
-
-class GatedStore(FlakyStore):
-    """A memory store whose ``put`` waits until the test opens the gate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def put(self, entry: Entry) -> None:
-        self.entered.set()
-        assert self.gate.wait(10), "the test never opened the gate"
-        super().put(entry)
 
 
 @pytest.fixture
