@@ -383,13 +383,13 @@ def yardstick_run() -> Callable[[], None]:
     import numpy as np
     import onnxruntime as ort
 
-    from prismcache.embedders.minilm import _installed_model, _tokenizer
+    from prismcache.embedders.minilm import bundled_tokenizer, installed_model_path
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(_installed_model()), options,
+    session = ort.InferenceSession(str(installed_model_path()), options,
                                    providers=["CPUExecutionProvider"])
-    ids = np.array([_tokenizer().encode(YARDSTICK_QUERY).ids], dtype=np.int64)
+    ids = np.array([bundled_tokenizer().encode(YARDSTICK_QUERY).ids], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
              "token_type_ids": np.zeros_like(ids)}
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from benchkit import ROOT, Yardstick, pct, yardstick, yardstick_run
 
-from prismcache.embedders.minilm import MiniLMEmbedder, _tokenizer
+from prismcache.embedders.minilm import MiniLMEmbedder, bundled_tokenizer
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -65,7 +65,7 @@ def session(path: Path, *, threads: int, level: str = "all") -> Any:
 
 def one_query(sess: Any, *, masked: bool = True, bind: bool = False) -> Callable[[str], Any]:
     """The single-query path over ``sess``: tokenize, run, pool, normalise."""
-    tokenizer = _tokenizer()
+    tokenizer = bundled_tokenizer()
 
     def embed(text: str) -> np.ndarray:
         ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
@@ -131,7 +131,7 @@ def single_query(queries: list[str], stick: Yardstick) -> None:
     stick = Yardstick.of(times["the yardstick itself (9 tokens, run only)"])
     for label, ms in times.items():
         print(line(label, ms, stick))
-    tokenizer = _tokenizer()
+    tokenizer = bundled_tokenizer()
     for label, call in (("tokenize: encode(text)", lambda t: tokenizer.encode(t)),
                         ("tokenize: encode_batch([text])", lambda t: tokenizer.encode_batch([t]))):
         ms = []

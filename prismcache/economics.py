@@ -135,11 +135,20 @@ class CategoryEconomics:
 
 
 class _State:
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, bucket: int) -> None:
         self.buckets: dict[int, dict[str, float]] = {}
         self.total = dict.fromkeys(_FIELDS, 0.0)
+        self.bucket = bucket  # the newest bucket fed; ``window`` sums the buckets up to it
+        self.window = dict.fromkeys(_FIELDS, 0.0)
         self.first_seen = self.enabled_since = now
         self.flagged = self.disabled = False
+
+    def roll(self, bucket: int) -> None:
+        """Move the window to end at ``bucket``: drop older buckets, re-sum what is left."""
+        self.bucket = bucket
+        for old in [b for b in self.buckets if b <= bucket - _BUCKETS]:
+            del self.buckets[old]
+        self.window = _summed(self.buckets, bucket)
 
 
 class EconomicsTracker:
@@ -275,29 +284,49 @@ class EconomicsTracker:
         with self._lock:
             state = self._cats.get(category)
             if state is None:
-                state = self._cats[category] = _State(now)
+                state = self._cats[category] = _State(now, bucket)
+            if bucket != state.bucket:
+                state.roll(bucket)
             counters = state.buckets.setdefault(bucket, dict.fromkeys(_FIELDS, 0.0))
+            window, total = state.window, state.total
             for key, value in counts.items():
                 counters[key] += value
-                state.total[key] += value
-            for old in [b for b in state.buckets if b <= bucket - _BUCKETS]:
-                del state.buckets[old]
-            self._evaluate(category, state, now)
+                total[key] += value
+                window[key] += value
+            self._judge(category, state, now, window)
 
     def _evaluate(self, name: str, state: _State, now: float) -> CategoryEconomics:
+        """The row of ``name`` over the window ending now (its flags brought up to date)."""
+        w = _summed(state.buckets, int(now // (self.settings.window / _BUCKETS)))
+        policy = self._policy(name)
+        overhead, hit_s, upstream, break_even, lookups, h = self._judge(name, state, now, w)
+        usd = _mean(w, state.total, "usd", "up_n",
+                    policy.price_per_1k_tokens * self._tokens / 1000)
+        saved = upstream - hit_s
+        shadow_rate = w["shadow_hits"] / w["shadow_n"] if w["shadow_n"] else None
+        rate_h = h if not state.disabled else 0.0
+        net_s = rate_h * saved - (1 - rate_h) * overhead if lookups else 0.0
+        span = max(1.0, min(self.settings.window, now - state.first_seen))
+        per_hour = (lookups + w["skipped"] + w["shadow_n"]) * 3600.0 / span
+        return CategoryEconomics(
+            category=name, requests=lookups, hit_rate=h, miss_overhead_s=overhead, hit_s=hit_s,
+            upstream_s=upstream, usd_per_call=usd, break_even_hit_rate=break_even,
+            net_s_per_request=net_s, net_usd_per_request=rate_h * usd,
+            net_s_per_hour=net_s * per_hour, net_usd_per_hour=rate_h * usd * per_hour,
+            flagged=state.flagged, disabled=state.disabled,
+            auto_disable=self.settings.auto_disables(name),
+            shadow_lookups=int(w["shadow_n"]), shadow_hit_rate=shadow_rate)
+
+    def _judge(self, name: str, state: _State, now: float, w: dict[str, float]
+               ) -> tuple[float, float, float, float | None, int, float]:
+        """Bring ``name``'s flagged/disabled state up to date from the window sums ``w``;
+        returns (miss overhead, hit time, upstream time, break-even, lookups, hit rate).
+        Runs on every record, so it reads sums only (no pass over the buckets)."""
         s = self.settings
-        current = int(now // (s.window / _BUCKETS))
-        w = dict.fromkeys(_FIELDS, 0.0)
-        for bucket, counters in state.buckets.items():
-            if bucket > current - _BUCKETS:
-                for key in _FIELDS:
-                    w[key] += counters[key]
         policy = self._policy(name)
         overhead = _mean(w, state.total, "over_s", "over_n", 0.0)
         hit_s = _mean(w, state.total, "hit_s", "hit_n", 0.0)
         upstream = _mean(w, state.total, "up_s", "up_n", policy.upstream_latency)
-        usd = _mean(w, state.total, "usd", "up_n",
-                    policy.price_per_1k_tokens * self._tokens / 1000)
         saved = upstream - hit_s
         break_even = overhead / saved if saved > 0 else None
         lookups = int(w["lookups"])
@@ -318,17 +347,17 @@ class EconomicsTracker:
             state.enabled_since = now
             log.warning("re-enabling category %s: shadow hit rate %.3f >= %.2f x "
                         "break-even %.3f", name, shadow_rate, s.reenable_margin, break_even)
-        rate_h = h if not state.disabled else 0.0
-        net_s = rate_h * saved - (1 - rate_h) * overhead if lookups else 0.0
-        span = max(1.0, min(s.window, now - state.first_seen))
-        per_hour = (lookups + w["skipped"] + w["shadow_n"]) * 3600.0 / span
-        return CategoryEconomics(
-            category=name, requests=lookups, hit_rate=h, miss_overhead_s=overhead, hit_s=hit_s,
-            upstream_s=upstream, usd_per_call=usd, break_even_hit_rate=break_even,
-            net_s_per_request=net_s, net_usd_per_request=rate_h * usd,
-            net_s_per_hour=net_s * per_hour, net_usd_per_hour=rate_h * usd * per_hour,
-            flagged=state.flagged, disabled=state.disabled, auto_disable=s.auto_disables(name),
-            shadow_lookups=int(w["shadow_n"]), shadow_hit_rate=shadow_rate)
+        return overhead, hit_s, upstream, break_even, lookups, h
+
+
+def _summed(buckets: dict[int, dict[str, float]], current: int) -> dict[str, float]:
+    """Each field summed over the buckets of the window ending at bucket ``current``."""
+    w = dict.fromkeys(_FIELDS, 0.0)
+    for bucket, counters in buckets.items():
+        if current - _BUCKETS < bucket <= current:
+            for key in _FIELDS:
+                w[key] += counters[key]
+    return w
 
 
 def _mean(window: dict[str, float], total: dict[str, float], s: str, n: str,

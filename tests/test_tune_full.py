@@ -57,12 +57,12 @@ def _graph(path: Path) -> None:
 
 def _expected(texts: list[str]) -> np.ndarray:
     """What the stand-in model, pooled and normalised as served, gives for ``texts``."""
-    from prismcache.embedders.minilm import _tokenizer
+    from prismcache.embedders.minilm import bundled_tokenizer
 
     w, bias = _weights()
     rows = []
     for text in texts:
-        ids = np.array(_tokenizer().encode(text).ids, dtype=np.float32)
+        ids = np.array(bundled_tokenizer().encode(text).ids, dtype=np.float32)
         vector = (np.sin(ids[:, None] * w) + bias).mean(axis=0)
         rows.append(vector / np.linalg.norm(vector))
     return np.array(rows)

