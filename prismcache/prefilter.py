@@ -91,6 +91,11 @@ class Prefilter:
             self._indexes.clear()
             self._incomplete.clear()
 
+    def index(self, partition: str) -> VectorIndex | None:
+        """The static index of ``partition`` (``None`` when it holds none): what the memory
+        budget counts beside the partition's semantic indexes."""
+        return self._indexes.get(partition)
+
     def far(self, partition: str, text: str) -> bool:
         """Whether ``text`` has no stored query of ``partition`` within the bound (static
         cosine); ``False`` for an incomplete partition. An empty partition is far."""

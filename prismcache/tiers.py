@@ -385,11 +385,14 @@ class Tiers:
         return False
 
     def _size(self, partition: str) -> int:
-        """Bytes of ``partition`` now: its indexes' allocation and its exact-tier items.
-        Call with ``_lock`` held."""
+        """Bytes of ``partition`` now: its indexes' allocation (the pre-filter's static index
+        too) and its exact-tier items. Call with ``_lock`` held."""
         indexed = sum(self._index_bytes(self._indexes[(partition, c)])
                       for c in self._categories_of.get(partition, ())
                       if (partition, c) in self._indexes)
+        static = self.prefilter.index(partition) if self.prefilter is not None else None
+        if static is not None:
+            indexed += self._index_bytes(static)
         return len(self._exact_of.get(partition, ())) * self._exact_bytes + indexed
 
     def _index_bytes(self, index: VectorIndex) -> int:

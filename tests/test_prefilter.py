@@ -165,3 +165,46 @@ def test_a_rebuilt_and_a_budgeted_cache_prefilter_the_same(minilm: MiniLMEmbedde
         miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
         assert miss.reason is MissReason.FAR and embedder.calls == before
         cache.close()
+
+
+def _loaded(cache: SemanticCache, text: str, tenant: str) -> None:
+    """Wait until ``text`` hits in ``tenant`` (its partition loads in the background)."""
+    deadline = time.monotonic() + 10
+    while not cache.lookup(_body(text), tenant=tenant).hit:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_the_memory_budget_counts_the_static_index(minilm: MiniLMEmbedder,
+                                                   tmp_path: Path) -> None:
+    """``index.max_bytes`` holds the pre-filter's static index too: a partition weighs more
+    with it, by its static index's bytes, and a budget that holds two partitions without it
+    holds one with it (the least recently used is dropped)."""
+    config = {"store": f"sqlite:///{tmp_path / 'cache.db'}", "classifier": {"examples": None},
+              "rules": []}
+    with SemanticCache.open(config, embedder=Counting(minilm)) as cache:
+        for tenant in ("acme", "globex"):
+            cache.store(_body("how do I reset my password"), REPLY, tenant=tenant)
+    sizes = {}
+    for enabled in (False, True):
+        with SemanticCache.open({**config, "prefilter": {"enabled": enabled},
+                                 "index": {"max_bytes": "64MiB"}}, embedder=minilm) as cache:
+            _loaded(cache, "how do I reset my password", "acme")
+            budget = cache.index_budget
+            assert budget is not None and budget.partitions == 1
+            sizes[enabled] = budget.bytes
+            if enabled:
+                partition = cache.prepare(_body("x"), tenant="acme").key.partition
+                static = cache._tiers.prefilter.index(partition)  # type: ignore[union-attr]
+                assert static is not None and static.nbytes > 0
+                assert sizes[True] == sizes[False] + static.nbytes
+    room = 2 * sizes[False] + sizes[False] // 2  # two partitions without, one and a half with
+    assert room < 2 * sizes[True]
+    for enabled, held in ((False, 2), (True, 1)):
+        with SemanticCache.open({**config, "prefilter": {"enabled": enabled},
+                                 "index": {"max_bytes": room}}, embedder=minilm) as cache:
+            for tenant in ("acme", "globex"):
+                _loaded(cache, "how do I reset my password", tenant)
+            budget = cache.index_budget
+            assert budget is not None and budget.partitions == held
+            assert budget.evictions == 2 - held and budget.bytes <= room
