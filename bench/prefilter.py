@@ -27,6 +27,7 @@ Prints everything; writes ``--json``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -43,7 +44,7 @@ from prismcache.embedders import open_embedder
 from prismcache.embedders.minilm import bundled_tokenizer
 from prismcache.embedders.static import StaticEmbedder, distil, token_vectors
 from prismcache.evaluation import datasets as ds
-from prismcache.evaluation.records import last_user_turn
+from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.replay import _body, _response, prepare_config
 from prismcache.evaluation.traces import build_trace
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
@@ -58,11 +59,14 @@ VARIANTS = [(384, None), (384, 1e-3), (128, 1e-3)]
 SHIPPED = "shipped (fit map, d128)"
 
 
-def replay_full(trace: list, table: EmbeddingTable) -> dict[str, np.ndarray]:
-    """Replay ``trace`` with the shipped config; per request: kind (0 miss after a semantic
-    lookup, 1 exact hit, 2 semantic hit, 3 miss without a semantic lookup) and the decision's
-    best cosine (-1 when no search ran); and the request index of each stored entry."""
-    config = load_config({"store": "memory://"})
+def replay_full(trace: list, table: EmbeddingTable, *,
+                prefilter: bool = False) -> dict[str, np.ndarray]:
+    """Replay ``trace`` with the shipped config (``prefilter``: with ``prefilter.enabled`` at
+    the shipped bound); per request: kind (0 miss after a semantic lookup, 1 exact hit,
+    2 semantic hit, 3 miss without a semantic lookup, 4 far miss), whether a hit served
+    another answer key (``wrong``) and the decision's best cosine (-1 when no search ran);
+    and the request index of each stored entry."""
+    config = load_config({"store": "memory://", "prefilter": {"enabled": prefilter}})
     names = sorted({line.category for line in trace if line.category})
     config = prepare_config(config, names)
     texts = [last_user_turn(line.query)[0] for line in trace]
@@ -71,8 +75,10 @@ def replay_full(trace: list, table: EmbeddingTable) -> dict[str, np.ndarray]:
     table.ensure(texts + extra, progress=True)
     cache = SemanticCache.open(config, store=MemoryStore(), embedder=PrecomputedEmbedder(table))
     kinds = np.zeros(len(trace), dtype=np.int8)
+    wrong = np.zeros(len(trace), dtype=bool)
     full = np.full(len(trace), -1.0, dtype=np.float32)
     stored_at: list[int] = []  # request index of each stored entry, in order
+    keys: dict[int, str] = {}
     for i, line in enumerate(trace):
         body = _body(line)
         result = cache.lookup(body, tenant="default")
@@ -80,14 +86,18 @@ def replay_full(trace: list, table: EmbeddingTable) -> dict[str, np.ndarray]:
             full[i] = result.similarity
         if result.hit:
             kinds[i] = 1 if result.tier == "exact" else 2
+            wrong[i] = keys.get(result.entry_id) != line.answer_key
             continue
         semantic = result.reason not in (MissReason.BYPASS, MissReason.EXACT_ONLY,
                                          MissReason.DISABLED)
-        kinds[i] = 0 if semantic else 3
-        if cache.store(body, _response(line.answer_key), tenant="default").entry_id is not None:
+        kinds[i] = 4 if result.reason is MissReason.FAR else 0 if semantic else 3
+        stored = cache.store(body, _response(line.answer_key), tenant="default")
+        if stored.entry_id is not None:
             stored_at.append(i)
+            keys[stored.entry_id] = line.answer_key
     cache.close()
-    return {"kinds": kinds, "full": full, "stored_at": np.array(stored_at, dtype=np.int64)}
+    return {"kinds": kinds, "wrong": wrong, "full": full,
+            "stored_at": np.array(stored_at, dtype=np.int64)}
 
 
 def static_best(vectors: np.ndarray, stored_at: np.ndarray) -> np.ndarray:
@@ -192,6 +202,150 @@ def _chat(text: str) -> dict:
     return {"model": "m", "messages": [{"role": "user", "content": text}]}
 
 
+OOD = ("paraqa", "paws_wiki", "snips_2017", "stsb", "snli_dev_test")
+
+
+def _merged(pairs: list[tuple[str, str]], apart: list[tuple[str, str]],
+            texts: list[str]) -> dict[str, list[str]]:
+    """Answer key -> texts: ``texts`` each alone, except that the two texts of every pair of
+    ``pairs`` (paraphrases) share one key, joined transitively unless that would put a pair
+    of ``apart`` (labelled different) under one key."""
+    members = {t: frozenset([t]) for t in texts}
+    different = {frozenset(p) for p in apart}
+    for a, b in pairs:
+        joined = members[a] | members[b]
+        if members[a] is members[b] or any(
+                frozenset((x, y)) in different for x in members[a] for y in members[b]):
+            continue
+        for t in joined:
+            members[t] = joined
+    groups: dict[str, list[str]] = {}
+    for t in texts:
+        groups.setdefault(f"k:{min(members[t])}", []).append(t)
+    return groups
+
+
+def ood_groups(root: Path, name: str) -> dict[str, list[str]]:
+    """Answer key -> the texts that deserve it, for one data set the static map never saw:
+    ParaQA test (each question's reworded answers share a key; questions: one key per
+    SPARQL query), PAWS-Wiki test (label-1 pairs share a key), SNIPS train_full (intent and
+    slot values: same intent, same values, one key), STS-B test (score >= 4 pairs share a key;
+    texts of pairs scored between 2 and 4 left out), SNLI test (every premise and hypothesis
+    its own key: entailment is not equivalence)."""
+    folder = root / name
+    groups: dict[str, list[str]] = {}
+    if name == "paraqa":
+        for d in json.loads((folder / "test.json").read_text("utf-8")):
+            answers = {d[f] for f in ["verbalized_answer"] + [f"verbalized_answer_{i}"
+                                                              for i in range(2, 9)] if d.get(f)}
+            groups[f"pqa:{d['uid']}"] = sorted(answers)
+            if d.get("question"):
+                groups.setdefault(f"pq:{d['query']}", []).append(d["question"])
+    elif name == "paws_wiki":
+        rows = list(csv.DictReader(open(folder / "test.tsv", encoding="utf-8"),
+                                   delimiter="\t", quoting=csv.QUOTE_NONE))
+        texts = sorted({r[c] for r in rows for c in ("sentence1", "sentence2")})
+        pairs = {label: [(r["sentence1"], r["sentence2"]) for r in rows
+                         if r["label"].strip() == label] for label in ("0", "1")}
+        groups = _merged(pairs["1"], pairs["0"], texts)
+    elif name == "snips_2017":
+        for path in sorted(folder.glob("train_*_full.json")):
+            for intent, items in json.loads(path.read_text("latin-1")).items():
+                for item in items:
+                    chunks = item["data"]
+                    text = "".join(c["text"] for c in chunks).strip()
+                    slots = sorted((c["entity"], c["text"].strip().lower()) for c in chunks
+                                   if c.get("entity"))
+                    groups.setdefault(f"snips:{intent}:{slots}", []).append(text)
+    elif name == "stsb":
+        same, apart, kept = [], [], set()
+        for line in open(folder / "sts-test.csv", encoding="utf-8"):
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) >= 7 and (float(cols[4]) >= 4 or float(cols[4]) <= 2):
+                kept.update(cols[5:7])
+                (same if float(cols[4]) >= 4 else apart).append((cols[5], cols[6]))
+        groups = _merged(same, apart, sorted(kept))
+    elif name == "snli_dev_test":
+        rows = csv.DictReader(open(folder / "snli_test.tsv", encoding="utf-8"),
+                              delimiter="\t", quoting=csv.QUOTE_NONE)
+        texts = sorted({r[c] for r in rows for c in ("premise", "hypothesis")})
+        groups = {f"snli:{t}": [t] for t in texts}
+    else:
+        raise ValueError(f"no out-of-domain trace for {name!r}")
+    return {k: sorted(set(v)) for k, v in groups.items() if v}
+
+
+def ood_trace(groups: dict[str, list[str]], *, requests: int, seed: int = 0,
+              zipf: float = 0.9) -> list[TraceLine]:
+    """``requests`` lines: an answer key by a Zipf law over a seeded shuffle of ``groups``'
+    keys, then one of its texts uniformly (no category: the classifier decides)."""
+    rng = np.random.default_rng(seed)
+    keys = sorted(groups)
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    weights = 1.0 / np.arange(1, len(keys) + 1) ** zipf
+    picks = rng.choice(len(keys), size=requests, p=weights / weights.sum())
+    lines = []
+    for k in picks:
+        texts = groups[keys[k]]
+        lines.append(TraceLine(query=texts[int(rng.integers(len(texts)))],
+                               answer_key=keys[k]))
+    return lines
+
+
+def ood_run(root: Path, table: EmbeddingTable, requests: int) -> dict[str, dict]:
+    """Per out-of-domain set: its trace replayed with the pre-filter off and on (shipped
+    bound); semantic hits lost, misses skipped, and what the lost hits were."""
+    out = {}
+    for name in OOD:
+        groups = ood_groups(root, name)
+        trace = ood_trace(groups, requests=requests)
+        started = time.perf_counter()
+        off = replay_full(trace, table)
+        on = replay_full(trace, table, prefilter=True)
+        semantic, misses = off["kinds"] == 2, off["kinds"] == 0
+        lost = semantic & (on["kinds"] == 4)
+        row = {"keys": len(groups), "paraphrase_keys": sum(len(v) > 1 for v in groups.values()),
+               "requests": len(trace), "exact_hits": int((off["kinds"] == 1).sum()),
+               "semantic_hits": int(semantic.sum()),
+               "wrong_semantic_hits": int((semantic & off["wrong"]).sum()),
+               "semantic_hits_lost": int(lost.sum()),
+               "right_hits_lost": int((lost & ~off["wrong"]).sum()),
+               "misses": int(misses.sum()), "far_on": int((on["kinds"] == 4).sum()),
+               "misses_skipped": int((misses & (on["kinds"] == 4)).sum()),
+               "hits_on": int(np.isin(on["kinds"], (1, 2)).sum()),
+               "hits_off": int(np.isin(off["kinds"], (1, 2)).sum()),
+               "seconds": round(time.perf_counter() - started, 1),
+               "lost_examples": [trace[i].query for i in np.flatnonzero(lost)[:5]]}
+        row["semantic_hits_lost_share"] = row["semantic_hits_lost"] / max(row["semantic_hits"], 1)
+        row["misses_skipped_share"] = row["misses_skipped"] / max(row["misses"], 1)
+        out[name] = row
+    return out
+
+
+def print_ood(rows: dict[str, dict], bound: float, floor: int, loss: float) -> bool:
+    """Print the out-of-domain table; return the pre-stated rule's verdict: default on only
+    if every set with at least ``floor`` semantic hits loses at most ``loss`` of them."""
+    print(f"\nout of domain (data the static map never saw), pre-filter off vs on at the "
+          f"shipped bound {bound}, same vectors:")
+    for name, r in rows.items():
+        print(f"  {name:14s} keys {r['keys']:6d} ({r['paraphrase_keys']:5d} with paraphrases)"
+              f" | exact hits {r['exact_hits']:5d}, semantic hits {r['semantic_hits']:4d} "
+              f"({r['wrong_semantic_hits']} wrong) | lost {r['semantic_hits_lost']:3d} = "
+              f"{r['semantic_hits_lost_share']:6.2%} of semantic hits ({r['right_hits_lost']} "
+              f"right ones) | misses {r['misses']:5d}, skipped {r['misses_skipped']:5d} = "
+              f"{r['misses_skipped_share']:5.1%} | hits off {r['hits_off']} on {r['hits_on']}")
+    counted = {n: r for n, r in rows.items() if r["semantic_hits"] >= floor}
+    verdict = bool(counted) and all(r["semantic_hits_lost_share"] <= loss
+                                    for r in counted.values())
+    print(f"  rule (stated before the run): default on only if hits lost <= {loss:.1%} of "
+          f"semantic hits on every set with >= {floor} of them ({', '.join(counted) or 'none'})"
+          f": {'ON' if verdict else 'stays OFF'}")
+    for name, r in rows.items():
+        for text in r["lost_examples"]:
+            print(f"    lost ({name}): {text[:110]!r}")
+    return verdict
+
+
 def config_low() -> float:
     """The shipped lower bound of the grey zone (``verify_low``): nothing below it is served."""
     return float(load_config({}).policy("general").verify_low)
@@ -211,10 +365,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of semantic hits a bound may lose on train")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "prefilter.json"))
+    parser.add_argument("--ood", action="store_true",
+                        help="only the out-of-domain replays (pre-filter off vs on)")
+    parser.add_argument("--ood-requests", type=int, default=10_000)
     args = parser.parse_args(argv)
     root, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = open_embedder("minilm")
+    if args.ood:
+        table = EmbeddingTable(model, out / "emb")
+        rows = ood_run(root, table, args.ood_requests)
+        bound = load_config({}).prefilter.bound
+        verdict = print_ood(rows, bound, floor=200, loss=args.loss)
+        Path(args.json).with_name("prefilter_ood.json").write_text(json.dumps(
+            {"bound": bound, "requests": args.ood_requests, "default_on": verdict,
+             "sets": rows}, indent=1) + "\n")
+        return 0
     raw_path = out / "static_raw_rows.npy"
     if raw_path.exists():
         raw = np.load(raw_path)
