@@ -257,10 +257,11 @@ class SemanticCache:
                 and key.query not in self._memo and prefilter.far(key.partition, key.query))
 
     def _far_miss(self, category: str | None, count: _Counter) -> Miss:
-        """The miss of a far lookup; counted under ``category`` when it is known (the
-        embedding classifier did not run)."""
+        """The miss of a far lookup: a miss of ``category`` when the request, a rule or the
+        default named it without the model (its lookup is counted already); ``None`` when
+        only the embedding classifier could (uncounted: its category is not known)."""
         if category is not None:
-            count(category, "lookups")
+            count(category, "misses")
         return Miss(reason=MissReason.FAR, category=category)
 
     def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool

@@ -208,3 +208,31 @@ def test_the_memory_budget_counts_the_static_index(minilm: MiniLMEmbedder,
             budget = cache.index_budget
             assert budget is not None and budget.partitions == held
             assert budget.evictions == 2 - held and budget.bytes <= room
+
+
+def test_a_far_miss_keeps_a_category_known_without_the_model(minilm: MiniLMEmbedder) -> None:
+    """A rule (keywords), the request's own category or the default (no classifier) names a
+    far miss's category: it is counted once as a lookup and a miss of it. Only when the
+    embedding classifier would decide is the category unknown (``None``)."""
+    rules = [{"category": "strict", "keywords": ["novel"]}]
+    far = "recommend a novel about sailing ships"
+    for classifier, expected in (({"examples": None}, "strict"), ({}, "strict")):
+        embedder = Counting(minilm)
+        with SemanticCache.open({"store": "memory://", "classifier": classifier,
+                                 "rules": rules, "prefilter": {"enabled": True},
+                                 "categories": {"strict": {}}},
+                                store=MemoryStore(), embedder=embedder) as cache:
+            cache.store(_body("how do I reset my password"), REPLY, tenant="acme",
+                        category="general")
+            before = embedder.calls
+            miss = cache.lookup(_body(far), tenant="acme")
+            assert miss.reason is MissReason.FAR and miss.category == expected
+            assert embedder.calls == before
+            stats = cache.stats()["strict"]
+            assert (stats.lookups, stats.misses) == (1, 1)
+            explicit = cache.lookup(_body("what is the tallest mountain in Peru"),
+                                    tenant="acme", category="general")
+            assert explicit.reason is MissReason.FAR and explicit.category == "general"
+            unruled = cache.lookup(_body("what is the tallest mountain in Peru"), tenant="acme")
+            assert unruled.reason is MissReason.FAR
+            assert unruled.category == (None if classifier == {} else "general")
