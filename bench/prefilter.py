@@ -1,6 +1,8 @@
 """Does a static pre-filter pay on the miss path? Static vs full cosine on replayed traces.
 
     .venv/bin/python bench/prefilter.py --requests 20000
+    .venv/bin/python bench/prefilter.py --ood
+    .venv/bin/python bench/prefilter.py --miss-path
 
 A static embedding distilled from the bundled model (:mod:`prismcache.embedders.static`)
 costs a tokenizer call and a gather. If the best static cosine of a request against the
@@ -21,6 +23,16 @@ entries of its partition is below a bound, the request is called a miss before t
    up with the real bundled model, pre-filter off and on (at the shipped table's train
    bound), each lookup after one timed yardstick inference (``benchkit.yardstick_run``).
 
+``--ood``: only the out-of-domain check. Five data sets the static map never saw (ParaQA,
+PAWS-Wiki, SNIPS, STS-B, SNLI: :func:`ood_groups`), each as a trace of groups of paraphrases
+that deserve one answer plus distinct texts (:func:`ood_trace`), replayed twice through the
+shipped config with the same (precomputed) vectors, pre-filter off and on at the shipped
+bound: semantic hits lost, misses skipped, and the verdict of the rule stated before the run
+(``docs/prefilter.md``). Writes ``prefilter_ood.json`` beside ``--json``.
+
+``--miss-path``: only step 3, on the default config (classifier and rules as shipped), with
+``prefilter.enabled: false`` and as shipped. Writes ``prefilter_miss_path.json``.
+
 Prints everything; writes ``--json``.
 """
 
@@ -37,7 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from prismcache.cache import SemanticCache
-from prismcache.classify import load_examples
+from prismcache.classify import build_classifier, load_examples
+from prismcache.classify.embedding import EmbeddingClassifier
 from prismcache.config import load_config
 from prismcache.decision import MissReason
 from prismcache.embedders import open_embedder
@@ -155,10 +168,11 @@ class Hybrid:
 
 
 def miss_path(model, table: EmbeddingTable, pool: list[str], far: list[str], entries: int,
-              bound: float, rng: np.random.Generator) -> dict:
+              variants: dict[str, dict], rng: np.random.Generator) -> dict:
     """Far-miss lookups (real model) in one partition of ``entries`` entries (texts from
     ``pool``, numbered when repeated; vectors: the model's of the base text plus noise),
-    pre-filter off and on. Milliseconds per lookup, and how many the pre-filter skipped."""
+    once per config of ``variants`` (label -> keys over the defaults). Milliseconds per
+    lookup, and how many the pre-filter skipped."""
     table.ensure(pool + far)
     given = {}
     for i in range(entries):
@@ -170,10 +184,9 @@ def miss_path(model, table: EmbeddingTable, pool: list[str], far: list[str], ent
                           "finish_reason": "stop"}]}
     run_yardstick = yardstick_run()
     out = {}
-    for enabled in (False, True):
-        config = load_config({"store": "memory://", "classifier": {"examples": None},
-                              "rules": [], "capacity": {"entries": entries * 2},
-                              "prefilter": {"enabled": enabled, "bound": bound}})
+    for label, keys in variants.items():
+        config = load_config({**keys, "store": "memory://",
+                              "capacity": {"entries": entries * 2}})
         embedder = Hybrid(model, given)
         cache = SemanticCache.open(config, store=MemoryStore(), embedder=embedder)
         started = time.perf_counter()
@@ -191,9 +204,8 @@ def miss_path(model, table: EmbeddingTable, pool: list[str], far: list[str], ent
             result = cache.lookup(_chat(text), tenant="bench")
             lat.append((time.perf_counter() - t) * 1000)
             far_count += (not result.hit) and result.reason is MissReason.FAR
-        out["on" if enabled else "off"] = {"fill_s": fill, "miss_ms": _stats(lat),
-                                           "yardstick_ms": _stats(yard),
-                                           "far": far_count, "n": len(far)}
+        out[label] = {"fill_s": fill, "miss_ms": _stats(lat), "yardstick_ms": _stats(yard),
+                      "far": far_count, "n": len(far)}
         cache.close()
     return out
 
@@ -322,6 +334,29 @@ def ood_run(root: Path, table: EmbeddingTable, requests: int) -> dict[str, dict]
     return out
 
 
+def classifier_agreement(texts: list[str], table: EmbeddingTable) -> dict[str, float]:
+    """Could a far miss be given its category without the model? The shipped classifier's
+    kind fitted on the static vectors of its built-in examples, against the shipped
+    classifier on the model's vectors, for ``texts`` (both after ``min_confidence``)."""
+    config = load_config({})
+    spec = config.classifier
+    full = build_classifier(spec, table.embedder)
+    assert full is not None and spec.examples is not None
+    pairs = load_examples(spec.examples)
+    static = StaticEmbedder.bundled(bundled_tokenizer())
+    fitted = EmbeddingClassifier.fit(static.embed([t for t, _ in pairs]),
+                                     [c for _, c in pairs], kind=spec.kind)
+    labels = []
+    for model, vectors in ((full, table.matrix(texts)), (fitted, static.embed(texts))):
+        names, probs = model.predict_many(vectors)
+        labels.append([n if p >= spec.min_confidence else "" for n, p in zip(names, probs)])
+    agree = float(np.mean([a == b for a, b in zip(*labels)]))
+    print(f"\na static-vector classifier ({spec.kind}, the {len(pairs)} built-in examples) "
+          f"agrees with the shipped one on the model's vectors for {agree:.1%} of "
+          f"{len(texts)} texts: a far miss that needs the classifier keeps no category")
+    return {"texts": len(texts), "agreement": agree}
+
+
 def print_ood(rows: dict[str, dict], bound: float, floor: int, loss: float) -> bool:
     """Print the out-of-domain table; return the pre-stated rule's verdict: default on only
     if every set with at least ``floor`` semantic hits loses at most ``loss`` of them."""
@@ -355,6 +390,29 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(values), "p99": pct(values, 0.99)}
 
 
+def run_miss_path(model, table: EmbeddingTable, root: Path, args: argparse.Namespace,
+                  variants: dict[str, dict]) -> dict:
+    """:func:`miss_path` with ``args.queries`` NQ-open test-half questions against
+    ``args.entries`` train-split texts, printed per variant."""
+    rng = np.random.default_rng(0)
+    pool = sorted({t for t, _ in ds.banking77(root, "train")} | {t for t, _ in
+                  ds.clinc(root, "train")[0]} | {q for q in ds.nq_open(root)
+                  if ds.half_of(q) == "train"})
+    far = [q for q in ds.nq_open(root) if ds.half_of(q) == "test"][:args.queries]
+    e2e = miss_path(model, table, pool, far, args.entries, variants, rng)
+    print(f"\nmiss path, {args.entries:,} entries in one partition, bundled model, "
+          f"{len(far)} questions (NQ-open test half) against train-split texts; the yardstick "
+          "interleaved with the lookups:")
+    for label, row in e2e.items():
+        m, yard = row["miss_ms"], row["yardstick_ms"]
+        y = yard["p50"]
+        print(f"  {label:26s}: yardstick p50 {y:.2f} ms p99 {yard['p99']:.2f}; "
+              f"lookup p50 {m['p50']:7.3f} ms  p99 {m['p99']:7.3f}  "
+              f"= p50 {m['p50'] / y:.2f}x yardstick; far {row['far']}/{row['n']};"
+              f" fill {row['fill_s']:.0f} s")
+    return e2e
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -368,18 +426,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ood", action="store_true",
                         help="only the out-of-domain replays (pre-filter off vs on)")
     parser.add_argument("--ood-requests", type=int, default=10_000)
+    parser.add_argument("--miss-path", action="store_true",
+                        help="only the miss path at --entries, on the default config "
+                             "with the pre-filter off and as shipped")
     args = parser.parse_args(argv)
     root, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = open_embedder("minilm")
+    if args.miss_path:
+        table = EmbeddingTable(model, out / "emb")
+        e2e = run_miss_path(model, table, root, args, {
+            "defaults, prefilter.enabled false": {"prefilter": {"enabled": False}},
+            "defaults (prefilter auto)": {}})
+        Path(args.json).with_name("prefilter_miss_path.json").write_text(
+            json.dumps(e2e, indent=1) + "\n")
+        return 0
     if args.ood:
         table = EmbeddingTable(model, out / "emb")
         rows = ood_run(root, table, args.ood_requests)
         bound = load_config({}).prefilter.bound
         verdict = print_ood(rows, bound, floor=200, loss=args.loss)
+        texts = sorted({str(line.query) for name in OOD for line in
+                        ood_trace(ood_groups(root, name), requests=args.ood_requests)})
+        agreement = classifier_agreement(texts, table)
         Path(args.json).with_name("prefilter_ood.json").write_text(json.dumps(
             {"bound": bound, "requests": args.ood_requests, "default_on": verdict,
-             "sets": rows}, indent=1) + "\n")
+             "sets": rows, "static_classifier": agreement}, indent=1) + "\n")
         return 0
     raw_path = out / "static_raw_rows.npy"
     if raw_path.exists():
@@ -437,23 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nshipped table: {static.table.shape}, "
           f"{(static.table.size * 2) / 1e6:.1f} MB on disk (float16), "
           f"{static.table.nbytes / 1e6:.1f} MB in memory; bound {bound}")
-    rng = np.random.default_rng(0)
-    pool = sorted({t for t, _ in ds.banking77(root, "train")} | {t for t, _ in
-                  ds.clinc(root, "train")[0]} | {q for q in ds.nq_open(root)
-                  if ds.half_of(q) == "train"})
-    far = [q for q in ds.nq_open(root) if ds.half_of(q) == "test"][:args.queries]
-    e2e = miss_path(model, table, pool, far, args.entries, bound, rng)
-    results["miss_path"] = e2e
-    print(f"\nmiss path, {args.entries:,} entries in one partition, bundled model, "
-          f"{len(far)} questions (NQ-open test half) against train-split texts; the yardstick "
-          "interleaved with the lookups:")
-    for label in ("off", "on"):
-        m, yard = e2e[label]["miss_ms"], e2e[label]["yardstick_ms"]
-        y = yard["p50"]
-        print(f"  pre-filter {label:3s}: yardstick p50 {y:.2f} ms p99 {yard['p99']:.2f}; "
-              f"lookup p50 {m['p50']:7.3f} ms  p99 {m['p99']:7.3f}  "
-              f"= p50 {m['p50'] / y:.2f}x yardstick; far {e2e[label]['far']}/{e2e[label]['n']};"
-              f" fill {e2e[label]['fill_s']:.0f} s")
+    bare = {"classifier": {"examples": None}, "rules": []}
+    results["miss_path"] = run_miss_path(model, table, root, args, {
+        "pre-filter off": {**bare, "prefilter": {"enabled": False, "bound": bound}},
+        "pre-filter on": {**bare, "prefilter": {"enabled": True, "bound": bound}}})
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
