@@ -724,14 +724,16 @@ class SemanticCache:
 
 
 def _static_embedder(config: CacheConfig, embedder: Embedder) -> StaticEmbedder | None:
-    """The pre-filter's static embedder when ``prefilter.enabled``; raises
-    :class:`ConfigError` unless the cache embeds with the bundled model (the static table is
-    distilled from it and its bound measured against it)."""
-    if not config.prefilter.enabled:
+    """The pre-filter's static embedder when ``prefilter.enabled`` (``auto``: only when the
+    cache embeds with the bundled model, whose static table it is and against which its
+    bound was measured); raises :class:`ConfigError` for ``true`` with another embedder."""
+    if config.prefilter.enabled is False:
         return None
     from prismcache.embedders.minilm import BUNDLED_NAME, bundled_tokenizer
 
     if embedder.name != BUNDLED_NAME:
+        if config.prefilter.enabled == "auto":
+            return None
         raise ConfigError(f"prefilter.enabled needs the bundled embedder ({BUNDLED_NAME!r}): "
                           f"its static table is distilled from it; this cache embeds with "
                           f"{embedder.id!r}")

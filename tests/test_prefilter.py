@@ -236,3 +236,46 @@ def test_a_far_miss_keeps_a_category_known_without_the_model(minilm: MiniLMEmbed
             unruled = cache.lookup(_body("what is the tallest mountain in Peru"), tenant="acme")
             assert unruled.reason is MissReason.FAR
             assert unruled.category == (None if classifier == {} else "general")
+
+
+def test_on_by_default_with_the_bundled_embedder_only(minilm: MiniLMEmbedder) -> None:
+    """``enabled: auto`` (the default) pre-filters with the bundled model and is off with any
+    other embedder (which opens as before); ``true`` with another is refused."""
+    embedder = Counting(minilm)
+    with SemanticCache.open({"store": "memory://"}, store=MemoryStore(),
+                            embedder=embedder) as cache:
+        cache.store(_body("how do I reset my password"), REPLY, tenant="acme",
+                    category="general")
+        before = embedder.calls
+        miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+        assert miss.reason is MissReason.FAR and embedder.calls == before
+    with SemanticCache.open({"store": "memory://", "embedder": "hash:16"},
+                            store=MemoryStore()) as cache:
+        cache.store(_body("how do I reset my password"), REPLY, tenant="acme",
+                    category="general")
+        other = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+        assert not other.hit and other.reason is not MissReason.FAR
+    with pytest.raises(ConfigError, match="true, false or auto"):
+        SemanticCache.open({"store": "memory://", "prefilter": {"enabled": "yes"}})
+
+
+def test_a_replay_with_precomputed_vectors_prefilters(minilm: MiniLMEmbedder) -> None:
+    """``replay`` serves the bundled model's vectors from a table: the default config
+    pre-filters there as live (far misses counted as such), and serves the same hits as with
+    the pre-filter off."""
+    from prismcache.config import load_config
+    from prismcache.evaluation.records import TraceLine
+    from prismcache.evaluation.replay import replay
+    from prismcache.evaluation.vectors import EmbeddingTable
+
+    trace = [TraceLine(query=q, answer_key=k) for q, k in (
+        ("how do I reset my password", "reset"), ("how can I reset my password", "reset"),
+        ("recommend a novel about sailing ships", "novel"),
+        ("how do I reset my password", "reset"))]
+    table = EmbeddingTable(minilm)
+    reports = {enabled: replay(trace, load_config({"classifier": {"examples": None},
+                                                  "prefilter": {"enabled": enabled}}), table)
+               for enabled in ("auto", False)}
+    on, off = reports["auto"]["overall"], reports[False]["overall"]
+    assert on["hits"] == off["hits"] >= 2
+    assert on["miss_reasons"].get("far", 0) >= 1 and "far" not in off["miss_reasons"]
