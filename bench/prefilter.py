@@ -77,8 +77,10 @@ def replay_full(trace: list, table: EmbeddingTable, *,
     """Replay ``trace`` with the shipped config (``prefilter``: with ``prefilter.enabled`` at
     the shipped bound); per request: kind (0 miss after a semantic lookup, 1 exact hit,
     2 semantic hit, 3 miss without a semantic lookup, 4 far miss), whether a hit served
-    another answer key (``wrong``) and the decision's best cosine (-1 when no search ran);
-    and the request index of each stored entry."""
+    another answer key (``wrong``), whether a miss had a candidate at or above its category's
+    ``fallback_threshold`` (``near``: a ``near`` answer if the upstream refused), and the
+    decision's best cosine (-1 when no search ran); and the request index of each stored
+    entry."""
     config = load_config({"store": "memory://", "prefilter": {"enabled": prefilter}})
     names = sorted({line.category for line in trace if line.category})
     config = prepare_config(config, names)
@@ -89,6 +91,7 @@ def replay_full(trace: list, table: EmbeddingTable, *,
     cache = SemanticCache.open(config, store=MemoryStore(), embedder=PrecomputedEmbedder(table))
     kinds = np.zeros(len(trace), dtype=np.int8)
     wrong = np.zeros(len(trace), dtype=bool)
+    near = np.zeros(len(trace), dtype=bool)
     full = np.full(len(trace), -1.0, dtype=np.float32)
     stored_at: list[int] = []  # request index of each stored entry, in order
     keys: dict[int, str] = {}
@@ -104,12 +107,15 @@ def replay_full(trace: list, table: EmbeddingTable, *,
         semantic = result.reason not in (MissReason.BYPASS, MissReason.EXACT_ONLY,
                                          MissReason.DISABLED)
         kinds[i] = 4 if result.reason is MissReason.FAR else 0 if semantic else 3
+        if result.similarity is not None and result.category is not None:
+            bound = config.policy(result.category).fallback_threshold
+            near[i] = bound is not None and result.similarity >= bound
         stored = cache.store(body, _response(line.answer_key), tenant="default")
         if stored.entry_id is not None:
             stored_at.append(i)
             keys[stored.entry_id] = line.answer_key
     cache.close()
-    return {"kinds": kinds, "wrong": wrong, "full": full,
+    return {"kinds": kinds, "wrong": wrong, "near": near, "full": full,
             "stored_at": np.array(stored_at, dtype=np.int64)}
 
 
@@ -324,6 +330,8 @@ def ood_run(root: Path, table: EmbeddingTable, requests: int) -> dict[str, dict]
                "right_hits_lost": int((lost & ~off["wrong"]).sum()),
                "misses": int(misses.sum()), "far_on": int((on["kinds"] == 4).sum()),
                "misses_skipped": int((misses & (on["kinds"] == 4)).sum()),
+               "near_candidates": int(off["near"].sum()),
+               "near_candidates_lost": int((off["near"] & (on["kinds"] == 4)).sum()),
                "hits_on": int(np.isin(on["kinds"], (1, 2)).sum()),
                "hits_off": int(np.isin(off["kinds"], (1, 2)).sum()),
                "seconds": round(time.perf_counter() - started, 1),
@@ -368,7 +376,9 @@ def print_ood(rows: dict[str, dict], bound: float, floor: int, loss: float) -> b
               f"({r['wrong_semantic_hits']} wrong) | lost {r['semantic_hits_lost']:3d} = "
               f"{r['semantic_hits_lost_share']:6.2%} of semantic hits ({r['right_hits_lost']} "
               f"right ones) | misses {r['misses']:5d}, skipped {r['misses_skipped']:5d} = "
-              f"{r['misses_skipped_share']:5.1%} | hits off {r['hits_off']} on {r['hits_on']}")
+              f"{r['misses_skipped_share']:5.1%} | hits off {r['hits_off']} on {r['hits_on']}"
+              f" | misses with a near candidate {r['near_candidates']}, far with the filter on "
+              f"{r['near_candidates_lost']}")
     counted = {n: r for n, r in rows.items() if r["semantic_hits"] >= floor}
     verdict = bool(counted) and all(r["semantic_hits_lost_share"] <= loss
                                     for r in counted.values())
