@@ -224,7 +224,7 @@ class SemanticCache:
                 return self._explained(hit, None, [], dry)
             vector: np.ndarray | None = None
             if classification is None:
-                if self._far(key, dry):
+                if self._far(key, dry, hit):
                     return self._explained(self._far_miss(None, count), None, [], dry)
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
@@ -241,7 +241,7 @@ class SemanticCache:
                     and policy.context == "semantic":
                 count(name, "exact_contexts")
             if vector is None:
-                if self._far(key, dry):
+                if self._far(key, dry, hit):
                     return self._explained(self._far_miss(name, count), policy, [], dry)
                 vector = self._embed(key.query)
             return self._semantic_lookup(key, name, policy, vector, now, count, dry, hit)
@@ -249,11 +249,12 @@ class SemanticCache:
             return self._explained(self._fail_open("lookup", classification, exc, count),
                                    None, [], dry)
 
-    def _far(self, key: RequestKey, dry: bool) -> bool:
+    def _far(self, key: RequestKey, dry: bool, stale: Entry | None) -> bool:
         """Whether the pre-filter proves nothing near ``key``'s query (so the embedder need
-        not run); never for a dry run, nor for a query the memo already holds."""
+        not run); never for a dry run, a query the memo already holds, nor one whose stale
+        verbatim entry the exact tier found (``stale``: the miss must name it)."""
         prefilter = self._tiers.prefilter
-        return (prefilter is not None and not dry and key.semantic
+        return (prefilter is not None and not dry and key.semantic and stale is None
                 and key.query not in self._memo and prefilter.far(key.partition, key.query))
 
     def _far_miss(self, category: str | None, count: _Counter) -> Miss:

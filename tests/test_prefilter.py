@@ -279,3 +279,25 @@ def test_a_replay_with_precomputed_vectors_prefilters(minilm: MiniLMEmbedder) ->
     on, off = reports["auto"]["overall"], reports[False]["overall"]
     assert on["hits"] == off["hits"] >= 2
     assert on["miss_reasons"].get("far", 0) >= 1 and "far" not in off["miss_reasons"]
+
+
+def test_a_stale_verbatim_entry_is_never_lost_to_a_far_miss(minilm: MiniLMEmbedder,
+                                                            tmp_path: Path) -> None:
+    """Past its TTL but within ``stale_if_error``, an entry of a category the classifier
+    decides that keeps no vector (``exact_only``) is named by the miss (served if the
+    upstream fails): the pre-filter, whose static index holds only vector entries, does not
+    call that lookup far (a reopened cache: nothing in the memo)."""
+    from prismcache.config import load_config
+
+    now = [1000.0]
+    text = "recommend a novel about sailing ships"
+    brief = {"exact_only": True, "ttl": "1s", "stale_if_error": "1h"}
+    config = {"store": f"sqlite:///{tmp_path / 'cache.db'}", "rules": [],
+              "categories": {name: brief for name in load_config(None).categories}}
+    with SemanticCache.open(config, embedder=minilm, clock=lambda: now[0]) as cache:
+        assert cache.store(_body(text), REPLY, tenant="acme").stored
+    now[0] += 5
+    with SemanticCache.open(config, embedder=minilm, clock=lambda: now[0]) as cache:
+        miss = cache.lookup(_body(text), tenant="acme")
+        assert not miss.hit and miss.reason is not MissReason.FAR
+        assert miss.stale_entry is not None
