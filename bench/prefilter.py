@@ -30,6 +30,9 @@ shipped config with the same (precomputed) vectors, pre-filter off and on at the
 bound: semantic hits lost, misses skipped, and the verdict of the rule stated before the run
 (``docs/prefilter.md``). Writes ``prefilter_ood.json`` beside ``--json``.
 
+``--rebuild N``: only the time to open a cache over ``N`` entries of a SQLite store (the
+rebuild from the store makes every static vector and its index), off and as shipped.
+
 ``--miss-path``: only step 3, on the default config (classifier and rules as shipped), with
 ``prefilter.enabled: false`` and as shipped. Writes ``prefilter_miss_path.json``.
 
@@ -41,8 +44,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,11 +61,14 @@ from prismcache.decision import MissReason
 from prismcache.embedders import open_embedder
 from prismcache.embedders.minilm import bundled_tokenizer
 from prismcache.embedders.static import StaticEmbedder, distil, token_vectors
+from prismcache.entry import Entry
 from prismcache.evaluation import datasets as ds
 from prismcache.evaluation.records import TraceLine, last_user_turn
 from prismcache.evaluation.replay import _body, _response, prepare_config
 from prismcache.evaluation.traces import build_trace
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
+from prismcache.request import key_request
+from prismcache.stores import open_store
 from prismcache.stores.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +221,42 @@ def miss_path(model, table: EmbeddingTable, pool: list[str], far: list[str], ent
         out[label] = {"fill_s": fill, "miss_ms": _stats(lat), "yardstick_ms": _stats(yard),
                       "far": far_count, "n": len(far)}
         cache.close()
+    return out
+
+
+def rebuild(model, table: EmbeddingTable, pool: list[str], entries: int,
+            rng: np.random.Generator) -> dict[str, float]:
+    """Seconds to open a cache over a SQLite store of ``entries`` entries in one partition
+    (texts from ``pool``, numbered; the model's vectors plus noise; bulk-written with
+    ``store.put``), default config with ``prefilter.enabled: false`` and as shipped: the
+    rebuild from the store, which makes the static vectors and their index when on."""
+    table.ensure(pool)
+    tmp = Path(tempfile.mkdtemp(prefix="prism-prefilter-"))
+    url = f"sqlite:///{tmp / 'cache.db'}"
+    partition = key_request(_chat("x"), tenant="bench").partition
+    store = open_store(url)
+    reply = {"choices": [{"message": {"role": "assistant", "content": "x"},
+                          "finish_reason": "stop"}]}
+    for i in range(entries):
+        text = f"{pool[i % len(pool)]} #{i}"
+        vector = table.vector(pool[i % len(pool)]) + rng.normal(0, 0.02, table.embedder.dim)
+        store.put(Entry(id=i + 1, tenant="bench", partition=partition, category="general",
+                        model="m", exact_key=key_request(_chat(text), tenant="bench").exact_key,
+                        query=text, request=_chat(text), response=reply,
+                        vector=(vector / np.linalg.norm(vector)).astype(np.float32),
+                        embedder=model.id, created=time.time(), expires=None,
+                        last_access=time.time(), cost=0.001, latency=1.0))
+    store.close()
+    out = {}
+    try:
+        for label, enabled in (("off", False), ("auto", "auto")):
+            started = time.perf_counter()
+            cache = SemanticCache.open({"store": url, "capacity": {"entries": entries * 2},
+                                        "prefilter": {"enabled": enabled}}, embedder=model)
+            out[label] = time.perf_counter() - started
+            cache.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -436,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ood", action="store_true",
                         help="only the out-of-domain replays (pre-filter off vs on)")
     parser.add_argument("--ood-requests", type=int, default=10_000)
+    parser.add_argument("--rebuild", type=int, default=0, metavar="N",
+                        help="only the time to open a cache over N stored entries, "
+                             "pre-filter off and as shipped")
     parser.add_argument("--miss-path", action="store_true",
                         help="only the miss path at --entries, on the default config "
                              "with the pre-filter off and as shipped")
@@ -450,6 +497,15 @@ def main(argv: list[str] | None = None) -> int:
             "defaults (prefilter auto)": {}})
         Path(args.json).with_name("prefilter_miss_path.json").write_text(
             json.dumps(e2e, indent=1) + "\n")
+        return 0
+    if args.rebuild:
+        table = EmbeddingTable(model, out / "emb")
+        pool = sorted({t for t, _ in ds.banking77(root, "train")} | {q for q in ds.nq_open(root)
+                      if ds.half_of(q) == "train"})
+        opened = rebuild(model, table, pool, args.rebuild, np.random.default_rng(0))
+        print(f"\nopening a cache over {args.rebuild:,} SQLite entries (one partition; the "
+              f"rebuild from the store), default config: prefilter.enabled false "
+              f"{opened['off']:.1f} s, as shipped (auto) {opened['auto']:.1f} s")
         return 0
     if args.ood:
         table = EmbeddingTable(model, out / "emb")
