@@ -36,13 +36,14 @@ rebuild from the store makes every static vector and its index), off and as ship
 ``--miss-path``: only step 3, on the default config (classifier and rules as shipped), with
 ``prefilter.enabled: false`` and as shipped. Writes ``prefilter_miss_path.json``.
 
+The out-of-domain traces are built by ``bench/ood_traces.py``.
+
 Prints everything; writes ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import statistics
@@ -63,7 +64,7 @@ from prismcache.embedders.minilm import bundled_tokenizer
 from prismcache.embedders.static import StaticEmbedder, distil, token_vectors
 from prismcache.entry import Entry
 from prismcache.evaluation import datasets as ds
-from prismcache.evaluation.records import TraceLine, last_user_turn
+from prismcache.evaluation.records import last_user_turn
 from prismcache.evaluation.replay import _body, _response, prepare_config
 from prismcache.evaluation.traces import build_trace
 from prismcache.evaluation.vectors import EmbeddingTable, PrecomputedEmbedder
@@ -75,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchkit import pct, yardstick_run
+from ood_traces import OOD, ood_groups, ood_trace
 
 VARIANTS = [(384, None), (384, 1e-3), (128, 1e-3)]
 SHIPPED = "shipped (fit map, d128)"
@@ -262,96 +264,6 @@ def rebuild(model, table: EmbeddingTable, pool: list[str], entries: int,
 
 def _chat(text: str) -> dict:
     return {"model": "m", "messages": [{"role": "user", "content": text}]}
-
-
-OOD = ("paraqa", "paws_wiki", "snips_2017", "stsb", "snli_dev_test")
-
-
-def _merged(pairs: list[tuple[str, str]], apart: list[tuple[str, str]],
-            texts: list[str]) -> dict[str, list[str]]:
-    """Answer key -> texts: ``texts`` each alone, except that the two texts of every pair of
-    ``pairs`` (paraphrases) share one key, joined transitively unless that would put a pair
-    of ``apart`` (labelled different) under one key."""
-    members = {t: frozenset([t]) for t in texts}
-    different = {frozenset(p) for p in apart}
-    for a, b in pairs:
-        joined = members[a] | members[b]
-        if members[a] is members[b] or any(
-                frozenset((x, y)) in different for x in members[a] for y in members[b]):
-            continue
-        for t in joined:
-            members[t] = joined
-    groups: dict[str, list[str]] = {}
-    for t in texts:
-        groups.setdefault(f"k:{min(members[t])}", []).append(t)
-    return groups
-
-
-def ood_groups(root: Path, name: str) -> dict[str, list[str]]:
-    """Answer key -> the texts that deserve it, for one data set the static map never saw:
-    ParaQA test (each question's reworded answers share a key; questions: one key per
-    SPARQL query), PAWS-Wiki test (label-1 pairs share a key), SNIPS train_full (intent and
-    slot values: same intent, same values, one key), STS-B test (score >= 4 pairs share a key;
-    texts of pairs scored between 2 and 4 left out), SNLI test (every premise and hypothesis
-    its own key: entailment is not equivalence)."""
-    folder = root / name
-    groups: dict[str, list[str]] = {}
-    if name == "paraqa":
-        for d in json.loads((folder / "test.json").read_text("utf-8")):
-            answers = {d[f] for f in ["verbalized_answer"] + [f"verbalized_answer_{i}"
-                                                              for i in range(2, 9)] if d.get(f)}
-            groups[f"pqa:{d['uid']}"] = sorted(answers)
-            if d.get("question"):
-                groups.setdefault(f"pq:{d['query']}", []).append(d["question"])
-    elif name == "paws_wiki":
-        rows = list(csv.DictReader(open(folder / "test.tsv", encoding="utf-8"),
-                                   delimiter="\t", quoting=csv.QUOTE_NONE))
-        texts = sorted({r[c] for r in rows for c in ("sentence1", "sentence2")})
-        pairs = {label: [(r["sentence1"], r["sentence2"]) for r in rows
-                         if r["label"].strip() == label] for label in ("0", "1")}
-        groups = _merged(pairs["1"], pairs["0"], texts)
-    elif name == "snips_2017":
-        for path in sorted(folder.glob("train_*_full.json")):
-            for intent, items in json.loads(path.read_text("latin-1")).items():
-                for item in items:
-                    chunks = item["data"]
-                    text = "".join(c["text"] for c in chunks).strip()
-                    slots = sorted((c["entity"], c["text"].strip().lower()) for c in chunks
-                                   if c.get("entity"))
-                    groups.setdefault(f"snips:{intent}:{slots}", []).append(text)
-    elif name == "stsb":
-        same, apart, kept = [], [], set()
-        for line in open(folder / "sts-test.csv", encoding="utf-8"):
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) >= 7 and (float(cols[4]) >= 4 or float(cols[4]) <= 2):
-                kept.update(cols[5:7])
-                (same if float(cols[4]) >= 4 else apart).append((cols[5], cols[6]))
-        groups = _merged(same, apart, sorted(kept))
-    elif name == "snli_dev_test":
-        rows = csv.DictReader(open(folder / "snli_test.tsv", encoding="utf-8"),
-                              delimiter="\t", quoting=csv.QUOTE_NONE)
-        texts = sorted({r[c] for r in rows for c in ("premise", "hypothesis")})
-        groups = {f"snli:{t}": [t] for t in texts}
-    else:
-        raise ValueError(f"no out-of-domain trace for {name!r}")
-    return {k: sorted(set(v)) for k, v in groups.items() if v}
-
-
-def ood_trace(groups: dict[str, list[str]], *, requests: int, seed: int = 0,
-              zipf: float = 0.9) -> list[TraceLine]:
-    """``requests`` lines: an answer key by a Zipf law over a seeded shuffle of ``groups``'
-    keys, then one of its texts uniformly (no category: the classifier decides)."""
-    rng = np.random.default_rng(seed)
-    keys = sorted(groups)
-    keys = [keys[i] for i in rng.permutation(len(keys))]
-    weights = 1.0 / np.arange(1, len(keys) + 1) ** zipf
-    picks = rng.choice(len(keys), size=requests, p=weights / weights.sum())
-    lines = []
-    for k in picks:
-        texts = groups[keys[k]]
-        lines.append(TraceLine(query=texts[int(rng.integers(len(texts)))],
-                               answer_key=keys[k]))
-    return lines
 
 
 def ood_run(root: Path, table: EmbeddingTable, requests: int) -> dict[str, dict]:
