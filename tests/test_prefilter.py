@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -301,3 +302,52 @@ def test_a_stale_verbatim_entry_is_never_lost_to_a_far_miss(minilm: MiniLMEmbedd
         miss = cache.lookup(_body(text), tenant="acme")
         assert not miss.hit and miss.reason is not MissReason.FAR
         assert miss.stale_entry is not None
+
+
+class Gated:
+    """The bundled static embedder, each call waiting until ``gate`` is set."""
+
+    def __init__(self, inner: StaticEmbedder) -> None:
+        self.inner, self.dim, self.gate = inner, inner.dim, threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        assert self.gate.wait(10)
+        return self.inner.embed(texts)
+
+
+def test_background_adds_are_never_far_until_indexed() -> None:
+    static = Gated(StaticEmbedder.bundled(bundled_tokenizer()))
+    prefilter = Prefilter(static, bound=0.75)  # type: ignore[arg-type]
+    prefilter.add("p", [1, 2], ["how do I reset my password", "what time is it"],
+                  background=True)
+    prefilter.add("q", [3, 4], ["how do I reset my password", "what time is it"],
+                  background=True)
+    prefilter.forget("q")  # dropped while queued: its batch is discarded
+    assert not prefilter.far("p", "recommend a novel about sailing ships")  # not known yet
+    assert not prefilter.wait(0.05)
+    static.gate.set()
+    assert prefilter.wait(10)
+    assert prefilter.far("p", "recommend a novel about sailing ships")
+    assert not prefilter.far("p", "how can I reset my password")
+    assert prefilter.index("q") is None and prefilter.far("q", "how do I reset my password")
+
+
+def test_a_cache_opening_over_its_store_indexes_static_vectors_in_the_background(
+        minilm: MiniLMEmbedder, tmp_path: Path) -> None:
+    """The rebuild from the store queues the static vectors; once they are indexed the
+    partition pre-filters as if its entries had been stored through this cache."""
+    config = {"store": f"sqlite:///{tmp_path / 'cache.db'}", "classifier": {"examples": None},
+              "rules": []}
+    texts = ["how do I reset my password", "what is the capital of France",
+             "how many legs does a spider have", "who wrote Hamlet"]
+    with SemanticCache.open(config, embedder=minilm) as cache:
+        for text in texts:
+            cache.store(_body(text), REPLY, tenant="acme")
+    embedder = Counting(minilm)
+    with SemanticCache.open(config, embedder=embedder) as cache:
+        prefilter = cache._tiers.prefilter
+        assert prefilter is not None and prefilter.wait(10)
+        before = embedder.calls
+        miss = cache.lookup(_body("recommend a novel about sailing ships"), tenant="acme")
+        assert miss.reason is MissReason.FAR and embedder.calls == before
+        assert cache.lookup(_body("how can I reset my password"), tenant="acme").hit
