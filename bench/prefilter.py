@@ -230,8 +230,9 @@ def rebuild(model, table: EmbeddingTable, pool: list[str], entries: int,
             rng: np.random.Generator) -> dict[str, float]:
     """Seconds to open a cache over a SQLite store of ``entries`` entries in one partition
     (texts from ``pool``, numbered; the model's vectors plus noise; bulk-written with
-    ``store.put``), default config with ``prefilter.enabled: false`` and as shipped: the
-    rebuild from the store, which makes the static vectors and their index when on."""
+    ``store.put``), default config with ``prefilter.enabled: false`` and as shipped (the
+    rebuild from the store); and, when on, until its static index (built in the background)
+    is ready."""
     table.ensure(pool)
     tmp = Path(tempfile.mkdtemp(prefix="prism-prefilter-"))
     url = f"sqlite:///{tmp / 'cache.db'}"
@@ -256,6 +257,10 @@ def rebuild(model, table: EmbeddingTable, pool: list[str], entries: int,
             cache = SemanticCache.open({"store": url, "capacity": {"entries": entries * 2},
                                         "prefilter": {"enabled": enabled}}, embedder=model)
             out[label] = time.perf_counter() - started
+            prefilter = cache._tiers.prefilter
+            if prefilter is not None:  # static vectors are indexed in the background
+                prefilter.wait()
+                out[f"{label}_static_ready"] = time.perf_counter() - started
             cache.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -417,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         opened = rebuild(model, table, pool, args.rebuild, np.random.default_rng(0))
         print(f"\nopening a cache over {args.rebuild:,} SQLite entries (one partition; the "
               f"rebuild from the store), default config: prefilter.enabled false "
-              f"{opened['off']:.1f} s, as shipped (auto) {opened['auto']:.1f} s")
+              f"{opened['off']:.1f} s, as shipped (auto) {opened['auto']:.1f} s (its static "
+              f"index, built in the background, ready after {opened['auto_static_ready']:.1f} s)")
         return 0
     if args.ood:
         table = EmbeddingTable(model, out / "emb")
