@@ -290,7 +290,7 @@ class SemanticCache:
         try:
             vector: np.ndarray | None = None
             if classification is None:
-                if self._far(key, dry):
+                if self._far(key, dry, hit):
                     return self._explained(self._far_miss(None, count), None, [], dry)
                 vector = self._embed(key.query)
                 classification = self._router.by_vector(vector)
@@ -307,7 +307,7 @@ class SemanticCache:
                     and policy.context == "semantic":
                 count(name, "exact_contexts")
             if vector is None:
-                if self._far(key, dry):
+                if self._far(key, dry, hit):
                     return self._explained(self._far_miss(name, count), policy, [], dry)
                 vector = self._embed(key.query)
             return self._semantic_lookup(key, name, policy, vector, now, count, dry, hit)
@@ -315,18 +315,20 @@ class SemanticCache:
             return self._explained(self._fail_open("lookup", classification, exc, count),
                                    None, [], dry)
 
-    def _far(self, key: RequestKey, dry: bool) -> bool:
+    def _far(self, key: RequestKey, dry: bool, stale: Entry | None) -> bool:
         """Whether the pre-filter proves nothing near ``key``'s query (so the embedder need
-        not run); never for a dry run, nor for a query the memo already holds."""
+        not run); never for a dry run, a query the memo already holds, nor one whose stale
+        verbatim entry the exact tier found (``stale``: the miss must name it)."""
         prefilter = self._tiers.prefilter
-        return (prefilter is not None and not dry and key.semantic
+        return (prefilter is not None and not dry and key.semantic and stale is None
                 and key.query not in self._memo and prefilter.far(key.partition, key.query))
 
     def _far_miss(self, category: str | None, count: _Counter) -> Miss:
-        """The miss of a far lookup; counted under ``category`` when it is known (the
-        embedding classifier did not run)."""
+        """The miss of a far lookup: a miss of ``category`` when the request, a rule or the
+        default named it without the model (its lookup is counted already); ``None`` when
+        only the embedding classifier could (uncounted: its category is not known)."""
         if category is not None:
-            count(category, "lookups")
+            count(category, "misses")
         return Miss(reason=MissReason.FAR, category=category)
 
     def _exact_lookup(self, key: RequestKey, now: float, count: _Counter, dry: bool
@@ -796,14 +798,16 @@ class SemanticCache:
 
 
 def _static_embedder(config: CacheConfig, embedder: Embedder) -> StaticEmbedder | None:
-    """The pre-filter's static embedder when ``prefilter.enabled``; raises
-    :class:`ConfigError` unless the cache embeds with the bundled model (the static table is
-    distilled from it and its bound measured against it)."""
-    if not config.prefilter.enabled:
+    """The pre-filter's static embedder when ``prefilter.enabled`` (``auto``: only when the
+    cache embeds with the bundled model, whose static table it is and against which its
+    bound was measured); raises :class:`ConfigError` for ``true`` with another embedder."""
+    if config.prefilter.enabled is False:
         return None
     from prismcache.embedders.minilm import BUNDLED_NAME, bundled_tokenizer
 
     if embedder.name != BUNDLED_NAME:
+        if config.prefilter.enabled == "auto":
+            return None
         raise ConfigError(f"prefilter.enabled needs the bundled embedder ({BUNDLED_NAME!r}): "
                           f"its static table is distilled from it; this cache embeds with "
                           f"{embedder.id!r}")

@@ -291,21 +291,24 @@ class ClassifierConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrefilterConfig:
-    """The miss-path pre-filter (:mod:`prismcache.prefilter`), opt-in per deployment.
+    """The miss-path pre-filter (:mod:`prismcache.prefilter`).
 
     Attributes:
         enabled: call a lookup a miss, before the embedder runs, when no stored query of its
-            partition is within ``bound`` by the static embedding (bundled embedder only).
+            partition is within ``bound`` by the static embedding: ``"auto"`` (the default)
+            with the bundled embedder and off with any other; ``True`` needs the bundled
+            embedder (else the cache refuses to open); ``False`` never.
         bound: static cosine below which a lookup is far; chosen on training traces so that
             <= 0.5% of the decision's semantic hits fall below it (``bench/prefilter.py``).
     """
 
-    enabled: bool = False
+    enabled: bool | str = "auto"
     bound: float = 0.78
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ConfigError(f"prefilter.enabled must be true or false, got {self.enabled!r}")
+        if not (isinstance(self.enabled, bool) or self.enabled == "auto"):
+            raise ConfigError(f"prefilter.enabled must be true, false or auto, "
+                              f"got {self.enabled!r}")
         if isinstance(self.bound, bool) or not isinstance(self.bound, (int, float)) \
                 or not -1.0 <= self.bound <= 1.0:
             raise ConfigError(f"prefilter.bound must be a cosine in [-1, 1], got {self.bound!r}")
@@ -331,7 +334,7 @@ class CacheConfig:
             and ``max_bytes``: the per-process memory budget of the indexes (``None``: hold
             every partition; else partitions load on first use, least recently used dropped).
         snapshot: directory for index snapshots (faster start-up), or ``None``.
-        prefilter: the miss-path pre-filter (off unless enabled).
+        prefilter: the miss-path pre-filter (on with the bundled embedder unless disabled).
         server: the ``server:`` section, validated by :mod:`prismcache.server` (the proxy).
         sections: other top-level sections owned by optional parts (e.g. ``economics``),
             passed through unvalidated here and validated by the part that reads them.

@@ -254,7 +254,7 @@ class Tiers:
             for key, (ids, vectors) in groups.items():
                 self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
                 self._categories_of.setdefault(key[0], set()).add(key[1])
-            self._add_static(texts)
+            self._add_static(texts, background=False)  # the budget counts what it holds
             self._resize({e.partition for e in entries})
             return
         # Adding under the lock makes "an index that became empty is dropped" (drop_vector)
@@ -263,13 +263,15 @@ class Tiers:
         with self._lock:
             for key, (ids, vectors) in groups.items():
                 self._index(key).add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
-            self._add_static(texts)
+            self._add_static(texts, background=len(entries) > 1)
 
-    def _add_static(self, texts: dict[str, tuple[list[int], list[str]]]) -> None:
-        """The prefilter's share of an add. Call with ``_lock`` held."""
+    def _add_static(self, texts: dict[str, tuple[list[int], list[str]]], *,
+                    background: bool) -> None:
+        """The prefilter's share of an add (many entries at once, e.g. a rebuild from the
+        store, in the ``background``). Call with ``_lock`` held."""
         if self.prefilter is not None:
             for partition, (ids, queries) in texts.items():
-                self.prefilter.add(partition, ids, queries)
+                self.prefilter.add(partition, ids, queries, background=background)
 
     def drop(self, refs: Iterable[EntryRef]) -> None:
         """Forget entries the store no longer holds."""
@@ -385,11 +387,14 @@ class Tiers:
         return False
 
     def _size(self, partition: str) -> int:
-        """Bytes of ``partition`` now: its indexes' allocation and its exact-tier items.
-        Call with ``_lock`` held."""
+        """Bytes of ``partition`` now: its indexes' allocation (the pre-filter's static index
+        too) and its exact-tier items. Call with ``_lock`` held."""
         indexed = sum(self._index_bytes(self._indexes[(partition, c)])
                       for c in self._categories_of.get(partition, ())
                       if (partition, c) in self._indexes)
+        static = self.prefilter.index(partition) if self.prefilter is not None else None
+        if static is not None:
+            indexed += self._index_bytes(static)
         return len(self._exact_of.get(partition, ())) * self._exact_bytes + indexed
 
     def _index_bytes(self, index: VectorIndex) -> int:

@@ -22,6 +22,7 @@ and the shared data's train splits; :meth:`StaticEmbedder.bundled` loads it.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,17 +128,9 @@ class StaticEmbedder:
     @classmethod
     def bundled(cls, tokenizer: Any, path: Path = TABLE) -> StaticEmbedder:
         """The shipped table (``path``), checked against :data:`TABLE_SHA256`; raises
-        :class:`EmbeddingError` when it is missing or not that file."""
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise EmbeddingError(f"cannot read the static table {path}: {exc}") from exc
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != TABLE_SHA256:
-            raise EmbeddingError(f"static table {path} has sha256 {digest}, expected "
-                                 f"{TABLE_SHA256}: reinstall prismcache")
-        table = np.load(path, allow_pickle=False)
-        return cls(table.astype(np.float32), tokenizer, name="minilm-static-v1")
+        :class:`EmbeddingError` when it is missing or not that file. The checked table is
+        read once per process and shared (read-only) by every cache that opens it."""
+        return cls(_checked_table(path), tokenizer, name="minilm-static-v1")
 
     @property
     def id(self) -> str:
@@ -165,3 +158,28 @@ class StaticEmbedder:
 
     def __repr__(self) -> str:
         return f"StaticEmbedder(name={self.name!r}, dim={self.dim})"
+
+
+_TABLES: dict[Path, np.ndarray] = {}  # checked tables by path, read-only, shared
+_TABLES_LOCK = threading.Lock()
+
+
+def _checked_table(path: Path) -> np.ndarray:
+    """The float32 rows of the table at ``path`` once its sha256 is :data:`TABLE_SHA256`
+    (read once per process); raises :class:`EmbeddingError` otherwise."""
+    with _TABLES_LOCK:
+        table = _TABLES.get(path)
+        if table is not None:
+            return table
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise EmbeddingError(f"cannot read the static table {path}: {exc}") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != TABLE_SHA256:
+            raise EmbeddingError(f"static table {path} has sha256 {digest}, expected "
+                                 f"{TABLE_SHA256}: reinstall prismcache")
+        table = np.load(path, allow_pickle=False).astype(np.float32)
+        table.setflags(write=False)
+        _TABLES[path] = table
+        return table
