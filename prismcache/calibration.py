@@ -297,6 +297,11 @@ class Calibrator:
         that candidate), ``None`` when it has none. Entries of other tenants are never in it."""
         return self._adjusted.get(tenant)
 
+    @property
+    def adjusted_entries(self) -> int:
+        """How many entries (all tenants) have a cut-off of their own."""
+        return sum(len(adjusted) for adjusted in self._adjusted.values())
+
     def forget(self, entry_ids: Iterable[int]) -> None:
         """Drop what was learned about entries the store evicted or replaced."""
         with self._lock:

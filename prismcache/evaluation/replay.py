@@ -253,6 +253,7 @@ class _Learner:
         self.rng = np.random.default_rng(seed + 1)
         self.labels: Counter[str] = Counter()
         self.timeline: dict[str, list[tuple[int, float]]] = {}
+        self.entries: list[tuple[int, int]] = [(0, 0)]  # (request, entries with own cut-off)
 
     def learn(self, i: int, result: Hit | Miss, line: TraceLine, tenant: str) -> bool:
         """Record the label ``result`` gives (if any); whether it was explored."""
@@ -272,13 +273,17 @@ class _Learner:
                                                      .cutoff)])
         if cutoff is not None and cutoff != steps[-1][1]:
             steps.append((i, cutoff))
+        if self.calibrator.adjusted_entries != self.entries[-1][1]:
+            self.entries.append((i, self.calibrator.adjusted_entries))
         return source == "explored"
 
     def report(self, online: Online) -> dict[str, Any]:
-        """Labels by source, the cut-off steps per category, the calibrator's final state."""
+        """Labels by source, the cut-off steps per category, the number of entries with a
+        cut-off of their own over time, the calibrator's final state."""
         return {"target_precision": online.target_precision, "labels": dict(self.labels),
                 "cutoffs": {c: [list(s) for s in steps] for c, steps in
                             sorted(self.timeline.items())},
+                "entries": [list(s) for s in self.entries],
                 "calibration": self.calibrator.as_json()}
 
 
