@@ -213,7 +213,8 @@ class Calibrator:
         clock: for the change log.
         min_labels: see :func:`learn_cutoff`.
         max_entries: entries tracked for a per-entry cut-off, least recently labelled dropped
-            first (a dropped entry falls back to its category's cut-off).
+            first (a dropped entry falls back to its category's cut-off); 0 turns the
+            per-entry rule off (the category rule alone, as ``replay --online`` compares).
     """
 
     def __init__(self, config: CacheConfig, store: DocumentStore | None = None, *,
@@ -400,6 +401,8 @@ class Calibrator:
     def _track(self, label: Label) -> bool:
         """Add ``label`` to its entry's labels and re-derive the entry's cut-off; return
         whether the entry was closed before this label (then its category does not count it)."""
+        if self._max_entries <= 0:
+            return False
         tracked = self._entries.get(label.entry_id)
         if tracked is None:
             tracked = self._entries[label.entry_id] = _Tracked(

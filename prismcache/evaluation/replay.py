@@ -64,6 +64,8 @@ class Online:
 
     target_precision: float = 0.99
     explore_rate: float | None = None
+    #: learn per-entry cut-offs too (``False``: the category rule alone, for comparison)
+    per_entry: bool = True
 
 
 def prepare_config(config: CacheConfig, categories: Sequence[str], *,
@@ -170,6 +172,9 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     rng = np.random.default_rng(seed)
     draws = embed_latency if embed_latency is not None and len(embed_latency) else np.zeros(1)
     keys: dict[int, str] = {}
+    if online is not None and not online.per_entry:
+        from prismcache.calibration import Calibrator  # calibration imports evaluation.metrics
+        cache.policies.calibration = Calibrator(config, max_entries=0)
     learner = _Learner(cache, keys, seed) if online is not None else None
     cached: set[tuple[str, str]] = set()
     groups: dict[str, _Group] = defaultdict(_Group)
