@@ -94,9 +94,9 @@ class PolicyResolver:
         return policy
 
     def entry_cutoffs(self, tenant: str) -> Mapping[int, float] | None:
-        """``tenant``'s per-entry cut-offs learned from labels (:meth:`Calibrator.entry_cutoffs
-        <prismcache.calibration.Calibrator.entry_cutoffs>`), for :func:`~prismcache.decision.decide`;
-        ``None`` when there are none."""
+        """``tenant``'s per-entry cut-offs learned from labels
+        (:meth:`~prismcache.calibration.Calibrator.entry_cutoffs`), for
+        :func:`~prismcache.decision.decide`; ``None`` when there are none."""
         return None if self.calibration is None else self.calibration.entry_cutoffs(tenant)
 
     def forget(self, entry_ids: Iterable[int]) -> None:

@@ -205,3 +205,20 @@ def test_entry_cutoffs_survive_a_restart_and_dropped_entries_are_pruned(tmp_path
         assert rolled_back.policies.entry_cutoffs("a") is None
     finally:
         rolled_back.close()
+
+
+def test_an_entry_evicted_for_the_quotas_is_forgotten() -> None:
+    cache = SemanticCache.open({**GREY, "capacity": {"entries": 2}}, embedder=CountingEmbedder())
+    try:
+        first = cache.store(body("how do I reset my router"), answer("hold the button"))
+        assert first.entry_id is not None
+        calibrator = cache.policies.calibration
+        assert calibrator is not None
+        calibrator.record(label(first.entry_id, False, tenant="default"))
+        assert calibrator.entry_cutoffs("default") == {first.entry_id: 1.0}
+        for text in ("what is the capital of peru", "how tall is the eiffel tower"):
+            cache.store(body(text), answer("an answer"))
+        assert cache.document_store.get(first.entry_id) is None  # evicted
+        assert calibrator.entry_cutoffs("default") is None
+    finally:
+        cache.close()
