@@ -15,7 +15,12 @@ variants), without verbatim repeats. Per trace, in one run:
 - **online**: the same, with ``target_precision`` set everywhere (0.99; 0.95, 0.9 and 0.8 to
   show where the bound starts to move the cut-offs): labels only from grey-zone misses and
   explored grey-zone hits (``answer_key`` equality stands in for answer agreement), every
-  explored request counted as an upstream call (a miss).
+  explored request counted as an upstream call (a miss); category cut-offs and per-entry
+  cut-offs (entries closed by their disagreeing labels, or looser on a bound) both learned.
+
+The ratio is to the best swept uniform point at a false-hit rate no higher (a step: the sweep
+is a grid), and, as a check on the grid, to the uniform curve interpolated linearly at the
+same false-hit rate (``ratio_interpolated``, never above the stepped one).
 
 Also measured here: the answer-agreement rule of :mod:`prismcache.labels` on ParaQA train
 answer-paraphrase clusters (true paraphrases vs. each answer's nearest other question's answer
@@ -58,6 +63,17 @@ def bar(uniform: list[dict[str, Any]], false_rate: float) -> float:
                default=0.0)
 
 
+def interpolated(uniform: list[dict[str, Any]], false_rate: float) -> float:
+    """The uniform hit rate at ``false_rate`` on the curve through the swept points (linear
+    between neighbours; the best hit rate above them; 0.0 below them: no swept point is as
+    precise, as :func:`bar` says too)."""
+    points = sorted((u["false_hit_rate"], u["hit_rate"]) for u in uniform)
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    if not xs or false_rate < xs[0]:
+        return 0.0
+    return float(np.interp(false_rate, xs, ys))
+
+
 def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTable,
         explore_rate: float | None, plot: str | None) -> dict[str, Any]:
     """The uniform curve, the shipped decision and online runs on ``trace``."""
@@ -72,9 +88,14 @@ def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTa
         at = bar(uniform, o["false_hit_rate"])
         out["uniform_at_same_false"] = at
         out["ratio_to_uniform"] = o["hit_rate"] / at if at else None
+        line = interpolated(uniform, o["false_hit_rate"])
+        out["uniform_interpolated"] = line
+        out["ratio_interpolated"] = o["hit_rate"] / line if line else None
         return out
 
     shipped = point(replay(trace, base, table))
+    category_only = point(replay(trace, base, table, online=Online(
+        target_precision=TARGETS[0], explore_rate=explore_rate, per_entry=False)))
     online: dict[str, Any] = {}
     for target in TARGETS:
         result = replay(trace, base, table,
@@ -83,13 +104,19 @@ def run(name: str, trace: list[TraceLine], base: CacheConfig, table: EmbeddingTa
                                "cutoffs": {r["category"]: r["cutoff"] for r in
                                            result["online"]["calibration"]["categories"]
                                            if r["cutoff"] != r["configured_cutoff"]},
+                               "entries": {r["category"]: [r["entries_closed"],
+                                                           r["entries_looser"]]
+                                           for r in result["online"]["calibration"]["categories"]
+                                           if r["entries_closed"] or r["entries_looser"]},
+                               "tracked": result["online"]["calibration"]["entries"],
                                "steps": result["online"]["cutoffs"]}
         if plot:  # one PNG per target: PLOT with the target before the suffix
             from prismcache.evaluation.plots import plot_cutoffs
             path = Path(plot)
             plot_cutoffs(result, path.with_name(f"{path.stem}_{target}{path.suffix}"))
     return {"trace": name, "requests": len(trace), "uniform": uniform, "shipped": shipped,
-            "online": online, "uniform_best_at_1pct": bar(uniform, MAX_FALSE),
+            "category_only": category_only, "online": online,
+            "uniform_best_at_1pct": bar(uniform, MAX_FALSE),
             "seconds": time.perf_counter() - t0}
 
 
@@ -168,18 +195,25 @@ def main(argv: list[str] | None = None) -> int:
                                           args.plot if name == "mixed" else None)
         print(f"\n== dev trace {name}: {r['requests']} requests ({r['seconds']:.0f} s)")
         print(f"{'rule':30s} {'hit rate':>9s} {'false':>7s} {'explored':>9s} "
-              f"{'uniform@same false':>19s} {'ratio':>6s}")
+              f"{'uniform@same false':>19s} {'ratio':>6s} {'interpolated':>12s} {'ratio':>6s}")
         for u in r["uniform"]:
             print(f"uniform threshold {u['threshold']:<12.3f} {u['hit_rate']:9.2%} "
                   f"{u['false_hit_rate']:7.2%}")
-        rows = [("shipped (configured cut-offs)", r["shipped"])]
+        rows = [("shipped (configured cut-offs)", r["shipped"]),
+                (f"online {TARGETS[0]}, category only", r["category_only"])]
         rows += [(f"online, target {t}", r["online"][t]) for t in r["online"]]
         for label, p in rows:
             ratio = "-" if p["ratio_to_uniform"] is None else f"{p['ratio_to_uniform']:.2f}x"
+            inter = "-" if p["ratio_interpolated"] is None else f"{p['ratio_interpolated']:.2f}x"
             print(f"{label:30s} {p['hit_rate']:9.2%} {p['false_hit_rate']:7.2%} "
-                  f"{p['explored_rate']:9.2%} {p['uniform_at_same_false']:19.2%} {ratio:>6s}")
+                  f"{p['explored_rate']:9.2%} {p['uniform_at_same_false']:19.2%} {ratio:>6s} "
+                  f"{p['uniform_interpolated']:12.2%} {inter:>6s}")
         for t, p in r["online"].items():
             print(f"online {t}: labels {p['labels']}; cut-offs moved: {p['cutoffs'] or 'none'}")
+            closed = sum(c for c, _ in p["entries"].values())
+            looser = sum(x for _, x in p["entries"].values())
+            print(f"online {t}: entries with labels {p['tracked']['tracked']}, closed {closed}, "
+                  f"looser {looser}; by category [closed, looser]: {p['entries'] or 'none'}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return 0

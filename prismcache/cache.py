@@ -398,7 +398,8 @@ class SemanticCache:
             query = Query(text=key.query, vector=vector, context=key.context,
                           context_vector=self._context_vector(key.context, key.context, policy)
                           if compared else None)
-            verdict = decision.decide(query, candidates, policy, verifier)
+            verdict = decision.decide(query, candidates, policy, verifier,
+                                      self._policies.entry_cutoffs(key.tenant))
         except VerifierError as exc:
             failed = self._fail_open("verifier", Classification(category, "verifier"), exc,
                                      count)
@@ -596,6 +597,7 @@ class SemanticCache:
         previous = self._tiers.exact(key.exact_key)
         if previous is not None:
             self._tiers.drop(self._store.delete([previous]))
+            self._policies.forget([previous])
         self._store.put(entry)
         self._tiers.add([entry])
         self._count(entry.category, "stores")
@@ -607,6 +609,7 @@ class SemanticCache:
                     and ref.priority > self._inflation.get(ref.category, 0.0)):
                 self._inflation[ref.category] = ref.priority
         self._tiers.drop(evicted)
+        self._policies.forget(ref.id for ref in evicted)
 
     # -- maintenance -------------------------------------------------------------------------
 

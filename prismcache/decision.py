@@ -43,7 +43,7 @@ empty and the rule is the classic one: ``cosine >= threshold`` plus the guards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -161,9 +161,12 @@ def bounds(policy: CategoryPolicy, verifier: Verifier | None) -> tuple[float, fl
 
 
 def decide(query: Query, candidates: Sequence[Candidate], policy: CategoryPolicy,
-           verifier: Verifier | None = None) -> Decision:
+           verifier: Verifier | None = None,
+           entry_cutoffs: Mapping[int, float] | None = None) -> Decision:
     """Decide which of ``candidates`` (best cosine first) may answer ``query`` under
     ``policy``; ``verifier`` scores the grey zone (``None``: cosine and guards only).
+    ``entry_cutoffs`` (entry id -> cut-off, learned per entry of the request's tenant by
+    :mod:`prismcache.calibration`) replaces ``policy.cutoff`` for those candidates only.
 
     Pure: no I/O, no clock; the caller has already dropped candidates that expired or whose
     document is gone. Raises whatever the verifier raises (callers fail open).
@@ -195,9 +198,11 @@ def decide(query: Query, candidates: Sequence[Candidate], policy: CategoryPolicy
         scored = verifier.probabilities(query, [candidates[i] for i in grey])
         for i, p in zip(grey, scored, strict=True):
             p = float(p)
-            accepted = p >= policy.cutoff
+            cutoff = (policy.cutoff if not entry_cutoffs
+                      else entry_cutoffs.get(candidates[i].entry_id, policy.cutoff))
+            accepted = p >= cutoff
             outcomes[i] = (Outcome.ACCEPTED if accepted else Outcome.VERIFIER, p,
-                           "" if accepted else f"p={p:.3f} < {policy.cutoff:g}")
+                           "" if accepted else f"p={p:.3f} < {cutoff:g}")
     best = _best(candidates, outcomes)
     if best is not None:
         outcomes[best] = (Outcome.SERVED, outcomes[best][1], outcomes[best][2])

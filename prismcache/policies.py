@@ -22,6 +22,7 @@ and once per store and passes the result down, so a policy cannot shift inside o
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,17 @@ class PolicyResolver:
                 and self.economics.disabled(category)):
             policy = replace(policy, enabled=False)
         return policy
+
+    def entry_cutoffs(self, tenant: str) -> Mapping[int, float] | None:
+        """``tenant``'s per-entry cut-offs learned from labels
+        (:meth:`~prismcache.calibration.Calibrator.entry_cutoffs`), for
+        :func:`~prismcache.decision.decide`; ``None`` when there are none."""
+        return None if self.calibration is None else self.calibration.entry_cutoffs(tenant)
+
+    def forget(self, entry_ids: Iterable[int]) -> None:
+        """Drop what was learned per entry about entries evicted or replaced."""
+        if self.calibration is not None:
+            self.calibration.forget(entry_ids)
 
     def __repr__(self) -> str:
         parts = [p for p, on in (("calibration", self.calibration), ("adaptive", self.adaptive),

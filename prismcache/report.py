@@ -57,7 +57,8 @@ def _report(args: argparse.Namespace) -> int:
             bound = "-" if row["bound"] is None else f"{row['bound']:.4f}"
             print(f"learned cut-off {row['category']}: {row['cutoff']:g} (configured "
                   f"{row['configured_cutoff']:g}, target {row['target_precision']:g}, "
-                  f"{row['labels']} labels, bound {bound}: {row['why']})")
+                  f"{row['labels']} labels, bound {bound}: {row['why']}; entries: "
+                  f"{row.get('entries_closed', 0)} closed, {row.get('entries_looser', 0)} looser)")
         return 0
     return _configured(args)
 

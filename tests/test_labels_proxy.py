@@ -171,3 +171,31 @@ def test_no_exploration_while_the_upstream_is_overloaded(make_proxy, upstream) -
               for i in GREEK}
     assert states == {"hit"}  # at explore_rate 0.5, 2**-16 odds of this without the rule
     assert upstream.generations == 1
+
+
+def test_an_entry_whose_neighbour_disagrees_stops_serving_its_grey_zone(make_proxy,
+                                                                         upstream) -> None:
+    verifier = FixedVerifier(0.95)  # grey-zone candidates accepted (cut-off 0.9)
+    proxy = make_proxy(config(), verifiers={"builtin": verifier},
+                       **ADMIN)  # type: ignore[arg-type]
+    upstream.behaviour.text = ANSWER
+    ask(proxy, "How do I reset my password?")
+    ask(proxy, "How do I reset my password?", api_key="sk-client-b")
+    hit = ask(proxy, "How can I reset my password?")
+    assert hit.headers["x-prism-cache"] == "hit"
+    header = hit.headers["x-prism-entry"]
+    entry = int(header, 16)
+    verifier.p = 0.6  # rejected now: the next near request goes upstream and is labelled
+    upstream.behaviour.text = "Tomatoes grow best in warm sunny gardens."
+    ask(proxy, "How would I reset my password?")
+    [different] = wait_labels(proxy, 1)
+    assert (different.entry_id, different.same) == (entry, False)
+    assert proxy.cache.policies.entry_cutoffs(different.tenant) == {entry: 1.0}
+    verifier.p = 0.95
+    again = ask(proxy, "How can I reset my password?")
+    assert again.headers.get("x-prism-entry") != header  # never from the closed entry
+    other = ask(proxy, "How can I reset my password?", api_key="sk-client-b")
+    assert other.headers["x-prism-cache"] == "hit"  # b's own entry is not closed
+    with proxy.http() as http:
+        metrics = http.get("/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).text
+    assert 'prismcache_adjusted_entries{category="loose",direction="closed"} 1' in metrics

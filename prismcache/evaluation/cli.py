@@ -229,7 +229,8 @@ def _replay(args: argparse.Namespace) -> int:
             if not row["labels"]:
                 continue
             print(f"  cut-off {row['category']}: {row['configured_cutoff']:g} -> "
-                  f"{row['cutoff']:g} ({row['labels']} labels; {row['why']})")
+                  f"{row['cutoff']:g} ({row['labels']} labels; {row['why']}); entries "
+                  f"{row['entries_closed']} closed, {row['entries_looser']} looser")
     from prismcache.evaluation import plots
     if args.cutoff_plot and "online" in result:
         print(f"plot: {plots.plot_cutoffs(result, args.cutoff_plot)}")

@@ -113,7 +113,8 @@ def plot_policies(points: Sequence[Mapping[str, Any]], path: str | Path) -> Path
 
 def plot_cutoffs(result: Mapping[str, Any], path: str | Path) -> Path:
     """``replay --online``: each category's learned verifier cut-off against the request
-    number (a step plot; the first point is the configured cut-off)."""
+    number (a step plot; the first point is the configured cut-off), and on a second axis
+    the number of entries with a cut-off of their own (per-entry calibration)."""
     plt = _pyplot()
     online = result["online"]
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -131,4 +132,10 @@ def plot_cutoffs(result: Mapping[str, Any], path: str | Path) -> Path:
                  f"{o['explored_rate']:.1%}")
     if online["cutoffs"]:
         ax.legend(fontsize=8, loc="lower left", ncol=2)
+    entries = online.get("entries")
+    if entries:
+        twin = ax.twinx()
+        twin.step([s[0] for s in entries] + [end], [s[1] for s in entries] + [entries[-1][1]],
+                  where="post", color="black", linestyle=":", label="entries with own cut-off")
+        twin.set_ylabel("entries with a cut-off of their own (dotted)")
     return _save(fig, path)

@@ -64,6 +64,8 @@ class Online:
 
     target_precision: float = 0.99
     explore_rate: float | None = None
+    #: learn per-entry cut-offs too (``False``: the category rule alone, for comparison)
+    per_entry: bool = True
 
 
 def prepare_config(config: CacheConfig, categories: Sequence[str], *,
@@ -170,6 +172,9 @@ def replay(trace: Sequence[TraceLine], config: CacheConfig, table: EmbeddingTabl
     rng = np.random.default_rng(seed)
     draws = embed_latency if embed_latency is not None and len(embed_latency) else np.zeros(1)
     keys: dict[int, str] = {}
+    if online is not None and not online.per_entry:
+        from prismcache.calibration import Calibrator  # calibration imports evaluation.metrics
+        cache.policies.calibration = Calibrator(config, max_entries=0)
     learner = _Learner(cache, keys, seed) if online is not None else None
     cached: set[tuple[str, str]] = set()
     groups: dict[str, _Group] = defaultdict(_Group)
@@ -253,6 +258,7 @@ class _Learner:
         self.rng = np.random.default_rng(seed + 1)
         self.labels: Counter[str] = Counter()
         self.timeline: dict[str, list[tuple[int, float]]] = {}
+        self.entries: list[tuple[int, int]] = [(0, 0)]  # (request, entries with own cut-off)
 
     def learn(self, i: int, result: Hit | Miss, line: TraceLine, tenant: str) -> bool:
         """Record the label ``result`` gives (if any); whether it was explored."""
@@ -272,13 +278,17 @@ class _Learner:
                                                      .cutoff)])
         if cutoff is not None and cutoff != steps[-1][1]:
             steps.append((i, cutoff))
+        if self.calibrator.adjusted_entries != self.entries[-1][1]:
+            self.entries.append((i, self.calibrator.adjusted_entries))
         return source == "explored"
 
     def report(self, online: Online) -> dict[str, Any]:
-        """Labels by source, the cut-off steps per category, the calibrator's final state."""
+        """Labels by source, the cut-off steps per category, the number of entries with a
+        cut-off of their own over time, the calibrator's final state."""
         return {"target_precision": online.target_precision, "labels": dict(self.labels),
                 "cutoffs": {c: [list(s) for s in steps] for c, steps in
                             sorted(self.timeline.items())},
+                "entries": [list(s) for s in self.entries],
                 "calibration": self.calibrator.as_json()}
 
 
