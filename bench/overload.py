@@ -26,7 +26,9 @@ where ``stale_if_error`` allows, deleted on sight where not), still fresh in oth
 
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
 client errors, client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
-(near/stale answers given instead of a call) and ``coalesced`` answers, and the false-hit rate
+(near/stale answers given instead of a call) and ``coalesced`` answers (followers of an
+identical or similar request's flight, in flight or being stored: no call of their own; identical
+followers answered ``miss`` before 2026-12-01 and were not counted), and the false-hit rate
 counting every served answer (hit, near, stale, coalesced) whose answer key differs from the
 request's, overall and per stage. Loopback only; the
 run is bounded by the stage plan (2,775 requests and ~105 s per policy, two pairs).

@@ -241,7 +241,7 @@ def test_coalescing_is_the_decision_with_the_categorys_verifier() -> None:
 
 def test_gate_limits_calls_in_flight_and_adapts_to_overload() -> None:
     async def scenario() -> None:
-        gate = UpstreamGate(max_wait=5.0, initial=2.0)
+        gate = UpstreamGate(max_wait=5.0, initial=2.0, probe_slowdown=1.0)  # plain AIMD
         await gate.acquire()
         await gate.acquire()
         order: list[int] = []
@@ -268,6 +268,31 @@ def test_gate_limits_calls_in_flight_and_adapts_to_overload() -> None:
         assert order == [0, 1, 2] and gate.queued == 3 and gate.timed_out == 0
 
     asyncio.run(scenario())
+
+
+def _recoveries(gate: UpstreamGate, refuse_at: int, calls: int) -> int:
+    """Feed ``gate`` ``calls`` finished calls from an upstream that refuses the ``refuse_at``-th
+    call in flight, the gate always full; returns how many were refused."""
+    refused = 0
+    for _ in range(calls):
+        gate.inflight = int(gate.limit)  # saturated: every slot the limit allows is taken
+        status = 429 if gate.inflight >= refuse_at else 200
+        refused += status == 429
+        gate.observe(status)
+    return refused
+
+
+def test_gate_probes_slowly_past_the_level_the_upstream_refused() -> None:
+    plain = _recoveries(UpstreamGate(max_wait=1.0, initial=4.0, probe_slowdown=1.0), 6, 400)
+    gate = UpstreamGate(max_wait=1.0, initial=4.0)
+    slow = _recoveries(gate, 6, 400)
+    assert gate.refused_at == 6 and 4.0 <= gate.limit < 6.0
+    assert 0 < slow * 4 <= plain  # still probes, at a quarter of the refusals or fewer
+    for _ in range(200):  # the upstream takes more now: the limit passes the old ceiling ...
+        gate.observe(200)
+    assert gate.limit > 7.0 and gate.refused_at == float("inf")  # ... which is forgotten
+    with pytest.raises(ValueError, match="probe_slowdown"):
+        UpstreamGate(max_wait=1.0, probe_slowdown=0.5)
 
 
 def test_gate_sends_a_call_anyway_after_the_longest_wait() -> None:

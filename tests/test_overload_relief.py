@@ -205,5 +205,6 @@ def test_a_request_that_a_flight_would_take_follows_it_instead(
     _prime(proxy, STORED, "loose")
     with _saturated(proxy, upstream, slow=(SLOW, "loose")) as slow, proxy.http() as http:
         follower = _post(http, SLOW, "loose")  # identical to the call in flight, near STORED
-    assert follower.headers["x-prism-cache"] == "miss" and _asked_upstream(follower)
+    assert follower.headers["x-prism-cache"] == "coalesced"  # no relief: it follows the flight
+    assert follower.headers["x-prism-similarity"] == "1.0000" and not _asked_upstream(follower)
     assert follower.json() == slow[0].json()  # the one fresh answer, shared

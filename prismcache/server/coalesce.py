@@ -22,6 +22,12 @@ earlier than the call the follower would have made.
 A flight runs apart from its first client, so one client hanging up does not break the
 answer for the others; when the *last* subscriber leaves before the end, the flight is
 cancelled: the upstream call is aborted and nothing is stored.
+
+**Until its answer is stored.** A finished flight whose answer is being stored
+(:attr:`Flight.settled`, set by the runner) stays joinable until the store has landed: a
+request whose lookup ran before the entry existed (on a busy proxy, lookups and stores wait in
+one thread pool, seconds apart) follows the finished flight, identical or similar, instead of
+calling the upstream again for an answer the cache is about to hold.
 """
 
 from __future__ import annotations
@@ -104,6 +110,9 @@ class Flight:
         self.done = False
         self.subscribers = 0
         self.upstream_seconds = 0.0  # set by the runner: time spent waiting on the upstream
+        #: set by the runner once the answer is being stored: waits (a bounded while) for that
+        #: store, ``True`` once it has landed; the flight stays joinable until then
+        self.settled: Callable[[], Awaitable[bool]] | None = None
         self.task: asyncio.Task[None] | None = None
         self._pieces: list[bytes] = []
         self._head_ready = asyncio.Event()
@@ -208,6 +217,7 @@ class Coalescer:
         self._groups: dict[Hashable, list[Flight]] = {}  # flights semantic followers may join
         self.followers = 0  # requests that joined someone else's flight
         self.semantic_followers = 0  # ... of them, those that joined a similar request's
+        self._lingering: set[asyncio.Task[None]] = set()  # finished flights being stored
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -292,12 +302,28 @@ class Coalescer:
             log.exception("upstream call failed unexpectedly")
             flight.fail(UpstreamError("the proxy failed to forward the request", status=500))
         finally:
-            if key is not None and self._flights.get(key) is flight:
-                del self._flights[key]
-            if flight.similar is not None:
-                group = self._groups.get(flight.similar.group, [])
-                if flight in group:
-                    group.remove(flight)
-                if not group:
-                    self._groups.pop(flight.similar.group, None)
             flight.finish()
+            if flight.settled is None or key is None:
+                self._forget(key, flight)
+            else:  # joinable until its answer is stored (see the module docstring)
+                task = asyncio.ensure_future(self._linger(key, flight, flight.settled))
+                self._lingering.add(task)
+                task.add_done_callback(self._lingering.discard)
+
+    async def _linger(self, key: Hashable, flight: Flight,
+                      settled: Callable[[], Awaitable[bool]]) -> None:
+        try:
+            while not await settled():
+                pass
+        finally:
+            self._forget(key, flight)
+
+    def _forget(self, key: Hashable | None, flight: Flight) -> None:
+        if key is not None and self._flights.get(key) is flight:
+            del self._flights[key]
+        if flight.similar is not None:
+            group = self._groups.get(flight.similar.group, [])
+            if flight in group:
+                group.remove(flight)
+            if not group:
+                self._groups.pop(flight.similar.group, None)

@@ -271,10 +271,11 @@ async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
     key = _flight_key(state, call)
     flight, leader = coalescer.join(key, partial(_forward, state, call),
                                     similar if key is not None else None)
-    if not leader:
+    if not leader:  # identical (similarity 1) or similar: either way no call of its own
         state.metrics.coalesced.inc(call.endpoint)
-        if (score := coalescer.similarity(flight, key, similar)) is not None:
-            headers = {**headers, "x-prism-cache": "coalesced", "x-prism-similarity": f"{score:.4f}"}
+        score = coalescer.similarity(flight, key, similar)
+        headers = {**headers, "x-prism-cache": "coalesced",
+                   "x-prism-similarity": f"{1.0 if score is None else score:.4f}"}
     state.metrics.inflight += 1
     done = False
     try:
@@ -442,6 +443,8 @@ def _release(state: ProxyState, call: _Call, flight: Flight, answer: Any,
     if not state.after_reply.run(key, _after_reply(state, call, flight, answer, chunks),
                                  partial(_after_reply_failed, state, call)):
         _dropped(state, "answer")
+    elif key is not None:  # joinable until stored: a lookup that ran before it lands follows
+        flight.settled = partial(state.after_reply.settled, key)
 
 
 def _dropped(state: ProxyState, what: str) -> None:

@@ -13,7 +13,9 @@ by default) pass the upstream's error through unchanged.
 
 **The upstream gate** (:class:`UpstreamGate`, ``server.upstream_gate``): the proxy limits its
 own upstream calls in flight, additive-increase/multiplicative-decrease on the upstream's
-answers (x0.75 of the calls in flight on a 429/503/timeout, +1/limit on a success), and holds
+answers (x0.75 of the calls in flight on a 429/503/timeout, +1/limit on a success; past the
+level that drew the last refusal, ``probe_slowdown`` times slower: every probe above a known
+ceiling costs a refused call, which is an upstream request too), and holds
 calls beyond the limit in a FIFO queue for at most ``server.upstream_queue_wait`` before sending
 them anyway. A burst past the upstream's capacity then waits instead of being refused, and the
 flights waiting in the queue take on identical and similar followers
@@ -235,14 +237,24 @@ class UpstreamGate:
     ``acquire`` waits for a slot at most ``max_wait`` seconds, then proceeds anyway (counted in
     ``timed_out``); every ``acquire`` is paired with one ``release``; ``observe`` feeds the
     status of each finished call (0 for a call that ended without one).
+
+    The calls in flight when the upstream last refused one are its known ceiling
+    (:attr:`refused_at`): the limit grows back to one below it at the usual rate and past that
+    ``probe_slowdown`` times slower, so a steady overload costs one refused probe per
+    ``probe_slowdown`` recoveries instead of one per recovery. A limit that passes the ceiling
+    without a refusal forgets it (the upstream took more).
     """
 
-    def __init__(self, *, max_wait: float, initial: float = 64.0, ceiling: float = 1024.0) -> None:
-        if max_wait < 0 or not 1.0 <= initial <= ceiling:
-            raise ValueError("max_wait must be >= 0 and 1 <= initial <= ceiling")
+    def __init__(self, *, max_wait: float, initial: float = 64.0, ceiling: float = 1024.0,
+                 probe_slowdown: float = 8.0) -> None:
+        if max_wait < 0 or not 1.0 <= initial <= ceiling or probe_slowdown < 1.0:
+            raise ValueError("max_wait must be >= 0, 1 <= initial <= ceiling and "
+                             "probe_slowdown >= 1")
         self.max_wait = max_wait
         self.limit = initial
         self.ceiling = ceiling
+        self.probe_slowdown = probe_slowdown
+        self.refused_at = float("inf")  # calls in flight when the upstream last refused one
         self.inflight = 0
         self.queued = 0  # calls that had to wait, since start
         self.timed_out = 0  # ... of them, sent without a slot after max_wait
@@ -295,9 +307,15 @@ class UpstreamGate:
     def observe(self, status: int) -> None:
         """Adapt the limit to the status of a finished call (before its ``release``)."""
         if status in OVERLOADED:
+            self.refused_at = max(1, self.inflight)
             self.limit = max(1.0, min(self.limit, self.inflight) * 0.75)
         elif 0 < status < 400:
-            self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
+            step = 1.0 / self.limit
+            if self.limit + 1.0 >= self.refused_at:  # the next slot is the one refused last
+                step /= self.probe_slowdown
+            self.limit = min(self.ceiling, self.limit + step)
+            if self.limit >= self.refused_at + 1.0:  # took more than it refused: forget
+                self.refused_at = float("inf")
 
 
 class LoadAdmission:
