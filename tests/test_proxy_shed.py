@@ -260,7 +260,7 @@ def test_the_automatic_budget_is_what_a_lookup_is_expected_to_save() -> None:
 
 
 def test_the_budget_setting_is_auto_a_number_or_an_error() -> None:
-    assert ServerSettings.from_config({}).lookup_budget_ms is None
+    assert ServerSettings.from_config({}).lookup_budget_ms == 0  # never skip by default
     assert ServerSettings.from_config({"lookup_budget_ms": "auto"}).lookup_budget_ms is None
     assert ServerSettings.from_config({"lookup_budget_ms": 0}).lookup_budget_ms == 0
     for bad in ("fast", -1, True):

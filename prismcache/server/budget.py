@@ -2,7 +2,7 @@
 
 A semantic lookup is worth its wait while the wait is shorter than the upstream time it is
 expected to save: the recent share of semantic lookups that hit times the recent upstream
-latency (``server.lookup_budget_ms: auto``, the default). Traffic that misses (new questions)
+latency (``server.lookup_budget_ms: auto``; the default, 0, never skips). Traffic that misses (new questions)
 then skips a queued lookup at once and goes upstream; traffic that hits waits as long as a hit
 is worth; in front of a model that answers in seconds the budget is seconds, and nothing is
 skipped short of a pathological queue. A fixed number of milliseconds replaces the estimate;

@@ -25,9 +25,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       stream_usage: true                   # recorded streams ask the upstream for usage
       embed_batch_max: 16                  # concurrent lookups embedded in one model call (1: off)
       embed_batch_wait_ms: 0.5             # how long a batch waits for company (never when alone)
-      lookup_budget_ms: auto               # skip the semantic lookup when the embedder's queue
-                                           # would hold it longer (a miss, reason busy); auto:
-                                           # hit rate x upstream latency; 0: never skip
+      lookup_budget_ms: 0                  # > 0: skip the semantic lookup when the embedder's
+                                           # queue would hold it longer (a miss, reason busy);
+                                           # auto: hit rate x upstream latency; 0: never skip
       store_queue: 256                     # stores pending after replies; past it, dropped (counted)
       load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
       load_admission_min_stores: 20        # ... once a category has this many stores to judge by
@@ -101,10 +101,10 @@ class ServerSettings:
             hold it longer than this (``BatchingEmbedder.backlog``), the request skips the
             semantic lookup and goes upstream at once: a miss, reason ``busy`` (its exact tier
             is still checked); its answer's store, which would embed it, is dropped too while
-            the backlog is still over budget. ``None`` (``auto``, the default): the upstream
-            time a lookup is expected to save, recent hit rate x recent upstream latency
-            (:mod:`prismcache.server.budget`). 0: never skip. A request on an idle proxy is
-            never skipped.
+            the backlog is still over budget. ``None`` (``auto``): the upstream time a lookup
+            is expected to save, recent hit rate x recent upstream latency
+            (:mod:`prismcache.server.budget`). 0 (the default): never skip. A request on an
+            idle proxy is never skipped.
         store_queue: stores (and labels) pending after replies; one more is dropped, counted
             and logged at debug, never making a response wait.
         load_admission_min_reuse: while the upstream is overloaded, answers of categories with
@@ -136,7 +136,7 @@ class ServerSettings:
     stream_usage: bool = True
     embed_batch_max: int = 16
     embed_batch_wait_ms: float = 0.5
-    lookup_budget_ms: float | None = None
+    lookup_budget_ms: float | None = 0.0
     store_queue: int = 256
     load_admission_min_reuse: float = 0.05
     load_admission_min_stores: int = 20
@@ -214,8 +214,10 @@ class ServerSettings:
                 if not isinstance(raw[name], kind) or isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be a number, got {raw[name]!r}")
                 values[name] = raw[name]
-        budget = raw.get("lookup_budget_ms", "auto")
-        if budget != "auto":
+        budget = raw.get("lookup_budget_ms", 0)
+        if budget == "auto":
+            values["lookup_budget_ms"] = None
+        else:
             if not isinstance(budget, (int, float)) or isinstance(budget, bool):
                 raise ConfigError(f"server.lookup_budget_ms must be a number or auto, "
                                   f"got {budget!r}")

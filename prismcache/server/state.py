@@ -53,7 +53,7 @@ class ProxyState:
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
     after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
-    budget: LookupBudget = field(default_factory=lambda: LookupBudget(None))  # lookups' wait
+    budget: LookupBudget = field(default_factory=lambda: LookupBudget(0.0))  # lookups' wait
     recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
     load_admission: LoadAdmission | None = None  # admission under load (server.overload)
     threads: ThreadPoolExecutor = field(default_factory=_executor)  # shut down by the app
