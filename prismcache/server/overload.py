@@ -273,7 +273,7 @@ class UpstreamGate:
 
     async def acquire(self) -> None:
         """Take a slot, waiting in line at most ``max_wait`` seconds."""
-        if self.inflight < int(self.limit) and not self._waiters:
+        if not self.saturated:
             self.inflight += 1
             return
         self.queued += 1
