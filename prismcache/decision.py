@@ -14,7 +14,11 @@ zone                           what happens
 cosine < ``verify_low``         rejected: too far (``below-threshold``)
 ``verify_low`` <= cosine        the **verifier** gives the probability that the candidate's
 < ``verify_high``               answer serves the query; served when it reaches ``cutoff``
-cosine >= ``verify_high``       served without the verifier (near-verbatim), guards permitting
+cosine >= ``verify_high``       served without the verifier (near-verbatim), guards permitting,
+                               unless the two texts share content words in another order
+                               (:func:`~prismcache.verifiers.features.reordered`: swapped
+                               roles, "18 in California, 2 in Nevada" / "18 in Nevada, 2 in
+                               California"); then the verifier decides as in the grey zone
 =============================  ================================================================
 
 A request with a conversation before its last user turn (a :class:`~prismcache.request.Context`)
@@ -51,6 +55,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prismcache import guards
+from prismcache.verifiers.features import reordered
 
 if TYPE_CHECKING:
     from prismcache.config import CategoryPolicy
@@ -189,7 +194,8 @@ def decide(query: Query, candidates: Sequence[Candidate], policy: CategoryPolicy
         if rejected is not None:
             outcomes.append((Outcome.GUARD, None, rejected))
             continue
-        if candidate.similarity >= high:
+        if candidate.similarity >= high and (verifier is None
+                                             or not reordered(query.text, candidate.text)):
             outcomes.append((Outcome.ACCEPTED, 1.0 if verifier is not None else None, ""))
         else:
             grey.append(len(outcomes))

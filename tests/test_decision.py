@@ -6,15 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from conftest import chat, reply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import chat, reply
 from prismcache import SemanticCache, load_config
 from prismcache.config import CategoryPolicy
 from prismcache.decision import Candidate, MissReason, Outcome, Query, decide
 from prismcache.errors import ConfigError, VerifierError
 from prismcache.verifiers import open_verifier, valid_spec
+from prismcache.verifiers.features import reordered
 
 POLICY = CategoryPolicy(threshold=0.9, verifier="builtin", verify_low=0.8, verify_high=0.97,
                         cutoff=0.6, guards=("numbers",))
@@ -92,6 +93,42 @@ def test_without_a_verifier_the_threshold_alone_decides() -> None:
     policy = CategoryPolicy(threshold=0.9, guards=())
     assert not decide(QUERY, [candidate(0.8999)], policy).hit
     assert decide(QUERY, [candidate(0.9)], policy).served == 1
+
+
+def test_a_reordered_near_verbatim_candidate_is_asked_about_not_served_blind() -> None:
+    swapped = Query(text="flights from london to paris tomorrow")
+    verifier = Fixed(0.0)
+    verdict = decide(swapped, [candidate(0.995, "flights from paris to london tomorrow")],
+                     POLICY, verifier)
+    assert verifier.calls == [["flights from paris to london tomorrow"]]
+    assert verdict.reason is MissReason.VERIFIER
+    agreeing = decide(swapped, [candidate(0.995, "flights from paris to london tomorrow")],
+                      POLICY, Fixed(0.9))
+    assert agreeing.served == 1 and agreeing.probability == pytest.approx(0.9)
+
+
+def test_the_shipped_verifier_rejects_swapped_roles_above_the_upper_bound() -> None:
+    query = Query(text="20 chapters (18 in California, 2 in Nevada)")
+    swapped = candidate(0.999, "20 chapters (18 in Nevada, 2 in California)")
+    verdict = decide(query, [swapped], POLICY, open_verifier("builtin"))
+    assert verdict.reason is MissReason.VERIFIER
+
+
+def test_without_a_verifier_a_reordered_candidate_follows_the_threshold() -> None:
+    policy = CategoryPolicy(threshold=0.9, guards=())
+    verdict = decide(Query(text="flights from london to paris"),
+                     [candidate(0.95, "flights from paris to london")], policy)
+    assert verdict.served == 1
+
+
+@pytest.mark.parametrize(("query", "other", "expected"), [
+    ("flights from london to paris", "flights from paris to london", True),
+    ("how do i reset my password", "how can i reset my password", False),
+    ("reset password", "password", False),  # fewer than two shared words: no order to compare
+    ("the cat sat", "the cat sat on the mat", False),
+])
+def test_reordered_compares_the_order_of_shared_content_words(query, other, expected) -> None:
+    assert reordered(query, other) is expected
 
 
 # -- top-k ------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import numpy as np
 
 from prismcache import guards
 
-__all__ = ["NAMES", "Text", "content_words", "pair_features", "text_features"]
+__all__ = ["NAMES", "Text", "content_words", "pair_features", "reordered", "text_features"]
 
 NAMES = ("cos", "jaccard", "unmatched_q", "unmatched_c", "idf_q", "idf_c", "max_idf_q",
          "max_idf_c", "numbers", "negation", "entities", "antonyms", "wh", "length", "order",
@@ -128,6 +128,15 @@ def pair_features(query: str, candidate: str, cosine: float, idf: Mapping[str, f
         _disorder(q.content, c.content, c.content_set),
         float(min(q.words, c.words)),
     ], dtype=np.float64)
+
+
+def reordered(query: str, candidate: str) -> bool:
+    """Whether two or more content words shared by ``query`` and ``candidate`` appear in
+    opposite orders ("18 in California, 2 in Nevada" / "18 in Nevada, 2 in California"): a
+    sentence embedding barely sees word order, so such a pair can score near-verbatim while
+    its roles are swapped. Pure; memoised per text like :func:`text_features`."""
+    q, c = text_features(query), text_features(candidate)
+    return _disorder(q.content, c.content, c.content_set) > 0.0
 
 
 def _disorder(q: list[str], c: list[str], c_set: frozenset[str]) -> float:
