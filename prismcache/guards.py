@@ -40,7 +40,9 @@ __all__ = ["GUARD_TESTS", "Features", "check", "features"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
-_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`]{2,60})[\"“”'`]")
+# a quote opens after no letter and closes before none: the apostrophes of "Winn's
+# governor's" quote nothing
+_QUOTED = re.compile(r"(?<![A-Za-z])[\"“”'`]([^\"“”'`]{2,60})[\"“”'`](?![A-Za-z])")
 _IDENTIFIER = re.compile(r"\b\w*(?:_\w+|[a-z][A-Z]\w*|\.\w+\()\w*")
 _DIRECTED = re.compile(r"\b(?:from\s+)?([a-z][a-z]+)\s+"
                        r"(?:to|into|->|vs\.?|versus|than)\s+([a-z][a-z]+)")
@@ -116,7 +118,9 @@ def features(text: str) -> Features:
     """Extract the guard features of ``text`` (memoised: stored queries recur)."""
     tokens = _WORD.findall(text)
     lower = [t.lower().replace("’", "'") for t in tokens]
-    words = frozenset(lower)
+    # a possessive names what its base names: "Apple's revenue" / "the revenue of Apple"
+    bases = [w[:-2] if w.endswith("'s") and len(w) > 2 else w for w in lower]
+    words = frozenset(lower) | frozenset(bases)
 
     numbers = Counter(n.replace(",", "") for n in _NUMBER.findall(text))
     numbers.update(w for w in lower if w in _NUMBER_WORDS)
@@ -135,10 +139,10 @@ def features(text: str) -> Features:
         if lower[i] in _PRONOUNS:
             continue
         starts_sentence = i == 0 or text[: text.find(token)].rstrip()[-1:] in ".?!:"
-        if token.isupper() and len(token) > 1 and not token.isdigit():
-            entities.add(token.lower())
-        elif token[:1].isupper() and not starts_sentence and token.lower() not in _NUMBER_WORDS:
-            entities.add(token.lower())
+        acronym = token.isupper() and len(token) > 1 and not token.isdigit()
+        if acronym or (token[:1].isupper() and not starts_sentence
+                       and token.lower() not in _NUMBER_WORDS):
+            entities.add(bases[i])
     entities.update(m.lower() for m in _QUOTED.findall(text))
     entities.update(m.lower() for m in _IDENTIFIER.findall(text) if len(m) > 2)
 
