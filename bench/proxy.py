@@ -62,6 +62,7 @@ from benchkit import (
     python_hits,
     serve_command,
     serving,
+    thread_cpu_seconds,
     upstream_command,
     wrk_hits,
     yardstick,
@@ -238,13 +239,15 @@ def machine_busy() -> tuple[float, float]:
 
 
 class Cpu:
-    """The CPU time each process spends over a miss workload: the proxy's process tree, the
-    fake upstream, this client (which also runs the yardstick, not meanwhile), the machine."""
+    """The CPU time each process spends over a miss workload: the proxy's process tree (and
+    its main thread: the event loop of a single-process proxy), the fake upstream, this
+    client (which also runs the yardstick, not meanwhile), the whole machine."""
 
     def __init__(self, proxy_pid: int | None, upstream_pid: int | None) -> None:
         self.pids = proxy_pid, upstream_pid
         self.start = time.perf_counter()
         self.proxy, self.upstream = (cpu_seconds(p) if p else 0.0 for p in self.pids)
+        self.loop = thread_cpu_seconds(proxy_pid) if proxy_pid else 0.0
         self.client = time.process_time()
         self.busy, self.total = machine_busy()
 
@@ -255,17 +258,19 @@ class Cpu:
         proxy, upstream = (cpu_seconds(p) - before if p else 0.0
                            for p, before in zip(self.pids, (self.proxy, self.upstream),
                                                 strict=True))
+        loop = thread_cpu_seconds(self.pids[0]) - self.loop if self.pids[0] else 0.0
         client = time.process_time() - self.client
         busy, total = machine_busy()
-        us = {"proxy": proxy / pairs * 1e6, "upstream": upstream / (2 * pairs) * 1e6,
-              "client": client / (2 * pairs) * 1e6}
+        us = {"proxy": proxy / pairs * 1e6, "loop": loop / pairs * 1e6,
+              "upstream": upstream / (2 * pairs) * 1e6, "client": client / (2 * pairs) * 1e6}
         for name, value in us.items():
             figures[f"cpu {label} {name} us"] = value
         cores = os.cpu_count() or 1
         machine = (busy - self.busy) / max(1e-9, total - self.total)
         ours = (proxy + upstream + client) / wall / cores
         figures[f"cpu {label} machine"] = machine
-        return (f"CPU per miss ({label}, {wall:.1f} s): proxy {us['proxy']:.0f} us, "
+        return (f"CPU per miss ({label}, {wall:.1f} s): proxy {us['proxy']:.0f} us "
+                f"(its main thread {us['loop']:.0f} us), "
                 f"upstream {us['upstream']:.0f} us per call, client {us['client']:.0f} us per "
                 f"request; {pairs / wall:.0f} misses/s; these 3 processes "
                 f"{ours:.0%} of the {cores} cores, the machine {machine:.0%} busy")
@@ -364,7 +369,7 @@ def compared(results: dict[str, list[dict[str, float]]]) -> None:
                 first.setdefault(figure, us)
                 parts.append(f"CPU/{figure.split()[0]} hit {us:5.0f} us "
                              f"({us / first[figure]:.2f}x the first)")
-        shown = [f for f in runs[0] if f.startswith("miss") or f.endswith("proxy us")]
+        shown = [f for f in runs[0] if f.startswith("miss") or f.endswith(("proxy us", "loop us"))]
         for figure in (f for f in shown if all(f in r for r in runs)):
             value = statistics.median(r[figure] for r in runs)
             first.setdefault(figure, value)
