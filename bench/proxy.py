@@ -116,7 +116,9 @@ async def concurrent_misses(proxy: int, upstream: int, clients: int,
     async def client(k: int) -> None:
         nonlocal miss_count
         direct_conn, proxy_conn = await Conn(upstream).open(), await Conn(proxy).open()
-        rng = random.Random(1000 + k)
+        # fresh queries in every run: a proxy measured at several concurrencies holds the
+        # answers of the runs before (a seed per client index alone would repeat them: hits)
+        rng = random.Random(f"{clients} clients, client {k}")
         for _ in range(per_client):
             t = time.perf_counter()
             await posted(direct_conn, chat(gibberish(rng, MISS_WORDS)))
@@ -167,6 +169,7 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         t = time.perf_counter()
         command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
                                 store=store, workers=workers)
+        args.workers = workers
         with serving(command, port, cwd=tmp, env=env, timeout=180) as proc:
             print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
             figures = asyncio.run(measure(port, upstream_port, args, proc.pid))
@@ -198,7 +201,7 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace,
     print(added_line("1 client", direct, proxied, figures) +
           f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
     for clients in args.miss_clients:
-        cpu = Cpu(pid, args.upstream_pid)
+        cpu = Cpu(pid, args.upstream_pid, loop=args.workers == 1)
         direct, proxied, n_miss = await concurrent_misses(port, upstream_port, clients,
                                                           args.misses_per_client)
         label = f"{clients} clients"
@@ -243,11 +246,15 @@ class Cpu:
     its main thread: the event loop of a single-process proxy), the fake upstream, this
     client (which also runs the yardstick, not meanwhile), the whole machine."""
 
-    def __init__(self, proxy_pid: int | None, upstream_pid: int | None) -> None:
+    def __init__(self, proxy_pid: int | None, upstream_pid: int | None, *,
+                 loop: bool = True) -> None:
+        """``loop``: ``proxy_pid`` serves itself (no worker processes), so its main thread
+        is the event loop."""
         self.pids = proxy_pid, upstream_pid
         self.start = time.perf_counter()
         self.proxy, self.upstream = (cpu_seconds(p) if p else 0.0 for p in self.pids)
-        self.loop = thread_cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        self.has_loop = loop and proxy_pid is not None
+        self.loop = thread_cpu_seconds(proxy_pid) if self.has_loop and proxy_pid else 0.0
         self.client = time.process_time()
         self.busy, self.total = machine_busy()
 
@@ -258,19 +265,20 @@ class Cpu:
         proxy, upstream = (cpu_seconds(p) - before if p else 0.0
                            for p, before in zip(self.pids, (self.proxy, self.upstream),
                                                 strict=True))
-        loop = thread_cpu_seconds(self.pids[0]) - self.loop if self.pids[0] else 0.0
         client = time.process_time() - self.client
         busy, total = machine_busy()
-        us = {"proxy": proxy / pairs * 1e6, "loop": loop / pairs * 1e6,
-              "upstream": upstream / (2 * pairs) * 1e6, "client": client / (2 * pairs) * 1e6}
+        us = {"proxy": proxy / pairs * 1e6, "upstream": upstream / (2 * pairs) * 1e6,
+              "client": client / (2 * pairs) * 1e6}
+        if self.has_loop and self.pids[0]:
+            us["loop"] = (thread_cpu_seconds(self.pids[0]) - self.loop) / pairs * 1e6
         for name, value in us.items():
             figures[f"cpu {label} {name} us"] = value
         cores = os.cpu_count() or 1
         machine = (busy - self.busy) / max(1e-9, total - self.total)
         ours = (proxy + upstream + client) / wall / cores
         figures[f"cpu {label} machine"] = machine
-        return (f"CPU per miss ({label}, {wall:.1f} s): proxy {us['proxy']:.0f} us "
-                f"(its main thread {us['loop']:.0f} us), "
+        loop = f" (its main thread {us['loop']:.0f} us)" if "loop" in us else ""
+        return (f"CPU per miss ({label}, {wall:.1f} s): proxy {us['proxy']:.0f} us{loop}, "
                 f"upstream {us['upstream']:.0f} us per call, client {us['client']:.0f} us per "
                 f"request; {pairs / wall:.0f} misses/s; these 3 processes "
                 f"{ours:.0%} of the {cores} cores, the machine {machine:.0%} busy")
@@ -310,6 +318,9 @@ SETUPS = {
     "redis1": ("batching, Redis store, 1 worker", "minilm:dynamic", 16, 1),
     "redis2": ("batching, Redis store, --workers 2", "minilm:dynamic", 16, 2),
     "hash": ("hash embedder, batching", "hash:64", 16, 0),
+    # the workers over Redis without model work: what a second event loop adds
+    "hredis1": ("hash embedder, batching, Redis store, 1 worker", "hash:64", 16, 1),
+    "hredis2": ("hash embedder, batching, Redis store, --workers 2", "hash:64", 16, 2),
     # exact hits without the hop to a worker thread (semantic ones then embed on the loop)
     "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
     # every lookup embeds, however long the embedder's queue (no busy misses)
