@@ -365,10 +365,10 @@ def compared(results: dict[str, list[dict[str, float]]]) -> None:
     the proxy's CPU per hit and per miss (which the machine's load moves far less than the
     rates and latencies)."""
     print("\n== side by side (median over rounds; ratio = hits/s / the yardstick's rate; "
-          "CPU = the proxy's CPU time per hit or miss)")
-    first: dict[str, float] = {}
+          "CPU = the proxy's CPU time per hit or miss; 'the first' = the first ref's, same setup)")
+    first: dict[tuple[str, str], float] = {}  # (setup, figure): the first ref's
     for name, runs in results.items():
-        parts = []
+        setup, parts = name.rsplit(", at ", 1)[0], []
         for figure in ("exact hits/s", "semantic hits/s"):
             if all(figure in r for r in runs):
                 rate = statistics.median(r[figure] for r in runs)
@@ -377,16 +377,16 @@ def compared(results: dict[str, list[dict[str, float]]]) -> None:
         for figure in ("exact cpu us", "semantic cpu us"):
             if all(figure in r for r in runs):
                 us = statistics.median(r[figure] for r in runs)
-                first.setdefault(figure, us)
+                before = first.setdefault((setup, figure), us)
                 parts.append(f"CPU/{figure.split()[0]} hit {us:5.0f} us "
-                             f"({us / first[figure]:.2f}x the first)")
+                             f"({us / before:.2f}x the first)")
         shown = [f for f in runs[0] if f.startswith("miss") or f.endswith(("proxy us", "loop us"))]
         for figure in (f for f in shown if all(f in r for r in runs)):
             value = statistics.median(r[figure] for r in runs)
-            first.setdefault(figure, value)
+            before = first.setdefault((setup, figure), value)
             unit = "us" if figure.endswith("us") else "ms"
             parts.append(f"{figure.removesuffix(' us')} {value:.1f} {unit} "
-                         f"({value / first[figure]:.2f}x the first)")
+                         f"({value / before:.2f}x the first)")
         print(f"{name:48s} " + "  ".join(parts))
 
 

@@ -203,9 +203,10 @@ def settle_gc() -> None:
     Everything allocated so far (the model, the tokenizer, the loaded index and entries, the
     modules) is moved out of the collector's generations (``gc.freeze``), and the young
     generation is collected every :data:`GC_YOUNG_THRESHOLD` allocations instead of 700. A
-    collection holds the GIL, so it stalls the event loop and every request in flight: with
-    the defaults, 50 concurrent misses spent 0.8-1.6 s of every 12 s in the collector (pauses
-    up to 0.1-0.3 s); with these, 0.08-0.2 s (``docs/benchmarks.md``, issue 13, fourth pass).
+    collection holds the GIL, so it stalls the event loop and every request in flight: over
+    2,000 misses from 50 clients the collector's CPU time fell from 250-280 ms to 80-110 ms
+    (start-up included) and its young collections from ~310 to ~110 (``docs/benchmarks.md``,
+    issue 13, fourth pass).
     Objects are still freed by reference counting as before; a cycle is collected later, after
     more allocations. Process-wide, so only the ``serve`` command calls it, never the library.
     """
