@@ -109,6 +109,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds spent so far by one thread ``tid`` of process ``pid`` (its
+    main thread by default: a server's event loop), from ``/proc``; 0.0 once it has gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def upstream_command(port: int, *options: str) -> list[str]:
     """The command that runs ``tests/fake_upstream.py`` on ``port`` with ``options``."""
     return [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port), *options]

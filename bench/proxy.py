@@ -8,7 +8,10 @@ or off; one worker process or several over Redis):
   of the stored question every request);
 * the latency a miss adds: each client sends a fresh query once straight to the upstream and
   once through the proxy (a miss), alternating; the added latency is the paired difference;
-  measured with one client and with 50 concurrent clients.
+  measured with one client and with 50 concurrent clients (``--miss-clients 8 16 32 50``:
+  one run per value), and for each the CPU time per miss of each process: the proxy's
+  process tree, the fake upstream (per call: it answers 2 per pair), this client (per
+  request), and how busy the whole machine was (``/proc/stat``).
 
 Every figure also appears as a ratio to the yardstick (``benchkit.yardstick``: one plain
 single-query inference of the bundled model), measured in this process right before and right
@@ -27,6 +30,7 @@ is measured against its before in the same run, under the same load:
 
     .venv/bin/python bench/proxy.py [--quick] > bench/results/proxy.txt
     .venv/bin/python bench/proxy.py --setups dynamic --refs 93c320b HEAD --rounds 3 --misses 0
+    .venv/bin/python bench/proxy.py --setups hash --no-hits --miss-clients 8 16 32 50
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from benchkit import (
     Conn,
     Yardstick,
     chat,
+    cpu_seconds,
     free_port,
     gibberish,
     hits,
@@ -57,6 +62,7 @@ from benchkit import (
     python_hits,
     serve_command,
     serving,
+    thread_cpu_seconds,
     upstream_command,
     wrk_hits,
     yardstick,
@@ -110,7 +116,9 @@ async def concurrent_misses(proxy: int, upstream: int, clients: int,
     async def client(k: int) -> None:
         nonlocal miss_count
         direct_conn, proxy_conn = await Conn(upstream).open(), await Conn(proxy).open()
-        rng = random.Random(1000 + k)
+        # fresh queries in every run: a proxy measured at several concurrencies holds the
+        # answers of the runs before (a seed per client index alone would repeat them: hits)
+        rng = random.Random(f"{clients} clients, client {k}")
         for _ in range(per_client):
             t = time.perf_counter()
             await posted(direct_conn, chat(gibberish(rng, MISS_WORDS)))
@@ -139,9 +147,10 @@ def added_line(label: str, direct: list[float], proxied: list[float],
 def ratios(figures: dict[str, float], stick: Yardstick) -> str:
     """The configuration's figures as multiples of the yardstick."""
     parts = [f"semantic hits/s {stick.rate_ratio(figures['semantic hits/s'])} its rate",
-             f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"]
+             f"exact hits/s {stick.rate_ratio(figures['exact hits/s'])}"] \
+        if "exact hits/s" in figures else []
     parts += [f"{label} {stick.ratio(ms)}" for label, ms in figures.items()
-              if label.startswith("miss")]
+              if label.startswith("miss") and label.endswith(("p50", "p99"))]
     parts += [f"proxy CPU per {label.split()[0]} hit {stick.ratio(us / 1000)}"
               for label, us in figures.items() if label.endswith("cpu us")]
     return "ratios to the yardstick: " + ", ".join(parts)
@@ -160,6 +169,7 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
         t = time.perf_counter()
         command = serve_command(path, port, f"http://127.0.0.1:{upstream_port}/v1",
                                 store=store, workers=workers)
+        args.workers = workers
         with serving(command, port, cwd=tmp, env=env, timeout=180) as proc:
             print(f"\n== {name}  (proxy ready in {time.perf_counter() - t:.1f} s)", flush=True)
             figures = asyncio.run(measure(port, upstream_port, args, proc.pid))
@@ -176,19 +186,41 @@ def run_config(name: str, config: dict, upstream_port: int, args: argparse.Names
 async def measure(port: int, upstream_port: int, args: argparse.Namespace,
                   pid: int | None = None) -> dict[str, float]:
     """Run the workloads, print their lines, return the key figures (ms, req/s; the CPU
-    microseconds per hit of the proxy's process tree ``pid``)."""
+    microseconds per hit of the proxy's process tree ``pid``, and per miss of each process)."""
     base = "how do i reset my password"
     conn = await Conn(port).open()
     await conn.post(chat(base))  # the one entry every hit serves
     await conn.close()
     await asyncio.sleep(0.5)  # other workers learn of it through the change feed
+    figures: dict[str, float] = {}
+    if not args.no_hits:
+        await hit_workloads(port, base, args, pid, figures)
+    if not args.misses:
+        return figures
+    direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
+    print(added_line("1 client", direct, proxied, figures) +
+          f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
+    for clients in args.miss_clients:
+        cpu = Cpu(pid, args.upstream_pid, loop=args.workers == 1)
+        direct, proxied, n_miss = await concurrent_misses(port, upstream_port, clients,
+                                                          args.misses_per_client)
+        label = f"{clients} clients"
+        print(added_line(label, direct, proxied, figures) +
+              f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
+        print(cpu.line(label, len(proxied), figures), flush=True)
+    print(f"proxy's own view: {await own_view(port)}")
+    return figures
+
+
+async def hit_workloads(port: int, base: str, args: argparse.Namespace, pid: int | None,
+                        figures: dict[str, float]) -> None:
+    """The exact-hit and semantic-hit workloads: print their lines, fill ``figures``."""
     c = args.concurrency
     exact = [chat(base)] * args.hits
     rng = random.Random(7)
     semantic = [chat(f"{base} {rng.choice(FILLERS)} {rng.choice(FILLERS)} {i}x")
                 for i in range(args.semantic)]
     await hits([port], exact[:300], c)  # warm up
-    figures: dict[str, float] = {}
     for label, bodies in (("exact", exact), ("semantic", semantic)):
         if args.client == "wrk":
             load = wrk_hits(port, base, FILLERS, semantic=label == "semantic",
@@ -199,17 +231,57 @@ async def measure(port: int, upstream_port: int, args: argparse.Namespace,
         if load.server_cpu_us is not None:
             figures[f"{label} cpu us"] = load.server_cpu_us
         print(load.line(f"{label} hits", c), flush=True)
-    if not args.misses:
-        return figures
-    direct, proxied, n_miss = await misses(port, upstream_port, args.misses)
-    print(added_line("1 client", direct, proxied, figures) +
-          f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
-    direct, proxied, n_miss = await concurrent_misses(port, upstream_port, args.miss_clients,
-                                                      args.misses_per_client)
-    print(added_line(f"{args.miss_clients} clients", direct, proxied, figures) +
-          f"  miss rate {n_miss / len(proxied):.2f}", flush=True)
-    print(f"proxy's own view: {await own_view(port)}")
-    return figures
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+class Cpu:
+    """The CPU time each process spends over a miss workload: the proxy's process tree (and
+    its main thread: the event loop of a single-process proxy), the fake upstream, this
+    client (which also runs the yardstick, not meanwhile), the whole machine."""
+
+    def __init__(self, proxy_pid: int | None, upstream_pid: int | None, *,
+                 loop: bool = True) -> None:
+        """``loop``: ``proxy_pid`` serves itself (no worker processes), so its main thread
+        is the event loop."""
+        self.pids = proxy_pid, upstream_pid
+        self.start = time.perf_counter()
+        self.proxy, self.upstream = (cpu_seconds(p) if p else 0.0 for p in self.pids)
+        self.has_loop = loop and proxy_pid is not None
+        self.loop = thread_cpu_seconds(proxy_pid) if self.has_loop and proxy_pid else 0.0
+        self.client = time.process_time()
+        self.busy, self.total = machine_busy()
+
+    def line(self, label: str, pairs: int, figures: dict[str, float]) -> str:
+        """One line: CPU per miss of each process (a pair is one direct call and one proxied
+        miss: the client sends 2 requests per pair, the upstream answers 2), the load."""
+        wall = time.perf_counter() - self.start
+        proxy, upstream = (cpu_seconds(p) - before if p else 0.0
+                           for p, before in zip(self.pids, (self.proxy, self.upstream),
+                                                strict=True))
+        client = time.process_time() - self.client
+        busy, total = machine_busy()
+        us = {"proxy": proxy / pairs * 1e6, "upstream": upstream / (2 * pairs) * 1e6,
+              "client": client / (2 * pairs) * 1e6}
+        if self.has_loop and self.pids[0]:
+            us["loop"] = (thread_cpu_seconds(self.pids[0]) - self.loop) / pairs * 1e6
+        for name, value in us.items():
+            figures[f"cpu {label} {name} us"] = value
+        cores = os.cpu_count() or 1
+        machine = (busy - self.busy) / max(1e-9, total - self.total)
+        ours = (proxy + upstream + client) / wall / cores
+        figures[f"cpu {label} machine"] = machine
+        loop = f" (its main thread {us['loop']:.0f} us)" if "loop" in us else ""
+        return (f"CPU per miss ({label}, {wall:.1f} s): proxy {us['proxy']:.0f} us{loop}, "
+                f"upstream {us['upstream']:.0f} us per call, client {us['client']:.0f} us per "
+                f"request; {pairs / wall:.0f} misses/s; these 3 processes "
+                f"{ours:.0%} of the {cores} cores, the machine {machine:.0%} busy")
 
 
 async def own_view(port: int) -> str:
@@ -246,6 +318,9 @@ SETUPS = {
     "redis1": ("batching, Redis store, 1 worker", "minilm:dynamic", 16, 1),
     "redis2": ("batching, Redis store, --workers 2", "minilm:dynamic", 16, 2),
     "hash": ("hash embedder, batching", "hash:64", 16, 0),
+    # the workers over Redis without model work: what a second event loop adds
+    "hredis1": ("hash embedder, batching, Redis store, 1 worker", "hash:64", 16, 1),
+    "hredis2": ("hash embedder, batching, Redis store, --workers 2", "hash:64", 16, 2),
     # exact hits without the hop to a worker thread (semantic ones then embed on the loop)
     "inline": ("batching, lookup_inline", "minilm:dynamic", 16, 0),
     # every lookup embeds, however long the embedder's queue (no busy misses)
@@ -287,22 +362,31 @@ def config_of(embedder: str, batch_max: int, server: dict | None = None) -> dict
 
 def compared(results: dict[str, list[dict[str, float]]]) -> None:
     """The refs side by side: medians over the rounds, absolute and in yardstick ratio, and
-    the proxy's CPU per hit (which the machine's load moves far less than the rates)."""
+    the proxy's CPU per hit and per miss (which the machine's load moves far less than the
+    rates and latencies)."""
     print("\n== side by side (median over rounds; ratio = hits/s / the yardstick's rate; "
-          "CPU = the proxy's CPU time per hit)")
-    first: dict[str, float] = {}
+          "CPU = the proxy's CPU time per hit or miss; 'the first' = the first ref's, same setup)")
+    first: dict[tuple[str, str], float] = {}  # (setup, figure): the first ref's
     for name, runs in results.items():
-        parts = []
+        setup, parts = name.rsplit(", at ", 1)[0], []
         for figure in ("exact hits/s", "semantic hits/s"):
-            rate = statistics.median(r[figure] for r in runs)
-            ratio = statistics.median(r[figure] / r["yardstick rate"] for r in runs)
-            parts.append(f"{figure} {rate:6.0f} ({ratio:5.2f}x)")
+            if all(figure in r for r in runs):
+                rate = statistics.median(r[figure] for r in runs)
+                ratio = statistics.median(r[figure] / r["yardstick rate"] for r in runs)
+                parts.append(f"{figure} {rate:6.0f} ({ratio:5.2f}x)")
         for figure in ("exact cpu us", "semantic cpu us"):
             if all(figure in r for r in runs):
                 us = statistics.median(r[figure] for r in runs)
-                first.setdefault(figure, us)
+                before = first.setdefault((setup, figure), us)
                 parts.append(f"CPU/{figure.split()[0]} hit {us:5.0f} us "
-                             f"({us / first[figure]:.2f}x the first)")
+                             f"({us / before:.2f}x the first)")
+        shown = [f for f in runs[0] if f.startswith("miss") or f.endswith(("proxy us", "loop us"))]
+        for figure in (f for f in shown if all(f in r for r in runs)):
+            value = statistics.median(r[figure] for r in runs)
+            before = first.setdefault((setup, figure), value)
+            unit = "us" if figure.endswith("us") else "ms"
+            parts.append(f"{figure.removesuffix(' us')} {value:.1f} {unit} "
+                         f"({value / before:.2f}x the first)")
         print(f"{name:48s} " + "  ".join(parts))
 
 
@@ -320,13 +404,16 @@ def main() -> None:
                         help="requests, semantic-hit workload (python client)")
     parser.add_argument("--misses", type=int, default=200,
                         help="paired misses, one client (0: no miss workloads)")
-    parser.add_argument("--miss-clients", type=int, default=50)
+    parser.add_argument("--miss-clients", type=int, nargs="+", default=[50],
+                        help="concurrent clients of the miss workload (one run per value)")
     parser.add_argument("--misses-per-client", type=int, default=8)
     parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS),
                         default=["before", "batched", "dynamic", "redis1", "redis2"])
     parser.add_argument("--refs", nargs="+", default=[],
                         help="git refs whose proxy runs each setup, side by side")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --refs")
+    parser.add_argument("--no-hits", action="store_true",
+                        help="skip the hit workloads (the miss workloads only)")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -342,7 +429,8 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, \
             serving(upstream_command(upstream_port, "--latency", str(args.latency)),
-                    upstream_port):
+                    upstream_port) as upstream:
+        args.upstream_pid = upstream.pid
         trees = {ref: export(ref, Path(tmp, "trees")) for ref in args.refs}
         try:
             for round_ in range(args.rounds):

