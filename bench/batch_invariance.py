@@ -23,24 +23,9 @@ import random
 import time
 
 import numpy as np
-from benchkit import ROOT
-from embedder_paths import real_queries
+from embedder_paths import per_call_model, real_queries
 
-from prismcache.embedders.minilm import MiniLMEmbedder, onnx_session, quantize_int8
-
-OUT = ROOT / "bench" / "out"
-
-
-def per_call_model() -> MiniLMEmbedder:
-    """The default embedder running the per-call derivative, batched (which the shipped code
-    never did with it)."""
-    path = OUT / "minilm-int8-per-call.onnx"
-    if not path.exists():
-        OUT.mkdir(exist_ok=True)
-        quantize_int8(MiniLMEmbedder().model_path, path)
-    embedder = MiniLMEmbedder()
-    embedder._session = onnx_session(path, 1)
-    return embedder
+from prismcache.embedders.minilm import MiniLMEmbedder
 
 
 def main() -> None:

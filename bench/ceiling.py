@@ -34,8 +34,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from batch_invariance import per_call_model
 from benchkit import Yardstick, yardstick_run
+from embedder_paths import per_call_model
 from proxy import FILLERS
 
 from prismcache.embedders.minilm import MiniLMEmbedder
