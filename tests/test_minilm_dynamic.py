@@ -80,6 +80,22 @@ def test_concurrent_callers_batched_together_get_their_vectors_alone(
         np.testing.assert_allclose(results[text], alone[text], atol=2e-6)
 
 
+def test_a_model_quantized_per_call_still_runs_each_text_alone() -> None:
+    class PerCall(MiniLMEmbedder):  # what a tuned int8 model (FineTunedEmbedder) declares
+        batch_invariant = False
+
+    embedder, sizes = PerCall(), []
+    run = embedder._run
+
+    def counted(encodings: list) -> np.ndarray:
+        sizes.append(len(encodings))
+        return run(encodings)
+
+    embedder._run = counted  # type: ignore[method-assign]
+    embedder.embed(MIXED)
+    assert sizes == [1] * len(MIXED)
+
+
 def test_no_quantization_step_is_left_per_call(dynamic: MiniLMEmbedder) -> None:
     import onnx
 

@@ -91,6 +91,9 @@ class MiniLMEmbedder:
     """
 
     dim = 384
+    #: whether texts may share a model call (each text's vector the same as alone); a subclass
+    #: whose model quantizes activations once per call sets it False: it runs texts one by one
+    batch_invariant = True
 
     def __init__(
         self,
@@ -141,8 +144,9 @@ class MiniLMEmbedder:
             self._tokenizer.encode(batch[0])
         ]
         order = sorted(range(len(batch)), key=lambda row: len(encodings[row].ids))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        chunk = self.batch_size if self.batch_invariant else 1
+        for start in range(0, len(order), chunk):
+            rows = order[start : start + chunk]
             out[rows] = self._run([encodings[row] for row in rows])
         return _unit_rows(out, len(batch), self.dim, repr(self))
 
