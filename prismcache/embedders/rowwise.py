@@ -16,11 +16,12 @@ multiplication of the product's output. Every token is quantized from its own va
 a text's vector is the same alone, in any batch and under any padding.
 
 The weight-scale multiplication keeps the shape onnxruntime fuses into ``MatMulIntegerToFloat``
-(``MatMulInteger -> Cast -> Mul(Mul(a_scale, b_scale))``) with ``a_scale`` a graph input that
-defaults to 1 (an initializer that is also an input is not folded as a constant): the fusion
-reads ``a_scale`` as one scalar, so the per-row scale must not be inside it (it would silently
-take the first row's scale for all: cosine 0.79 to the reference), and without the fusion every
-product pays a separate cast and scaling pass (about 10% slower measured).
+(``MatMulInteger -> Cast -> Mul(Mul(a_scale, b_scale))``, with the bias ``Add`` that follows)
+with ``a_scale`` a graph input that defaults to 1 (an initializer that is also an input is not
+folded as a constant), and the row scale is multiplied in after it: with the per-row scale as
+the fused product's ``a_scale`` the vectors came out wrong, silently (cosine 0.79 to the
+reference, onnxruntime 1.32), and without the fusion every product pays a separate cast and
+scaling pass (about 10% slower measured).
 
 Needs ``onnx`` (the ``fast`` extra), imported by the caller.
 """
