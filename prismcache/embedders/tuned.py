@@ -145,7 +145,7 @@ class FineTunedEmbedder(MiniLMEmbedder):
     """A whole all-MiniLM-L6-v2 fine-tuned by ``prismcache tune --full``, run exactly like the
     bundled model (same tokenizer and 256-token window, its ``last_hidden_state`` mean-pooled
     over the mask and L2-normalised, batches padded to their longest text; an int8 model runs
-    one text per call, like ``minilm:dynamic``), with onnxruntime only.
+    one text per call, its activations being quantized once per call), with onnxruntime only.
 
     Args:
         model: the ONNX file.
@@ -171,9 +171,10 @@ class FineTunedEmbedder(MiniLMEmbedder):
                               "manifest (a damaged or edited file); run `prismcache tune "
                               "--full` again")
         self.precision = precision
-        # int8 activations are quantized with one scale per call (as for 'minilm:dynamic'):
+        # int8 activations are quantized with one scale per call (quantize_dynamic as is):
         # such a model runs each text alone, so a vector never depends on its companions
         self.threads, self.batch_size, self.dynamic = threads, batch_size, precision == "int8"
+        self.batch_invariant = not self.dynamic
         self.name = f"all-MiniLM-L6-v2-tuned-{precision}-{digest[:12]}"
         self._session = onnx_session(self.model_path, threads)
         self._tokenizer = bundled_tokenizer()
