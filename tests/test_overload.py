@@ -139,13 +139,20 @@ COALESCE: dict[str, Any] = {"categories": {
 }}
 
 
-def _concurrently(proxy: Any, requests: list[tuple[str, str, str]]) -> list[Any]:
-    """POST each ``(api key, query, category)`` at once (the first slightly ahead)."""
+def _concurrently(proxy: Any, requests: list[tuple[str, str, str]],
+                  upstream: FakeUpstream | None = None) -> list[Any]:
+    """POST each ``(api key, query, category)`` at once, the first ahead: the others leave
+    once it has reached ``upstream`` (given; reset before), else 0.1 s after it."""
     results: list[Any] = [None] * len(requests)
 
     def send(i: int) -> None:
         api_key, query, category = requests[i]
-        time.sleep(0.1 * (i > 0))  # the first one is in flight when the others arrive
+        if i > 0 and upstream is not None:
+            deadline = time.monotonic() + 5.0
+            while upstream.generations < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif i > 0:
+            time.sleep(0.1)
         with proxy.http(api_key) as http:
             results[i] = _post(http, query, category)
 
@@ -163,9 +170,9 @@ def test_paraphrases_in_flight_share_one_upstream_call(make_proxy,
     with proxy.http() as http:  # the index must exist for the lookup to embed and search
         _post(http, "what is the weather like on mars", "loose")
     upstream.reset()
-    upstream.behaviour.latency = 0.6
+    upstream.behaviour.latency = 1.5  # the paraphrase's lookup must end while it is in flight
     first, second = _concurrently(proxy, [("sk-client-a", STORED, "loose"),
-                                          ("sk-client-a", PARAPHRASE, "loose")])
+                                          ("sk-client-a", PARAPHRASE, "loose")], upstream)
     assert upstream.calls["chat"] == 1
     assert first.headers["x-prism-cache"] == "miss"
     assert second.headers["x-prism-cache"] == "coalesced"

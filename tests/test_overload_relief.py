@@ -30,7 +30,8 @@ RELIEF: dict[str, Any] = {"categories": {
     "kept": {"threshold": 0.9, "ttl": "1s", "stale_if_error": "1h", "quota": 0.3,
              "relieve": "stale"},
 }}
-LATENCY = 1.0  # of the one call the upstream takes at a time while the tests run
+LATENCY = 2.0  # of the slow call that holds the upstream while a test runs: a loaded machine
+# must not see it end before the test's own request is looked up
 
 
 def _post(http: Any, query: str, category: str, **extra: Any) -> Any:
@@ -74,7 +75,9 @@ def _saturated(proxy: Any, upstream: FakeUpstream, slow: tuple[str, str] = ("bur
     upstream.behaviour.max_inflight = 1
     upstream.behaviour.latency = LATENCY
     slow_reply, join_slow = _in_threads(proxy, [("sk-client-a", *slow)])
-    time.sleep(0.2)  # the slow call holds the upstream's only slot
+    deadline = time.monotonic() + LATENCY / 2
+    while upstream.inflight < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the slow call holds the upstream's only slot
     _, join_burst = _in_threads(
         proxy, [("sk-client-a", f"refused number {i} of the burst", "strict") for i in range(4)])
     gate = proxy.app.state.prism.coalescer.gate
@@ -82,7 +85,8 @@ def _saturated(proxy: Any, upstream: FakeUpstream, slow: tuple[str, str] = ("bur
     while upstream.rejected + len(gate) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)  # until the whole burst is refused or queued
     assert gate.saturated and upstream.rejected > 0  # learnt from 429s, the slow call in flight
-    try:
+    upstream.behaviour.latency = 0.0  # only the slow call holds the slot; the calls queued
+    try:  # behind it (the burst's rest, a test's own) are answered at once when it ends
         yield slow_reply
     finally:
         join_slow()
