@@ -14,7 +14,9 @@ numbers    the numbers differ: digits, number words, ordinals, months and weekda
 negation   one text is negated and the other is not, by the parity of negation cues
            ("cancel my subscription" / "don't cancel my subscription")
 entities   capitalised names, acronyms, identifiers or quoted strings differ, or the same pair
-           is linked in the opposite direction ("London to Paris" / "Paris to London")
+           is linked in the opposite direction ("London to Paris" / "Paris to London"); a
+           possessive names its base ("Apple's"), an acronym the words it spells ("US" /
+           "United States", "DoD" / "Department of Defense"; two letters by names only)
 antonyms   one text uses a word whose opposite the other uses ("sort ascending" / "descending";
            "basic plan" / "premium plan")
 question   both texts ask with question words, and different ones ("when was X born" / "where
@@ -111,6 +113,7 @@ class Features:
     directed: frozenset[tuple[str, str]]
     asks: frozenset[str] = frozenset()
     scope: frozenset[str] = frozenset()
+    tokens: tuple[str, ...] = ()  # the lower-cased words in order, possessives cut to their base
 
 
 @lru_cache(maxsize=8192)
@@ -163,6 +166,7 @@ def features(text: str) -> Features:
         directed=directed,
         asks=frozenset(asks),
         scope=words & _SCOPE,
+        tokens=tuple(bases),
     )
 
 
@@ -180,9 +184,43 @@ def _entities(q: Features, c: Features) -> bool:
         # reject when a name appears in one text and not anywhere in the other.
         only_q = {e for e in q.entities - c.entities if not set(e.split()) <= c.words}
         only_c = {e for e in c.entities - q.entities if not set(e.split()) <= q.words}
+        # an acronym and the words it abbreviates name one thing ("US" / "United States")
+        for acronyms, names, other in ((only_q, only_c, c), (only_c, only_q, q)):
+            for acronym in [e for e in acronyms if " " not in e]:
+                spelled = _spelled(acronym, other.tokens, other.entities)
+                if spelled:
+                    acronyms.discard(acronym)
+                    names.difference_update(spelled)
         if only_q or only_c:
             return True
     return any((b, a) in c.directed and (a, b) not in c.directed for a, b in q.directed)
+
+
+_ACRONYM_GLUE = frozenset(("of", "the", "and", "for", "&"))
+
+
+def _spelled(acronym: str, tokens: tuple[str, ...], names: frozenset[str]) -> frozenset[str]:
+    """The words of the first run of ``tokens`` whose initials spell ``acronym`` (2-6
+    letters; "of", "the", "and", "for" inside the run are skipped: "Department of Defense"
+    spells "dod"), or an empty set. A two-letter acronym is spelled by names only (capitalised
+    words, ``names``), or "an interesting" would spell "AI"."""
+    if not 2 <= len(acronym) <= 6 or not acronym.isalpha():
+        return frozenset()
+    for start, first in enumerate(tokens):
+        if first[:1] != acronym[0] or first in _ACRONYM_GLUE:
+            continue
+        run, j = [first], start + 1
+        while len(run) < len(acronym) and j < len(tokens):
+            if tokens[j] in _ACRONYM_GLUE and tokens[j][:1] != acronym[len(run)]:
+                j += 1
+                continue
+            if tokens[j][:1] != acronym[len(run)]:
+                break
+            run.append(tokens[j])
+            j += 1
+        if len(run) == len(acronym) and (len(acronym) > 2 or names.issuperset(run)):
+            return frozenset(run)
+    return frozenset()
 
 
 def _antonyms(q: Features, c: Features) -> bool:

@@ -14,8 +14,12 @@ from prismcache import guards
     ("West Germany is the Dornier Aerodyne's origin.",
      "West Germany is the national origin of Dornier Aerodyne."),
     ("Dan Patrick’s show", "the Dan Patrick show"),
+    ("the US Navy's command structure", "the command structure of the United States Navy"),
+    ("NYC weather today", "New York City weather today"),
+    ("who heads the DoD", "who heads the Department of Defense"),
+    ("AWS pricing", "Amazon Web Services pricing"),
 ])
-def test_a_possessive_names_what_its_base_names(query: str, candidate: str) -> None:
+def test_a_possessive_or_an_acronym_names_what_its_base_or_its_words_name(query: str, candidate: str) -> None:
     assert guards.check(query, candidate, ("entities",)) is None
 
 
@@ -24,6 +28,9 @@ def test_a_possessive_names_what_its_base_names(query: str, candidate: str) -> N
     ("it's Tom's car", "it is Jim's car"),
     ("say 'hello world' in french", "say 'goodbye world' in french"),
     ("flights from London to Paris", "flights from Paris to London"),
+    ("the US Navy", "the United Kingdom Navy"),
+    ("IBM stock", "Intel stock"),
+    ("AI jobs list", "an interesting jobs list"),  # two letters: spelled by names only
 ])
 def test_different_names_are_still_told_apart(query: str, candidate: str) -> None:
     assert guards.check(query, candidate, ("entities",)) == "entities"
