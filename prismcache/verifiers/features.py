@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -136,15 +137,23 @@ def reordered(query: str, candidate: str) -> bool:
     sentence embedding barely sees word order, so such a pair can score near-verbatim while
     its roles are swapped. Pure; memoised per text like :func:`text_features`."""
     q, c = text_features(query), text_features(candidate)
-    return _disorder(q.content, c.content, c.content_set) > 0.0
+    seq = _shared_positions(q.content, c.content, c.content_set)
+    return any(a > b for a, b in pairwise(seq))  # linear: any inversion
+
+
+def _shared_positions(q: list[str], c: list[str], c_set: frozenset[str]) -> list[int]:
+    """Where each content word of ``q`` that ``c`` shares first appears in ``c``, in ``q``'s
+    order (each word once)."""
+    first: dict[str, int] = {}
+    for i, w in enumerate(c):
+        first.setdefault(w, i)
+    return [first[w] for w in dict.fromkeys(q) if w in c_set]
 
 
 def _disorder(q: list[str], c: list[str], c_set: frozenset[str]) -> float:
     """Share of pairs of shared words that appear in opposite orders (0: same order)."""
-    shared = [w for w in dict.fromkeys(q) if w in c_set]
-    if len(shared) < 2:
+    seq = _shared_positions(q, c, c_set)
+    if len(seq) < 2:
         return 0.0
-    position = {w: c.index(w) for w in shared}
-    seq = [position[w] for w in shared]
     swapped = sum(1 for a in range(len(seq)) for b in range(a + 1, len(seq)) if seq[a] > seq[b])
     return swapped / (len(seq) * (len(seq) - 1) / 2)
