@@ -23,6 +23,7 @@ open); a ``RequestError`` is the caller's bug and is raised.
 from __future__ import annotations
 
 __all__ = [
+    "FAIL_OPEN",
     "ConfigError",
     "EmbedderMismatch",
     "EmbeddingError",
@@ -83,3 +84,9 @@ class UpstreamError(PrismCacheError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+#: the failures a cache fails open on (a miss or an unstored answer, counted and logged):
+#: its store, its embedder, its index or its verifier broke, not the caller's request
+FAIL_OPEN: tuple[type[PrismCacheError], ...] = (StoreError, EmbeddingError, IndexError_,
+                                                VerifierError)

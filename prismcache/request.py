@@ -39,7 +39,10 @@ from typing import Any
 
 from prismcache.errors import RequestError
 
-__all__ = ["Context", "PreparedRequest", "RequestKey", "RequestLimits", "context_of",
+#: a request body as callers hand it over: parsed JSON, or its raw bytes or text
+Body = Mapping[str, Any] | bytes | str
+
+__all__ = ["Body", "Context", "PreparedRequest", "RequestKey", "RequestLimits", "context_of",
            "key_request", "normalise", "parse_body", "parse_json", "prepare_request"]
 
 # The partition holds every request field except these, which are known not to change what a
@@ -199,7 +202,7 @@ def _no_constant(name: str) -> Any:
     raise RequestError(f"request body is not valid JSON: {name} is not a JSON number")
 
 
-def parse_body(body: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
+def parse_body(body: Body) -> Mapping[str, Any]:
     """Return ``body`` as a mapping, decoding bytes or text with :func:`parse_json`.
 
     Raises :class:`RequestError` for invalid UTF-8, malformed JSON, or a JSON value that is not
@@ -221,7 +224,7 @@ def normalise(text: str) -> str:
 
 
 def key_request(
-    body: Mapping[str, Any] | bytes | str,
+    body: Body,
     *,
     tenant: str,
     limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen value object
@@ -459,7 +462,7 @@ class PreparedRequest:
 
 
 def prepare_request(
-    body: Mapping[str, Any] | bytes | str,
+    body: Body,
     *,
     tenant: str,
     limits: RequestLimits = RequestLimits(),  # noqa: B008 - frozen value object
