@@ -19,13 +19,17 @@ upstream 429s/5xx/timeouts, and admission under load (``server.load_admission_mi
 shipped default), and relief ahead of the upstream (``relieve``, the shipped defaults: while the
 gate would queue a call, a miss with a stale, or in ``support`` a near, candidate is answered
 with it at once, no upstream call; ``--relief-sweep`` prints the near candidates per category on
-the train split, where ``near`` was chosen); ``static`` has none of these. With ``--warm AGE`` both start from a SQLite store
+the train split, where ``near`` was chosen), and shedding at the gate (``server.upstream_shed``,
+the shipped default; ``--no-shed`` turns it off: while the upstream refused lately, a call whose
+queue wait runs out, or would, is answered by the proxy, near/stale where allowed, else 429 +
+``Retry-After``, marked ``X-Prism-Shed``, without an upstream call); ``static`` has none of these. With ``--warm AGE`` both start from a SQLite store
 prefilled with answers to the first ``--warm-lines`` requests of the trace, stored ``AGE``
 (e.g. ``8d``) ago: yesterday's traffic, past its TTL in some categories (stale candidates
 where ``stale_if_error`` allows, deleted on sight where not), still fresh in others.
 
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
-client errors, client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
+client errors, replies marked ``X-Prism-Shed`` (``shed``: the proxy's own 429s, client errors
+but not upstream requests, and near/stale answers in their place), client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
 (near/stale answers given instead of a call) and ``coalesced`` answers (followers of an
 identical or similar request's flight, in flight or being stored: no call of their own; identical
 followers answered ``miss`` before 2026-12-01 and were not counted), and the false-hit rate
@@ -230,7 +234,7 @@ def prefill(path: Path, trace: list[dict[str, Any]], lines: int, age: float) -> 
 
 async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
                      policies: bool, admin: str, warm: Path | None = None,
-                     shed: bool = True) -> dict[str, Any]:
+                     shed: bool = True, shed_early: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {"store": "memory://", "server": {"admin_token_env": "PRISM_ADMIN"}}
     if warm is not None:  # a fresh copy of the prefilled store for every run
         copy = warm.with_name(f"{name}-{time.time_ns()}.db")
@@ -238,7 +242,7 @@ async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
         config["store"] = f"sqlite:///{copy}"
     if policies:
         config["adaptive"] = ADAPTIVE
-        config["server"]["upstream_shed"] = shed
+        config["server"].update(upstream_shed=shed, upstream_shed_early=shed_early)
     else:  # the static baseline: none of the overload policies
         config["server"].update(coalesce_similar=False, upstream_gate=False,
                                 load_admission_min_reuse=0)
@@ -368,7 +372,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store "
            f"{'sqlite (warm)' if args.warm else 'memory://'}"),
            f"adaptive section: {json.dumps(ADAPTIVE)}",
-           f"policies: server.upstream_shed {str(args.shed).lower()}",
+           (f"policies: server.upstream_shed {str(args.shed).lower()}, upstream_shed_early "
+            f"{str(args.shed_early).lower()}"),
            ("warm start: none (empty memory:// store)" if not args.warm else
             f"warm start: SQLite store prefilled with the first {args.warm_lines} requests' "
             f"answers, stored {args.warm} ago"), ""]
@@ -486,6 +491,8 @@ async def main() -> None:
                         help="only print the threshold-drop sweep on the train split")
     parser.add_argument("--no-shed", dest="shed", action="store_false",
                         help="policies with server.upstream_shed false (send calls anyway)")
+    parser.add_argument("--shed-early", action="store_true",
+                        help="policies with server.upstream_shed_early true")
     parser.add_argument("--relief-sweep", action="store_true",
                         help="only print near candidates per category on the train split")
     args = parser.parse_args()
@@ -521,7 +528,8 @@ async def main() -> None:
         runs = []
         for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
             runs.append(await run_policy("static", trace, url, False, admin, warm))
-            runs.append(await run_policy("policies", trace, url, True, admin, warm, args.shed))
+            runs.append(await run_policy("policies", trace, url, True, admin, warm, args.shed,
+                                         args.shed_early))
     for res in runs:
         res["saturation"] = args.max_inflight / args.latency
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,23 @@ def test_after_a_refusal_a_call_whose_wait_ran_out_is_shed_until_it_is_forgotten
     asyncio.run(scenario())
 
 
+def test_a_late_call_with_room_below_the_refused_level_is_still_sent() -> None:
+    async def scenario() -> None:
+        gate = UpstreamGate(max_wait=0.01, initial=2.0, shed=True, clock=Clock())
+        await gate.acquire()
+        await gate.acquire()
+        gate.observe(429)  # refused at 2 in flight: the limit falls to 1.5
+        gate.release()
+        assert gate.saturated and gate.refusing and gate.refused_at == 2
+        with pytest.raises(Shed):  # a second call in flight is what the upstream refused
+            await gate.acquire()
+        gate.refused_at = 3  # say the upstream last refused a third call in flight
+        assert await gate.acquire() is False  # room below it: sent, late
+        assert gate.shed_calls == {"waited": 1, "expected": 0} and gate.inflight == 2
+
+    asyncio.run(scenario())
+
+
 def test_without_shedding_a_late_call_goes_even_after_a_refusal() -> None:
     async def scenario() -> None:
         gate = UpstreamGate(max_wait=0.01, initial=1.0, shed=False, clock=Clock())
@@ -89,10 +106,10 @@ def _steady(gate: UpstreamGate, clock: Clock, seconds: int) -> None:
         gate.inflight += 1
 
 
-def test_a_call_that_would_wait_past_the_longest_wait_is_shed_at_once() -> None:
+def test_with_shed_early_a_call_that_would_wait_past_the_longest_wait_is_shed_at_once() -> None:
     async def scenario() -> None:
         clock = Clock()
-        gate = UpstreamGate(max_wait=1.5, initial=2.0, shed=True, clock=clock)
+        gate = UpstreamGate(max_wait=1.5, initial=2.0, shed=True, shed_early=True, clock=clock)
         gate.inflight = 2
         _steady(gate, clock, 5)  # releases at 1 per second
         assert gate.drain_rate() == pytest.approx(1.0)
@@ -127,6 +144,9 @@ def test_the_drain_rate_falls_while_nothing_is_released() -> None:
 
 def test_the_setting_is_validated_and_on_by_default() -> None:
     assert ServerSettings().upstream_shed is True
+    assert ServerSettings().upstream_shed_early is False
+    with pytest.raises(ConfigError, match="upstream_shed_early"):
+        ServerSettings.from_config({"upstream_shed_early": 1})
     assert ServerSettings.from_config({"upstream_shed": False}).upstream_shed is False
     with pytest.raises(ConfigError, match="upstream_shed"):
         ServerSettings.from_config({"upstream_shed": "yes"})

@@ -62,6 +62,7 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
                        coalescer=Coalescer(
                            UpstreamGate(max_wait=settings.upstream_queue_wait,
                                         shed=settings.upstream_shed,
+                                        shed_early=settings.upstream_shed_early,
                                         memory=settings.load_admission_memory)
                            if settings.upstream_gate else None))
     # The proxy feeds the live controllers the cache resolves its policies through: the

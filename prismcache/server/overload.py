@@ -21,16 +21,18 @@ them anyway (or shedding them: below). A burst past the upstream's capacity then
 flights waiting in the queue take on identical and similar followers
 (:mod:`prismcache.server.coalesce`), so fewer calls reach the upstream at all.
 
-**Shedding** (``server.upstream_shed``, on by default): while the upstream has refused a call
+**Shedding** (``server.upstream_shed``): while the upstream has refused a call
 (429/503/timeout) within the last ``server.load_admission_memory`` seconds, the gate does not
-send a call whose wait ran out (it would almost surely be refused: a request of the upstream's
-and an error for a client that waited the whole ``upstream_queue_wait``), nor one that joins
-the queue behind more calls than the recent release rate clears within that wait (shed at
-once: the client fails fast). The proxy answers such a call itself, exactly as if the
-upstream had refused it: a near or stale answer where the category allows one (below), marked
-``X-Prism-Shed: upstream-saturated`` instead of ``X-Prism-Upstream-Status``, else a 429 with
-``Retry-After`` (seconds, the queue's length over its drain rate), ``X-Prism-Shed`` and
-OpenAI's ``rate_limit_exceeded`` error body. Counted in ``prismcache_upstream_shed_total``
+send a call whose wait ran out when sending it would put as many calls in flight as the
+upstream last refused at (it would almost surely be refused: a request of the upstream's and
+an error for a client that waited the whole ``upstream_queue_wait``); with
+``server.upstream_shed_early`` (off by default), nor one that joins the queue behind more
+calls than the recent release rate clears within that wait (shed at once: the client fails
+fast). The proxy answers such a call itself, exactly as if the upstream had refused it: a
+near or stale answer where the category allows one (below), marked ``X-Prism-Shed:
+upstream-saturated`` instead of ``X-Prism-Upstream-Status``, else a 429 with ``Retry-After``
+(seconds, the queue's length over its drain rate), ``X-Prism-Shed`` and OpenAI's
+``rate_limit_exceeded`` error body. Counted in ``prismcache_upstream_shed_total``
 (``reason``: ``waited`` or ``expected``), never in the upstream's metrics; ``/admin/stats``
 shows the gate (``proxy.upstream_gate``). A gate that has not seen a refusal lately never
 sheds. The gate is one per proxy, across tenants: with per-tenant upstream keys, one tenant's
@@ -276,9 +278,10 @@ class UpstreamGate:
     """An adaptive limit on upstream calls in flight with a bounded FIFO queue (AIMD: see the
     module docstring). Used from the event loop only.
 
-    ``acquire`` waits for a slot at most ``max_wait`` seconds, then proceeds anyway (counted in
-    ``timed_out``); every ``acquire`` is paired with one ``release``; ``observe`` feeds the
-    status of each finished call (0 for a call that ended without one).
+    ``acquire`` waits for a slot at most ``max_wait`` seconds (counted in ``timed_out`` when
+    the wait runs out), then proceeds anyway (unless shedding: below); every ``acquire`` that
+    returns is paired with one ``release``; ``observe`` feeds the status of each finished call
+    (0 for a call that ended without one).
 
     The calls in flight when the upstream last refused one are its known ceiling
     (:attr:`refused_at`): the limit grows back to one below it at the usual rate and past that
@@ -287,17 +290,19 @@ class UpstreamGate:
     without a refusal forgets it (the upstream took more).
 
     **Shedding** (``shed``; ``server.upstream_shed``): while the upstream has refused a call
-    (429/503/timeout) within the last ``memory`` seconds (:attr:`refusing`), a call is not
-    sent but raises :class:`Shed` when its wait runs out (it would almost surely be refused:
-    the queue is there because the upstream takes no more), or at once when it joins the
-    queue behind more calls than the recent release rate clears in ``max_wait``
+    (429/503/timeout) within the last ``memory`` seconds (:attr:`refusing`), a call whose wait
+    runs out is not sent but raises :class:`Shed` when sending it would put as many calls in
+    flight as the upstream last refused at (:attr:`refused_at`: it would almost surely be
+    refused); below that level it is sent (the gate's limit sits under it after a decrease).
+    With ``shed_early`` (``server.upstream_shed_early``) a call is also shed at once when it
+    joins the queue behind more calls than the recent release rate clears in ``max_wait``
     (:meth:`expected_wait`). A gate that has not seen a refusal lately never sheds: it sends
     a call whose wait ran out, as without ``shed``.
     """
 
     def __init__(self, *, max_wait: float, initial: float = 64.0, ceiling: float = 1024.0,
-                 probe_slowdown: float = 8.0, shed: bool = False, memory: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 probe_slowdown: float = 8.0, shed: bool = False, shed_early: bool = False,
+                 memory: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         if (max_wait < 0 or not 1.0 <= initial <= ceiling or probe_slowdown < 1.0
                 or memory <= 0):
             raise ValueError("max_wait must be >= 0, 1 <= initial <= ceiling, "
@@ -306,7 +311,7 @@ class UpstreamGate:
         self.limit = initial
         self.ceiling = ceiling
         self.probe_slowdown = probe_slowdown
-        self.shed, self.memory = shed, memory
+        self.shed, self.shed_early, self.memory = shed, shed_early, memory
         self.refused_at = float("inf")  # calls in flight when the upstream last refused one
         self.inflight = 0
         self.queued = 0  # calls that had to wait, since start
@@ -366,7 +371,7 @@ class UpstreamGate:
         if not self.saturated:
             self.inflight += 1
             return True
-        if self.shed and self.refusing:
+        if self.shed_early and self.refusing:
             wait = self.expected_wait(len(self._waiters) + 1)
             if wait is not None and wait > self.max_wait:
                 raise self._shed("expected")
@@ -381,7 +386,7 @@ class UpstreamGate:
             self._waiters.remove(slot)
             slot.cancel()
             self.timed_out += 1
-            if self.shed and self.refusing:
+            if self.shed and self.refusing and self.inflight + 1 >= self.refused_at:
                 raise self._shed("waited") from None
             self.inflight += 1  # sent anyway: the upstream decides
             return False
