@@ -20,20 +20,13 @@ from prismcache.errors import ConfigError
 from prismcache.server.overload import Shed, UpstreamGate
 from prismcache.server.settings import ServerSettings
 from proxy_support import make_proxy, upstream, user  # noqa: F401 - fixtures
+from test_overload_admission import Clock
 from test_overload_relief import RELIEF, STORED, _in_threads, _prime, _reached
 
 NEAR = "how can I reset my password"  # 0.88 to STORED under hash:64, below strict's 0.99
 SHORT_WAIT = {"upstream_queue_wait": "0.2s", "admin_token_env": "ADMIN"}
 ADMIN = {"environ": {"ADMIN": "admin-token"}}
 ADMIN_HEADERS = {"authorization": "Bearer admin-token"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # -- the gate's decision ----------------------------------------------------------------------
@@ -61,7 +54,7 @@ def test_after_a_refusal_a_call_whose_wait_ran_out_is_shed_until_it_is_forgotten
         assert shed.value.status == 429 and shed.value.reason == "waited"
         assert shed.value.retry_after >= 1
         assert (gate.inflight, len(gate), gate.timed_out) == (1, 0, 1)  # no slot taken
-        clock.t += 5.0  # the refusal is forgotten: sent anyway again
+        clock.now += 5.0  # the refusal is forgotten: sent anyway again
         assert await gate.acquire() is False
         assert gate.shed_calls == {"waited": 1, "expected": 0} and gate.inflight == 2
 
@@ -101,7 +94,7 @@ def _steady(gate: UpstreamGate, clock: Clock, seconds: int) -> None:
     """One call finishes and another takes its slot every second, the gate full (its limit
     unchanged)."""
     for _ in range(seconds):
-        clock.t += 1.0
+        clock.now += 1.0
         gate.release()
         gate.inflight += 1
 
@@ -138,7 +131,7 @@ def test_the_drain_rate_falls_while_nothing_is_released() -> None:
     gate.inflight = 2
     _steady(gate, clock, 4)
     assert gate.drain_rate() == pytest.approx(1.0)
-    clock.t += 6.0  # the upstream stalls
+    clock.now += 6.0  # the upstream stalls
     assert gate.drain_rate() == pytest.approx(3 / 9)
 
 
