@@ -19,13 +19,17 @@ upstream 429s/5xx/timeouts, and admission under load (``server.load_admission_mi
 shipped default), and relief ahead of the upstream (``relieve``, the shipped defaults: while the
 gate would queue a call, a miss with a stale, or in ``support`` a near, candidate is answered
 with it at once, no upstream call; ``--relief-sweep`` prints the near candidates per category on
-the train split, where ``near`` was chosen); ``static`` has none of these. With ``--warm AGE`` both start from a SQLite store
+the train split, where ``near`` was chosen), and shedding at the gate (``server.upstream_shed``,
+the shipped default; ``--no-shed`` turns it off: while the upstream refused lately, a call whose
+queue wait runs out, or would, is answered by the proxy, near/stale where allowed, else 429 +
+``Retry-After``, marked ``X-Prism-Shed``, without an upstream call); ``static`` has none of these. With ``--warm AGE`` both start from a SQLite store
 prefilled with answers to the first ``--warm-lines`` requests of the trace, stored ``AGE``
 (e.g. ``8d``) ago: yesterday's traffic, past its TTL in some categories (stale candidates
 where ``stale_if_error`` allows, deleted on sight where not), still fresh in others.
 
 Reported for each policy: requests reaching the upstream (answered + refused), upstream 429s,
-client errors, client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
+client errors, replies marked ``X-Prism-Shed`` (``shed``: the proxy's own 429s, client errors
+but not upstream requests, and near/stale answers in their place), client p50/p99 latency, hit rate, the shares of ``near``, ``stale``, relief
 (near/stale answers given instead of a call) and ``coalesced`` answers (followers of an
 identical or similar request's flight, in flight or being stored: no call of their own; identical
 followers answered ``miss`` before 2026-12-01 and were not counted), and the false-hit rate
@@ -86,8 +90,15 @@ CALLED = ("miss", "near", "stale")
 
 
 def called(record: dict[str, Any]) -> bool:
-    """Whether the request behind ``record`` called the upstream itself."""
-    return record["state"] in CALLED and not record.get("relief")
+    """Whether the request behind ``record`` called the upstream itself (not a relief answer,
+    nor a call the gate shed: ``X-Prism-Shed``, a 429 or near/stale answer from the proxy)."""
+    return record["state"] in CALLED and not record.get("relief") and not record.get("shed")
+
+
+def metric_by(text: str, name: str, label: str) -> dict[str, int]:
+    """The samples of counter ``name`` by the value of its one ``label``."""
+    found = re.findall(rf'^{name}\{{{label}="([^"]*)"\}} (\S+)$', text, re.M)
+    return {value: int(float(n)) for value, n in found}
 
 
 def ensure_trace(requests: int) -> list[dict[str, Any]]:
@@ -222,7 +233,8 @@ def prefill(path: Path, trace: list[dict[str, Any]], lines: int, age: float) -> 
 
 
 async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
-                     policies: bool, admin: str, warm: Path | None = None) -> dict[str, Any]:
+                     policies: bool, admin: str, warm: Path | None = None,
+                     shed: bool = True, shed_early: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = {"store": "memory://", "server": {"admin_token_env": "PRISM_ADMIN"}}
     if warm is not None:  # a fresh copy of the prefilled store for every run
         copy = warm.with_name(f"{name}-{time.time_ns()}.db")
@@ -230,6 +242,7 @@ async def run_policy(name: str, trace: list[dict[str, Any]], upstream_url: str,
         config["store"] = f"sqlite:///{copy}"
     if policies:
         config["adaptive"] = ADAPTIVE
+        config["server"].update(upstream_shed=shed, upstream_shed_early=shed_early)
     else:  # the static baseline: none of the overload policies
         config["server"].update(coalesce_similar=False, upstream_gate=False,
                                 load_admission_min_reuse=0)
@@ -263,7 +276,7 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
             except httpx.TransportError:  # a dropped connection is an error the client sees
                 records.append({"stage": stage, "status": 0, "state": "error",
                                 "seconds": time.perf_counter() - t, "correct": None,
-                                "category": "", "relief": False})
+                                "category": "", "relief": False, "shed": False})
                 return
             seconds = time.perf_counter() - t
             state = reply.headers.get("x-prism-cache", "error")
@@ -275,6 +288,7 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
             records.append({"stage": stage, "status": reply.status_code, "state": state,
                             "seconds": seconds, "correct": correct,
                             "relief": "x-prism-relief" in reply.headers,
+                            "shed": "x-prism-shed" in reply.headers,
                             "category": reply.headers.get("x-prism-category", "")})
 
         async def watch(stop: asyncio.Event) -> None:
@@ -315,6 +329,8 @@ async def drive(name: str, trace: list[dict[str, Any]], root: str, adaptive: boo
                                        'status="503"'),
             "load_admission_skipped": metric_sum(metrics,
                                                  "prismcache_load_admission_skipped_total{"),
+            "gate_shed": metric_by(metrics, "prismcache_upstream_shed_total", "reason"),
+            "gate_late": metric_by(metrics, "prismcache_upstream_gate_late_total", "status"),
             "economics": table}
 
 
@@ -329,6 +345,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             "near_share": share["near"], "stale_share": share["stale"],
             "coalesced_share": share["coalesced"],
             "relief_share": sum(bool(r.get("relief")) for r in records) / n,
+            "shed": sum(bool(r.get("shed")) for r in records),
             "false_hit_rate": wrong / n,
             "upstream": sum(called(r) for r in records),
             "p50_ms": 1000 * statistics.median(lat),
@@ -355,12 +372,14 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"{sum(r * s for r, s in STAGES)} lines); embedder minilm; store "
            f"{'sqlite (warm)' if args.warm else 'memory://'}"),
            f"adaptive section: {json.dumps(ADAPTIVE)}",
+           (f"policies: server.upstream_shed {str(args.shed).lower()}, upstream_shed_early "
+            f"{str(args.shed_early).lower()}"),
            ("warm start: none (empty memory:// store)" if not args.warm else
             f"warm start: SQLite store prefilled with the first {args.warm_lines} requests' "
             f"answers, stored {args.warm} ago"), ""]
     head = (f"{'policy':<12}{'reqs':>6}{'upstream':>10}{'429':>6}{'503':>5}{'hit':>7}"
             f"{'near':>7}{'stale':>7}{'relief':>7}{'coal.':>7}{'false':>8}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'client err':>11}")
+            f"{'p99 ms':>9}{'client err':>11}{'shed':>6}")
     out.append(head)
     for k, res in enumerate(results):
         s = summary(res["records"])
@@ -370,7 +389,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                    f"{s['near_share']:>7.3f}{s['stale_share']:>7.3f}{s['relief_share']:>7.3f}"
                    f"{s['coalesced_share']:>7.3f}"
                    f"{s['false_hit_rate']:>8.4f}{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}"
-                   f"{s['client_errors']:>11}")
+                   f"{s['client_errors']:>11}{s['shed']:>6}")
     fewer, extra, fewer_hot, fewer_err = [], [], [], []
     hot = [i for i, (rate, _) in enumerate(STAGES) if rate > args.max_inflight / args.latency]
     for static, policies in zip(results[::2], results[1::2], strict=True):
@@ -396,6 +415,13 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             + "; target <= +1)", "",
             "relief (near/stale answers given instead of an upstream call, X-Prism-Relief), "
             "policies runs: " + ", ".join(relief_line(res["records"]) for res in results[1::2]),
+            "",
+            "the gate, policies runs: calls shed (reason: count), calls sent after the longest "
+            "wait (status: count): " + "; ".join(
+                f"shed {res.get('gate_shed', {})}, sent late {res.get('gate_late', {})}"
+                for res in results[1::2]),
+            ("shed column: replies marked X-Prism-Shed (the proxy's 429s and the near/stale "
+             "answers in their place; no upstream call: not in 'upstream' nor '429')"),
             "",
             ("per stage (offered req/s): requests that called the upstream, errors seen by clients, hit rate, "
              "near, stale, relief and coalesced shares, false-hit rate, p99 ms (first pair)")]
@@ -463,6 +489,10 @@ async def main() -> None:
     parser.add_argument("--warm-lines", type=int, default=1000)
     parser.add_argument("--sweep", action="store_true",
                         help="only print the threshold-drop sweep on the train split")
+    parser.add_argument("--no-shed", dest="shed", action="store_false",
+                        help="policies with server.upstream_shed false (send calls anyway)")
+    parser.add_argument("--shed-early", action="store_true",
+                        help="policies with server.upstream_shed_early true")
     parser.add_argument("--relief-sweep", action="store_true",
                         help="only print near candidates per category on the train split")
     args = parser.parse_args()
@@ -498,7 +528,8 @@ async def main() -> None:
         runs = []
         for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
             runs.append(await run_policy("static", trace, url, False, admin, warm))
-            runs.append(await run_policy("policies", trace, url, True, admin, warm))
+            runs.append(await run_policy("policies", trace, url, True, admin, warm, args.shed,
+                                         args.shed_early))
     for res in runs:
         res["saturation"] = args.max_inflight / args.latency
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -82,8 +82,9 @@ def _saturated(proxy: Any, upstream: FakeUpstream, slow: tuple[str, str] = ("bur
         proxy, [("sk-client-a", f"refused number {i} of the burst", "strict") for i in range(4)])
     gate = proxy.app.state.prism.coalescer.gate
     deadline = time.monotonic() + LATENCY / 2
-    while upstream.rejected + len(gate) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the whole burst is refused or queued
+    while ((upstream.rejected + len(gate) < 4 or not gate.saturated)
+           and time.monotonic() < deadline):
+        time.sleep(0.01)  # until the whole burst is refused (and the refusals seen) or queued
     assert gate.saturated and upstream.rejected > 0  # learnt from 429s, the slow call in flight
     upstream.behaviour.latency = 0.0  # only the slow call holds the slot; the calls queued
     try:  # behind it (the burst's rest, a test's own) are answered at once when it ends

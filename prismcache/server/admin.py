@@ -18,6 +18,7 @@ from starlette.routing import Route
 from prismcache.errors import RequestError, StoreError
 from prismcache.request import parse_json
 from prismcache.server.metrics import Counter
+from prismcache.server.overload import UpstreamGate
 from prismcache.server.state import ProxyState, state_of
 from prismcache.server.wire import (
     BodyTooLarge,
@@ -76,7 +77,9 @@ async def stats(request: Request) -> Response:
                   "relief": _by_kind(state.metrics.relief),
                   "shed": {what: int(state.metrics.shed.value(what))
                            for what in ("lookup", "store")},
-                  "load_admission": _load_admission(state)},
+                  "load_admission": _load_admission(state),
+                  "upstream_gate": (gate.stats() if isinstance(gate := state.coalescer.gate,
+                                                                UpstreamGate) else None)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
     })
 

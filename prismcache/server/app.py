@@ -60,7 +60,10 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
                        metrics=labels, after_reply=AfterReply(limit=settings.store_queue),
                        budget=LookupBudget(settings.lookup_budget_ms),
                        coalescer=Coalescer(
-                           UpstreamGate(max_wait=settings.upstream_queue_wait)
+                           UpstreamGate(max_wait=settings.upstream_queue_wait,
+                                        shed=settings.upstream_shed,
+                                        shed_early=settings.upstream_shed_early,
+                                        memory=settings.load_admission_memory)
                            if settings.upstream_gate else None))
     # The proxy feeds the live controllers the cache resolves its policies through: the
     # economics (always measured, GET /admin/economics; they disable a category only when the
@@ -132,4 +135,6 @@ async def metrics(request: Request) -> Response:
         text += "\n".join(budget.metric_lines()) + "\n"
     if state.load_admission is not None:
         text += "\n".join(state.load_admission.metric_lines()) + "\n"
+    if isinstance(gate := state.coalescer.gate, UpstreamGate):
+        text += "\n".join(gate.metric_lines()) + "\n"
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -180,11 +180,13 @@ class Gate(Protocol):
     """What the coalescer needs of an upstream gate (:class:`~prismcache.server.overload.
     UpstreamGate`): a slot per upstream call, and the status each call ended with."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self) -> bool:
+        """``True`` with a slot, ``False`` when sent anyway after the longest wait; may raise
+        an :class:`~prismcache.errors.UpstreamError` instead (shed: no slot, no call)."""
 
     def release(self) -> None: ...
 
-    def observe(self, status: int) -> None: ...
+    def observe(self, status: int, *, late: bool = False) -> None: ...
 
     @property
     def saturated(self) -> bool: ...
@@ -279,7 +281,7 @@ class Coalescer:
 
     @staticmethod
     async def _gated(gate: Gate, flight: Flight, runner: Runner) -> None:
-        await gate.acquire()
+        late = not await gate.acquire()  # a shed call raises: every subscriber gets its 429
         status = 0
         try:
             await runner(flight)
@@ -288,7 +290,7 @@ class Coalescer:
             status = exc.status or 502
             raise
         finally:
-            gate.observe(status)
+            gate.observe(status, late=late)
             gate.release()
 
     async def _run(self, key: Hashable | None, flight: Flight, runner: Runner) -> None:

@@ -280,6 +280,8 @@ async def _serve_flight(state: ProxyState, call: _Call, headers: dict[str, str],
     done = False
     try:
         head = await flight.wait_head()
+        if isinstance(head, overload.Shed):  # the gate did not send it: the proxy's 429
+            return overload.shed_response(head, headers)
         if isinstance(head, UpstreamError):
             status = head.status or 502
             return error_response(status, str(head), type="upstream_error",

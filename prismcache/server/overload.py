@@ -17,9 +17,26 @@ answers (x0.75 of the calls in flight on a 429/503/timeout, +1/limit on a succes
 level that drew the last refusal, ``probe_slowdown`` times slower: every probe above a known
 ceiling costs a refused call, which is an upstream request too), and holds
 calls beyond the limit in a FIFO queue for at most ``server.upstream_queue_wait`` before sending
-them anyway. A burst past the upstream's capacity then waits instead of being refused, and the
+them anyway (or shedding them: below). A burst past the upstream's capacity then waits instead of being refused, and the
 flights waiting in the queue take on identical and similar followers
 (:mod:`prismcache.server.coalesce`), so fewer calls reach the upstream at all.
+
+**Shedding** (``server.upstream_shed``): while the upstream has refused a call
+(429/503/timeout) within the last ``server.load_admission_memory`` seconds, the gate does not
+send a call whose wait ran out when sending it would put as many calls in flight as the
+upstream last refused at (it would almost surely be refused: a request of the upstream's and
+an error for a client that waited the whole ``upstream_queue_wait``); with
+``server.upstream_shed_early`` (off by default), nor one that joins the queue behind more
+calls than the recent release rate clears within that wait (shed at once: the client fails
+fast). The proxy answers such a call itself, exactly as if the upstream had refused it: a
+near or stale answer where the category allows one (below), marked ``X-Prism-Shed:
+upstream-saturated`` instead of ``X-Prism-Upstream-Status``, else a 429 with ``Retry-After``
+(seconds, the queue's length over its drain rate), ``X-Prism-Shed`` and OpenAI's
+``rate_limit_exceeded`` error body. Counted in ``prismcache_upstream_shed_total``
+(``reason``: ``waited`` or ``expected``), never in the upstream's metrics; ``/admin/stats``
+shows the gate (``proxy.upstream_gate``). A gate that has not seen a refusal lately never
+sheds. The gate is one per proxy, across tenants: with per-tenant upstream keys, one tenant's
+rate limit holds (and sheds) everyone's calls.
 
 **Stale answers** (``stale_if_error`` per category, seconds; on by default where stale answers
 are acceptable: ``code``, ``factual``, ``support``, ``conversation``; never ``math`` or
@@ -62,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -74,22 +92,24 @@ from prismcache import guards
 from prismcache.cache import AdmissionHook, SemanticCache, expired_under, stale_under
 from prismcache.config import CategoryPolicy
 from prismcache.entry import Entry
-from prismcache.errors import StoreError
+from prismcache.errors import StoreError, UpstreamError
 from prismcache.request import Context, RequestKey, context_of
 from prismcache.results import CategoryStats, Hit, Miss
 from prismcache.server.metrics import Counter
 from prismcache.server.sse import replay
 from prismcache.server.state import ProxyState
-from prismcache.server.wire import json_response, prism_headers
+from prismcache.server.wire import error_response, json_response, prism_headers
 from prismcache.streams import completion_of
 
-__all__ = ["OVERLOADED", "LoadAdmission", "UpstreamGate", "fallback", "near_hit", "relieve",
-           "stale_hit", "upstream_failed"]
+__all__ = ["OVERLOADED", "LoadAdmission", "Shed", "UpstreamGate", "fallback", "near_hit",
+           "relieve", "shed_response", "stale_hit", "upstream_failed"]
 
 log = logging.getLogger("prismcache.server")
 
 #: upstream answers that mean "overloaded": rate limited, unavailable, timed out (the proxy's 504)
 OVERLOADED = frozenset({429, 503, 504})
+SHED_HEADER, SHED_VALUE = "x-prism-shed", "upstream-saturated"  #: marks an answer to a shed call
+_RATE_SAMPLES = 32  # releases the gate's drain rate is measured over
 
 
 def upstream_failed(status: int) -> bool:
@@ -175,10 +195,13 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
                    stream: bool, result: Hit | Miss | None,
                    response: Response) -> Response | None:
     """A ``stale`` or ``near`` answer in place of ``response`` when the upstream answered it
-    with an error that allows one (see the module docstring) and the lookup ``result`` holds
-    an acceptable candidate; else ``None`` (serve ``response``)."""
+    with an error that allows one (see the module docstring), or the gate shed the call
+    (:func:`shed_response`: as a 429, marked ``X-Prism-Shed`` instead of
+    ``X-Prism-Upstream-Status``), and the lookup ``result`` holds an acceptable candidate;
+    else ``None`` (serve ``response``)."""
     status = response.status_code
-    if state.load_admission is not None:
+    shed = response.headers.get(SHED_HEADER)  # the gate's 429: the upstream never saw it
+    if state.load_admission is not None and shed is None:
         state.load_admission.observe(status)
     if not isinstance(result, Miss) or not upstream_failed(status):
         return None
@@ -187,7 +210,7 @@ async def fallback(state: ProxyState, *, endpoint: str, key: RequestKey, body: M
     found = await state.in_thread(_substitute, state.cache, key, result, stale=True,
                                   near=status in OVERLOADED)
     return _answer(found, state.metrics.fallbacks, endpoint, key, body, stream,
-                   {"x-prism-upstream-status": str(status)})
+                   {SHED_HEADER: shed} if shed else {"x-prism-upstream-status": str(status)})
 
 
 async def relieve(state: ProxyState, *, endpoint: str, key: RequestKey, body: Mapping[str, Any],
@@ -230,34 +253,74 @@ def _answer(found: tuple[Hit, str] | None, counter: Counter, endpoint: str, key:
     return json_response(answer, headers=headers)
 
 
+class Shed(UpstreamError):
+    """A call the gate did not send (:attr:`UpstreamGate.shed`): the upstream refused a call
+    lately and this one's wait ran out (``reason="waited"``) or would run out
+    (``reason="expected"``). Answered by the proxy itself with 429, ``Retry-After``
+    (:attr:`retry_after` seconds) and ``X-Prism-Shed: upstream-saturated``, unless a near or
+    stale answer takes its place (:func:`fallback`), as for a refusal of the upstream's."""
+
+    def __init__(self, message: str, *, retry_after: int, reason: str) -> None:
+        super().__init__(message, status=429)
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+def shed_response(shed: Shed, headers: Mapping[str, str]) -> Response:
+    """The proxy's own answer to a :class:`Shed` call: 429 with ``Retry-After``,
+    ``X-Prism-Shed`` and OpenAI's rate-limit error body, plus ``headers``."""
+    return error_response(429, str(shed), type="requests", code="rate_limit_exceeded",
+                          headers={**headers, "retry-after": str(shed.retry_after),
+                                   SHED_HEADER: SHED_VALUE})
+
+
 class UpstreamGate:
     """An adaptive limit on upstream calls in flight with a bounded FIFO queue (AIMD: see the
     module docstring). Used from the event loop only.
 
-    ``acquire`` waits for a slot at most ``max_wait`` seconds, then proceeds anyway (counted in
-    ``timed_out``); every ``acquire`` is paired with one ``release``; ``observe`` feeds the
-    status of each finished call (0 for a call that ended without one).
+    ``acquire`` waits for a slot at most ``max_wait`` seconds (counted in ``timed_out`` when
+    the wait runs out), then proceeds anyway (unless shedding: below); every ``acquire`` that
+    returns is paired with one ``release``; ``observe`` feeds the status of each finished call
+    (0 for a call that ended without one).
 
     The calls in flight when the upstream last refused one are its known ceiling
     (:attr:`refused_at`): the limit grows back to one below it at the usual rate and past that
     ``probe_slowdown`` times slower, so a steady overload costs one refused probe per
     ``probe_slowdown`` recoveries instead of one per recovery. A limit that passes the ceiling
     without a refusal forgets it (the upstream took more).
+
+    **Shedding** (``shed``; ``server.upstream_shed``): while the upstream has refused a call
+    (429/503/timeout) within the last ``memory`` seconds (:attr:`refusing`), a call whose wait
+    runs out is not sent but raises :class:`Shed` when sending it would put as many calls in
+    flight as the upstream last refused at (:attr:`refused_at`: it would almost surely be
+    refused); below that level it is sent (the gate's limit sits under it after a decrease).
+    With ``shed_early`` (``server.upstream_shed_early``) a call is also shed at once when it
+    joins the queue behind more calls than the recent release rate clears in ``max_wait``
+    (:meth:`expected_wait`). A gate that has not seen a refusal lately never sheds: it sends
+    a call whose wait ran out, as without ``shed``.
     """
 
     def __init__(self, *, max_wait: float, initial: float = 64.0, ceiling: float = 1024.0,
-                 probe_slowdown: float = 8.0) -> None:
-        if max_wait < 0 or not 1.0 <= initial <= ceiling or probe_slowdown < 1.0:
-            raise ValueError("max_wait must be >= 0, 1 <= initial <= ceiling and "
-                             "probe_slowdown >= 1")
+                 probe_slowdown: float = 8.0, shed: bool = False, shed_early: bool = False,
+                 memory: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if (max_wait < 0 or not 1.0 <= initial <= ceiling or probe_slowdown < 1.0
+                or memory <= 0):
+            raise ValueError("max_wait must be >= 0, 1 <= initial <= ceiling, "
+                             "probe_slowdown >= 1 and memory > 0")
         self.max_wait = max_wait
         self.limit = initial
         self.ceiling = ceiling
         self.probe_slowdown = probe_slowdown
+        self.shed, self.shed_early, self.memory = shed, shed_early, memory
         self.refused_at = float("inf")  # calls in flight when the upstream last refused one
         self.inflight = 0
         self.queued = 0  # calls that had to wait, since start
-        self.timed_out = 0  # ... of them, sent without a slot after max_wait
+        self.timed_out = 0  # ... of them, whose wait ran out (sent anyway, or shed)
+        self.late: dict[int, int] = {}  # status of the calls sent anyway after their wait
+        self.shed_calls = {"waited": 0, "expected": 0}  # calls not sent, by reason
+        self._clock = clock
+        self._refused_when = float("-inf")  # clock() of the last refusal
+        self._released: deque[float] = deque(maxlen=_RATE_SAMPLES)  # clock() of releases
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __len__(self) -> int:
@@ -271,11 +334,47 @@ class UpstreamGate:
         (relief ahead of the upstream, :func:`relieve`)."""
         return bool(self._waiters) or self.inflight >= int(self.limit)
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting in line at most ``max_wait`` seconds."""
+    @property
+    def refusing(self) -> bool:
+        """Whether the upstream refused a call (429/503/timeout) within the last ``memory``
+        seconds: the condition for shedding."""
+        return self._clock() - self._refused_when < self.memory
+
+    def drain_rate(self) -> float | None:
+        """Slots released per second lately: the releases after the oldest of the last
+        :data:`_RATE_SAMPLES` over the time from it to now (so the rate falls while nothing is
+        released); how fast the queue moves while the limit holds. ``None`` before two
+        releases."""
+        if len(self._released) < 2:
+            return None
+        span = self._clock() - self._released[0]
+        return (len(self._released) - 1) / span if span > 0 else None
+
+    def expected_wait(self, position: int) -> float | None:
+        """Seconds until the call at ``position`` in the queue (1: next) gets a slot, at the
+        :meth:`drain_rate`; ``None`` while the rate is unknown."""
+        rate = self.drain_rate()
+        return None if rate is None else position / rate
+
+    def _shed(self, reason: str) -> Shed:
+        self.shed_calls[reason] += 1
+        wait = self.expected_wait(len(self._waiters) + 1)
+        retry_after = math.ceil(self.max_wait if wait is None else wait)
+        return Shed("the upstream is saturated and refused calls lately; retry later",
+                    retry_after=max(1, retry_after), reason=reason)
+
+    async def acquire(self) -> bool:
+        """Take a slot, waiting in line at most ``max_wait`` seconds. ``True`` once a slot is
+        had; ``False`` when the wait ran out and the call goes anyway (pass it to
+        :meth:`observe`). Raises :class:`Shed` instead, without a slot, when shedding (see
+        the class docstring)."""
         if not self.saturated:
             self.inflight += 1
-            return
+            return True
+        if self.shed_early and self.refusing:
+            wait = self.expected_wait(len(self._waiters) + 1)
+            if wait is not None and wait > self.max_wait:
+                raise self._shed("expected")
         self.queued += 1
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(slot)
@@ -283,30 +382,40 @@ class UpstreamGate:
             await asyncio.wait_for(asyncio.shield(slot), self.max_wait)
         except TimeoutError:
             if slot.done():
-                return  # handed over just as the wait ran out: the slot is ours
+                return True  # handed over just as the wait ran out: the slot is ours
             self._waiters.remove(slot)
             slot.cancel()
             self.timed_out += 1
+            if self.shed and self.refusing and self.inflight + 1 >= self.refused_at:
+                raise self._shed("waited") from None
             self.inflight += 1  # sent anyway: the upstream decides
+            return False
         except asyncio.CancelledError:
             if slot.done() and not slot.cancelled():
                 self.release()  # handed over to a caller that left: pass it on
             elif slot in self._waiters:
                 self._waiters.remove(slot)
             raise
+        return True
 
     def release(self) -> None:
         """Give back a slot; the longest waiter gets it when the limit allows."""
         self.inflight -= 1
+        self._released.append(self._clock())
         while self._waiters and self.inflight < int(self.limit):
             slot = self._waiters.popleft()
             if not slot.done():
                 self.inflight += 1
                 slot.set_result(None)
 
-    def observe(self, status: int) -> None:
-        """Adapt the limit to the status of a finished call (before its ``release``)."""
+    def observe(self, status: int, *, late: bool = False) -> None:
+        """Adapt the limit to the status of a finished call (before its ``release``);
+        ``late``: the call was sent anyway after its wait ran out (its status is counted in
+        :attr:`late`)."""
+        if late:
+            self.late[status] = self.late.get(status, 0) + 1
         if status in OVERLOADED:
+            self._refused_when = self._clock()
             self.refused_at = max(1, self.inflight)
             self.limit = max(1.0, min(self.limit, self.inflight) * 0.75)
         elif 0 < status < 400:
@@ -316,6 +425,37 @@ class UpstreamGate:
             self.limit = min(self.ceiling, self.limit + step)
             if self.limit >= self.refused_at + 1.0:  # took more than it refused: forget
                 self.refused_at = float("inf")
+
+    def stats(self) -> dict[str, Any]:
+        """The gate's state and counters since start (``/admin/stats``: ``proxy.upstream_gate``)."""
+        return {"limit": round(self.limit, 3), "inflight": self.inflight,
+                "waiting": len(self._waiters), "refusing": self.refusing,
+                "queued": self.queued, "timed_out": self.timed_out,
+                "sent_late": {str(k): n for k, n in sorted(self.late.items())},
+                "shed": dict(self.shed_calls)}
+
+    def metric_lines(self) -> Iterable[str]:
+        """Prometheus lines: calls shed by reason, calls sent late by status, the queue."""
+        yield ("# HELP prismcache_upstream_shed_total Missed requests the upstream gate did not "
+               "send (answered 429 by the proxy, or near/stale): the upstream refused lately and "
+               "their wait ran out (reason=waited) or would have (reason=expected).")
+        yield "# TYPE prismcache_upstream_shed_total counter"
+        for reason, n in sorted(self.shed_calls.items()):
+            yield f'prismcache_upstream_shed_total{{reason="{reason}"}} {n}'
+        yield ("# HELP prismcache_upstream_gate_late_total Upstream calls sent after waiting "
+               "server.upstream_queue_wait for a slot, by the status they ended with.")
+        yield "# TYPE prismcache_upstream_gate_late_total counter"
+        for status, n in sorted(self.late.items()):
+            yield f'prismcache_upstream_gate_late_total{{status="{status}"}} {n}'
+        yield "# HELP prismcache_upstream_gate_queued_total Upstream calls that waited for a slot."
+        yield "# TYPE prismcache_upstream_gate_queued_total counter"
+        yield f"prismcache_upstream_gate_queued_total {self.queued}"
+        yield "# HELP prismcache_upstream_gate_limit The gate's limit on upstream calls in flight."
+        yield "# TYPE prismcache_upstream_gate_limit gauge"
+        yield f"prismcache_upstream_gate_limit {self.limit:.3f}"
+        yield "# HELP prismcache_upstream_gate_waiting Calls waiting for a slot now."
+        yield "# TYPE prismcache_upstream_gate_waiting gauge"
+        yield f"prismcache_upstream_gate_waiting {len(self._waiters)}"
 
 
 class LoadAdmission:

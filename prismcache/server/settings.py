@@ -19,6 +19,9 @@ this module owns its keys and validates them. Unknown keys are errors::
       coalesce_similar: true               # ... and paraphrases above the category threshold
       upstream_gate: true                  # adaptive limit on upstream calls in flight (AIMD on 429/503)
       upstream_queue_wait: 10s             # calls over the limit wait this long, then go anyway
+      upstream_shed: true                  # ... unless the upstream refused lately: then answer
+                                           # 429 + Retry-After (or near/stale) without a call
+      upstream_shed_early: false           # ... and shed at once a call expected to wait longer
       lookup_inline: false                 # run cache lookups on the event loop (see docs)
       shutdown_timeout: 30s                # graceful shutdown: wait this long for in-flight work
       share_upstream_objects: false        # forward /v1/files, batches, ... on a shared key
@@ -31,7 +34,7 @@ this module owns its keys and validates them. Unknown keys are errors::
       store_queue: 256                     # stores pending after replies; past it, dropped (counted)
       load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
       load_admission_min_stores: 20        # ... once a category has this many stores to judge by
-      load_admission_memory: 10s           # an overload status counts this long
+      load_admission_memory: 10s           # an overload status counts this long (also shedding)
 """
 
 from __future__ import annotations
@@ -88,6 +91,16 @@ class ServerSettings:
         upstream_gate: limit the upstream calls in flight adaptively and queue the rest
             (:class:`prismcache.server.overload.UpstreamGate`).
         upstream_queue_wait: seconds a call waits in that queue before it is sent anyway.
+        upstream_shed: while the upstream refused a call within ``load_admission_memory``,
+            do not send a call whose wait ran out when the calls in flight are at the level
+            the upstream last refused at: answer it with a near/stale answer where the
+            category allows, else 429 with ``Retry-After`` and ``X-Prism-Shed``
+            (:class:`prismcache.server.overload.UpstreamGate`). ``false``: send it anyway and
+            let the upstream decide.
+        upstream_shed_early: with ``upstream_shed``, also shed at once a call whose expected
+            wait (its place in the queue over the recent release rate) exceeds
+            ``upstream_queue_wait`` (off by default: measured to turn queued successes into
+            errors, ``docs/economics.md``).
         lookup_inline: call ``cache.lookup`` on the event loop instead of a worker thread.
         shutdown_timeout: seconds a graceful shutdown waits for in-flight requests.
         share_upstream_objects: forward the endpoints of account-wide upstream objects
@@ -111,7 +124,8 @@ class ServerSettings:
             fewer hits per stored entry are not admitted (0: off;
             :class:`prismcache.server.overload.LoadAdmission`).
         load_admission_min_stores: stores a category needs before its reuse is judged.
-        load_admission_memory: seconds an upstream overload status (429/503/504) counts.
+        load_admission_memory: seconds an upstream overload status (429/503/504) counts, for
+            admission under load and for ``upstream_shed``.
 
     >>> ServerSettings.from_config({"max_body_bytes": "64KiB"}).max_body_bytes
     65536
@@ -130,6 +144,8 @@ class ServerSettings:
     coalesce_similar: bool = True
     upstream_gate: bool = True
     upstream_queue_wait: float = 10.0
+    upstream_shed: bool = True
+    upstream_shed_early: bool = False
     lookup_inline: bool = False
     shutdown_timeout: float = 30.0
     share_upstream_objects: bool = False
@@ -157,6 +173,8 @@ class ServerSettings:
         if self.load_admission_min_reuse < 0 or self.load_admission_min_stores < 1:
             raise ConfigError("server.load_admission_min_reuse must be >= 0 and "
                               "load_admission_min_stores >= 1")
+        if self.load_admission_memory <= 0:
+            raise ConfigError("server.load_admission_memory must be positive")
         keys = [t.key for t in self.tenants]
         if len(set(keys)) != len(keys):
             raise ConfigError("server.tenants: the same key is listed twice")
@@ -201,7 +219,8 @@ class ServerSettings:
             values["max_body_bytes"] = parse_size(raw["max_body_bytes"],
                                                   key="server.max_body_bytes")
         for name in ("cache_truncated", "coalesce", "coalesce_similar", "upstream_gate",
-                     "lookup_inline", "share_upstream_objects", "stream_usage"):
+                     "upstream_shed", "upstream_shed_early", "lookup_inline",
+                     "share_upstream_objects", "stream_usage"):
             if name in raw:
                 if not isinstance(raw[name], bool):
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
