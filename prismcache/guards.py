@@ -20,7 +20,10 @@ entities   capitalised names, acronyms, identifiers or quoted strings differ, or
 antonyms   one text uses a word whose opposite the other uses ("sort ascending" / "descending";
            "basic plan" / "premium plan")
 question   both texts ask with question words, and different ones ("when was X born" / "where
-           was X born"; "what time" counts as "when", "how come" as "why")
+           was X born"; "what time" counts as "when", "how come" as "why"). A sentence asks
+           with its first question word (and those joined to it: "how and when"); a later one
+           opens a clause ("where was the man who founded Apple born"), which counts only
+           when both texts have one ("show who I am" / "show why I am")
 scope      both texts use scope words (all, every, any, always, most, total, ...), and different
            ones ("all my orders" / "my last order"; "always" / "sometimes")
 ========== =====================================================================================
@@ -38,9 +41,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["GUARD_TESTS", "Features", "check", "features"]
+__all__ = ["GUARD_TESTS", "QUESTION_WORDS", "Features", "check", "features"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+_SENTENCE_END = re.compile(r"[.?!]\s")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 # a quote opens after no letter and closes before none: the apostrophes of "Winn's
 # governor's" quote nothing
@@ -92,7 +96,8 @@ for _a, _b in _ANTONYM_PAIRS:
     _OPPOSITE[_b] = _OPPOSITE.get(_b, frozenset()) | {_a}
 
 
-_WH = frozenset("who whom whose what which when where why how".split())
+#: the question words (the guard reads the first of each sentence; the verifier all of them)
+QUESTION_WORDS = frozenset("who whom whose what which when where why how".split())
 # Question words that ask the same thing another way.
 _WH_SAME = {("what", "time"): "when", ("what", "year"): "when", ("what", "date"): "when",
             ("which", "year"): "when", ("what", "day"): "when", ("how", "come"): "why",
@@ -111,7 +116,8 @@ class Features:
     negated: bool
     entities: frozenset[str]
     directed: frozenset[tuple[str, str]]
-    asks: frozenset[str] = frozenset()
+    asks: frozenset[str] = frozenset()  # the question words, read as _WH_SAME says
+    leads: frozenset[str] = frozenset()  # those that lead a sentence (see _question_words)
     scope: frozenset[str] = frozenset()
     tokens: tuple[str, ...] = ()  # the lower-cased words in order, possessives cut to their base
 
@@ -149,25 +155,45 @@ def features(text: str) -> Features:
     entities.update(m.lower() for m in _QUOTED.findall(text))
     entities.update(m.lower() for m in _IDENTIFIER.findall(text) if len(m) > 2)
 
+    asks, leads = _question_words(text, lower)
     directed = frozenset(
         (a, b)
         for a, b in _DIRECTED.findall(text.lower())
         if a not in _DIRECTION_STOP and b not in _DIRECTION_STOP and a != b
     )
-    asks = set()
-    for i, w in enumerate(lower):
-        if w in _WH:
-            asks.add(_WH_SAME.get((w, lower[i + 1] if i + 1 < len(lower) else ""), w))
     return Features(
         words=words,
         numbers=tuple(sorted(numbers.items())),
         negated=negations % 2 == 1,
         entities=frozenset(entities),
         directed=directed,
-        asks=frozenset(asks),
+        asks=asks,
+        leads=leads,
         scope=words & _SCOPE,
         tokens=tuple(bases),
     )
+
+
+def _question_words(text: str, lower: list[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The question words of ``text`` read as :data:`_WH_SAME` says, and those that lead a
+    sentence: its first (with those joined to it: "how and when"). A later one opens a relative
+    or subordinate clause ("where was the man **who** founded Apple born")."""
+    asks: set[str] = set()
+    leads: set[str] = set()
+    spans = [match.span() for match in _WORD.finditer(text)]
+    asked = False  # the current sentence's question word is found
+    for i, w in enumerate(lower):
+        if i and _SENTENCE_END.search(text, spans[i - 1][1], spans[i][0]):
+            asked = False
+        if w not in QUESTION_WORDS:
+            continue
+        ask = _WH_SAME.get((w, lower[i + 1] if i + 1 < len(lower) else ""), w)
+        asks.add(ask)
+        coordinated = i >= 2 and lower[i - 1] in ("and", "or") and lower[i - 2] in QUESTION_WORDS
+        if not asked or coordinated:
+            leads.add(ask)
+            asked = True
+    return frozenset(asks), frozenset(leads)
 
 
 def _numbers(q: Features, c: Features) -> bool:
@@ -236,7 +262,10 @@ def _antonyms(q: Features, c: Features) -> bool:
 
 
 def _question(q: Features, c: Features) -> bool:
-    return bool(q.asks) and bool(c.asks) and q.asks != c.asks
+    if not q.asks or not c.asks or q.asks == c.asks:
+        return False
+    # one text's extra clause ("the man who founded Apple") does not change what it asks
+    return q.leads != c.leads or bool(q.asks - q.leads) and bool(c.asks - c.leads)
 
 
 def _scope(q: Features, c: Features) -> bool:

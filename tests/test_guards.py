@@ -38,3 +38,29 @@ def test_different_names_are_still_told_apart(query: str, candidate: str) -> Non
 
 def test_apostrophes_inside_words_quote_nothing() -> None:
     assert guards.features("the governor is Richard Winn's").entities == {"richard", "winn"}
+
+
+@pytest.mark.parametrize(("query", "candidate"), [
+    ("where was the man who founded Apple born", "where was the founder of Apple born"),
+    ("what is the name of the city where the Titanic was built",
+     "what is the name of the city the Titanic was built in"),
+    ("who wrote the song that was played when Obama won", "who wrote the song played at Obama's win"),
+    ("When my card expires what happens to my account?", "What do I do when my card expires?"),
+])
+def test_a_relative_question_word_does_not_change_what_a_sentence_asks(query: str,
+                                                                      candidate: str) -> None:
+    assert guards.check(query, candidate, ("question",)) is None
+
+
+@pytest.mark.parametrize(("query", "candidate"), [
+    ("who founded Apple", "where was Apple founded"),
+    ("how and when did the war end", "how did the war end"),  # coordinated: both are asked
+    ("who won the cup? where was it held?", "who won the cup"),  # each sentence asks
+    ("what is 3.5 times 2. how do I check it", "what is 3.5 times 2"),
+    ("tell me who won the 2010 world cup", "tell me where the 2010 world cup was held"),
+    ("what do I need to show who I am", "what do I need to show why I am"),  # both have a clause
+    ("what category was the hurricane when it hit florida",
+     "what category was the hurricane how it hit florida"),
+])
+def test_different_questions_are_still_told_apart(query: str, candidate: str) -> None:
+    assert guards.check(query, candidate, ("question",)) == "question"

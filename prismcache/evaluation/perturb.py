@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from prismcache.evaluation.datasets import change_one_number
+from prismcache.guards import QUESTION_WORDS
 
 __all__ = ["KINDS", "argorder", "entity", "load_entities", "negation", "number", "perturb",
            "question", "reworded", "scope"]
@@ -49,7 +50,7 @@ _NEGATED = re.compile(r"\b(?:not|never|no)\b ?|n't\b", re.IGNORECASE)
 _AUX = re.compile(r"\b(is|are|was|were|can|could|do|does|did|will|would|should|has|have|am)\b",
                   re.IGNORECASE)
 _SUBJECT = re.compile(r"\s+(?:i|you|we|they|he|she|it|my \w+|the \w+)\b", re.IGNORECASE)
-_WH = frozenset("what who when where why how which whom whose".split())
+_WH = QUESTION_WORDS
 _MONTHS = ("january february march april may june july august september october november "
            "december").split()
 _DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()

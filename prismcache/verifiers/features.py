@@ -50,7 +50,7 @@ then and or but if so because while what which who whom whose when where why how
 would should will shall may might must please tell know want need like just also any some get
 got go going s t ll ve re d m o y
 """.split())
-_WH = frozenset(("who", "what", "when", "where", "why", "how", "which", "whom", "whose"))
+_WH = guards.QUESTION_WORDS
 _HOW = frozenset(("many", "much", "long", "old", "far", "often", "big", "tall", "fast"))
 _WORD = re.compile(r"[a-z0-9]+")
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
