@@ -66,8 +66,11 @@ class BatchingEmbedder:
 
     Thread-safe (``inner`` must be too when ``concurrency`` > 1).
     Counters: :attr:`calls` (callers served), :attr:`batches` (calls of ``inner``),
-    :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch).
-    :meth:`backlog` estimates the wait of a caller arriving now.
+    :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch),
+    :attr:`texts` (texts embedded), :attr:`seconds` (wall time inside ``inner``),
+    :attr:`cpu_seconds` (the calling threads' CPU time inside it: a one-thread model's own
+    cost), :attr:`sizes` (batches by texts per call, in powers of two); :meth:`stats` reads them
+    together. :meth:`backlog` estimates the wait of a caller arriving now.
     """
 
     def __init__(self, inner: Embedder, *, max_wait: float = 0.0005,
@@ -84,7 +87,9 @@ class BatchingEmbedder:
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self.calls = self.batches = self.failures = self.largest = 0
+        self.calls = self.batches = self.failures = self.largest = self.texts = 0
+        self.seconds = self.cpu_seconds = 0.0
+        self.sizes: dict[int, int] = {}  # batches by texts per call, rounded up to 2**n
         self._cond = threading.Condition()
         self._queue: deque[_Call] = deque()
         self._running = 0
@@ -119,13 +124,15 @@ class BatchingEmbedder:
                     batch = self._gather()
                     if batch:  # empty when another leader took the queue while we waited
                         self._cond.release()
-                        started = time.perf_counter()
+                        started, cpu = time.perf_counter(), time.thread_time()
                         try:
                             failed = self._run(batch)
                         finally:
                             seconds = time.perf_counter() - started
+                            cpu = time.thread_time() - cpu
                             self._cond.acquire()
-                        self._count(batch, failed, seconds)  # under the lock: leaders run at once
+                        # under the lock: leaders run at once
+                        self._count(batch, failed, seconds, cpu)
                 finally:
                     self._running -= 1
                     self._cond.notify_all()
@@ -142,6 +149,21 @@ class BatchingEmbedder:
         if self._running < self.concurrency and not self._queue:
             return 0.0
         return self._waiting * self._per_text / self.concurrency
+
+    def stats(self) -> dict[str, object]:
+        """The counters as one JSON-ready dict: callers, batches, failures, texts, the mean
+        texts per batch, the most callers in one batch, the mean wall and CPU milliseconds of
+        model work per text (CPU: the calling thread's, all of a one-thread model's), and
+        ``sizes``: batches by texts per call, each rounded up to a power of two."""
+        with self._cond:
+            batches, texts = self.batches, self.texts
+            return {"calls": self.calls, "batches": batches, "failures": self.failures,
+                    "texts": texts, "mean_batch": round(texts / batches, 2) if batches else 0.0,
+                    "largest": self.largest,
+                    "ms_per_text": round(self.seconds / texts * 1000, 3) if texts else 0.0,
+                    "cpu_ms_per_text": round(self.cpu_seconds / texts * 1000, 3)
+                    if texts else 0.0,
+                    "sizes": {str(size): n for size, n in sorted(self.sizes.items())}}
 
     def _gather(self) -> list[_Call]:
         """Take the next batch off the queue (the lock is held). When others are queued and
@@ -165,9 +187,9 @@ class BatchingEmbedder:
     def _queued_texts(self) -> int:
         return sum(len(call.texts) for call in self._queue)
 
-    def _count(self, batch: list[_Call], failed: bool, seconds: float) -> None:
-        """Count a batch that ran for ``seconds`` and fold its time per text into the moving
-        average :meth:`backlog` uses."""
+    def _count(self, batch: list[_Call], failed: bool, seconds: float, cpu: float) -> None:
+        """Count a batch that ran for ``seconds`` (``cpu``: its thread's CPU time) and fold
+        its time per text into the moving average :meth:`backlog` uses."""
         texts = sum(len(call.texts) for call in batch)
         sample = seconds / texts
         self._per_text = sample if not self._per_text else 0.8 * self._per_text + 0.2 * sample
@@ -176,6 +198,11 @@ class BatchingEmbedder:
         self.batches += 1
         self.failures += failed
         self.largest = max(self.largest, len(batch))
+        self.texts += texts
+        self.seconds += seconds
+        self.cpu_seconds += cpu
+        bucket = 1 << (texts - 1).bit_length()
+        self.sizes[bucket] = self.sizes.get(bucket, 0) + 1
 
     def _run(self, batch: list[_Call]) -> bool:
         """Embed the batch's texts in one call and hand each caller its rows (or the error);
