@@ -41,7 +41,7 @@ class GatedEmbedder:
 
 
 def _queued(embedder: BatchingEmbedder) -> int:
-    with embedder._cond:
+    with embedder._lock:
         return len(embedder._queue)
 
 
