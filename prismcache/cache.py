@@ -587,17 +587,19 @@ class SemanticCache(WritePath):
 
     # -- internals -------------------------------------------------------------------------
 
-    def embed_ahead(self, queries: Sequence[str]) -> int:
+    def embed_ahead(self, queries: Sequence[str], *,
+                    embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> int:
         """Embed those of ``queries`` (request keys' ``query`` texts) the cache's memo lacks,
-        in one call of the embedder, and keep their vectors in the memo, where the lookup or
-        store that embeds that query next finds it: for work that can wait to be batched
-        (the proxy's stores after replies). Returns how many texts were embedded. Raises
-        :class:`EmbeddingError` when the embedder fails (nothing is memoized then)."""
+        in one call of the embedder (or of ``embed``: the same model reached another way,
+        e.g. past a batching wrapper's queue), and keep their vectors in the memo, where the
+        lookup or store that embeds that query next finds it: for work that can wait to be
+        batched (the proxy's stores after replies). Returns how many texts were embedded.
+        Raises :class:`EmbeddingError` when the embedder fails (nothing is memoized then)."""
         with self._memo_lock:
             todo = list(dict.fromkeys(q for q in queries if q not in self._memo))
         if not todo:
             return 0
-        vectors = self._checked(self._embedder.embed(todo), len(todo))
+        vectors = self._checked((embed or self._embedder.embed)(todo), len(todo))
         for query, vector in zip(todo, vectors, strict=True):
             self._memoize(query, vector)
         return len(todo)

@@ -82,6 +82,8 @@ async def stats(request: Request) -> Response:
                                                                 UpstreamGate) else None)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
         "embedder": _embedder_stats(state),
+        "store_embeds": None if (ahead := state.embed_ahead) is None else {
+            "batches": ahead.batches, "texts": ahead.texts, "failures": ahead.failures},
     })
 
 

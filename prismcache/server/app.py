@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from prismcache.cache import SemanticCache
+from prismcache.embedders import BatchingEmbedder
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
 from prismcache.server.background import AfterReply, EmbedAhead
@@ -66,7 +67,11 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
                                         shed_early=settings.upstream_shed_early,
                                         memory=settings.load_admission_memory)
                            if settings.upstream_gate else None))
-    state.embed_ahead = EmbedAhead(partial(state.in_thread, cache.embed_ahead),
+    # the stores' batches call the model beside the lookups' queue, not in it: a batch of
+    # stores would hold a lookup waiting behind it for the whole batch
+    embedder = cache.embedder
+    inner = embedder.inner if isinstance(embedder, BatchingEmbedder) else embedder
+    state.embed_ahead = EmbedAhead(partial(state.in_thread, cache.embed_ahead, embed=inner.embed),
                                    max_wait=settings.store_batch_wait_ms / 1000,
                                    max_batch=settings.store_batch_max)
     # The proxy feeds the live controllers the cache resolves its policies through: the
