@@ -63,12 +63,11 @@ def _ahead(max_wait: float, max_batch: int, fail: bool = False
 def test_queries_arriving_within_the_wait_share_one_batch() -> None:
     async def main() -> None:
         ahead, batches = _ahead(0.05, 32)
-        await ahead.ready("alone")  # nobody came before it: sent at once
         started = time.monotonic()
         await asyncio.gather(*(ahead.ready(f"q{i}") for i in range(5)))
-        assert batches == [["alone"], [f"q{i}" for i in range(5)]]
+        assert batches == [[f"q{i}" for i in range(5)]]
         assert time.monotonic() - started >= 0.04  # they waited for company
-        assert (ahead.batches, ahead.texts, ahead.failures) == (2, 6, 0)
+        assert (ahead.batches, ahead.texts, ahead.failures) == (1, 5, 0)
 
     asyncio.run(main())
 
@@ -76,14 +75,13 @@ def test_queries_arriving_within_the_wait_share_one_batch() -> None:
 def test_a_full_batch_and_hurry_send_at_once() -> None:
     async def main() -> None:
         ahead, batches = _ahead(10.0, 3)
-        await ahead.ready("first")
         await asyncio.wait_for(asyncio.gather(*(ahead.ready(f"q{i}") for i in range(3))), 2)
-        waiting = asyncio.ensure_future(ahead.ready("last"))
+        waiting = asyncio.ensure_future(ahead.ready("alone"))
         await asyncio.sleep(0.01)
         assert not waiting.done()
         ahead.hurry()  # a request waits for this store: send it now
         await asyncio.wait_for(waiting, 2)
-        assert batches == [["first"], ["q0", "q1", "q2"], ["last"]]
+        assert batches == [["q0", "q1", "q2"], ["alone"]]
 
     asyncio.run(main())
 
@@ -92,7 +90,7 @@ def test_a_failed_batch_releases_every_store_counted() -> None:
     async def main() -> None:
         ahead, batches = _ahead(0.01, 32, fail=True)
         await asyncio.wait_for(asyncio.gather(ahead.ready("a"), ahead.ready("b")), 2)
-        assert batches == [["a"], ["b"]] and ahead.failures == 2
+        assert batches == [["a", "b"]] and ahead.failures == 1
 
     asyncio.run(main())
 
@@ -114,34 +112,28 @@ def post(proxy: Proxy, text: str, **headers: str) -> Any:
 
 def test_unembedded_stores_share_one_model_call_and_then_hit(make_proxy, upstream) -> None:
     proxy = make_proxy(server={"store_batch_wait_ms": 1000, "store_batch_max": 3})
-    no_cache = {"cache-control": "no-cache"}  # no lookup, so each store must embed
-    texts = [f"distinct question {i} on subject {i * 11}" for i in range(4)]
+    texts = [f"distinct question {i} on subject {i * 11}" for i in range(3)]
     before = proxy.embedder.calls
-    assert post(proxy, texts[0], **no_cache).headers["x-prism-cache"] == "miss"
-    proxy.settle()  # alone: its store went at once, without waiting for company
-    with ThreadPoolExecutor(3) as pool:
-        rest = list(pool.map(lambda t: post(proxy, t, **no_cache), texts[1:]))
-    assert all(r.headers["x-prism-cache"] == "miss" for r in rest)
+    with ThreadPoolExecutor(3) as pool:  # no-cache: no lookup, so each store must embed
+        first = list(pool.map(lambda t: post(proxy, t, **{"cache-control": "no-cache"}), texts))
+    assert all(r.headers["x-prism-cache"] == "miss" for r in first)
     proxy.settle()
     ahead = proxy.app.state.prism.embed_ahead
-    assert (ahead.batches, ahead.texts) == (2, 4)
-    assert proxy.embedder.calls == before + 2  # four stores, two model calls
-    assert proxy.entries() == 4
+    assert (ahead.batches, ahead.texts) == (1, 3)
+    assert proxy.embedder.calls == before + 1  # three stores, one model call
+    assert proxy.entries() == 3
     for text in texts:
         assert post(proxy, text + " ?").headers["x-prism-cache"] == "hit"
-    assert upstream.generations == 4
+    assert upstream.generations == 3
 
 
 def test_an_identical_request_does_not_wait_for_the_batch(make_proxy, upstream) -> None:
     proxy = make_proxy(server={"store_batch_wait_ms": 1000})
-    no_cache = {"cache-control": "no-cache"}
-    assert post(proxy, "a first question", **no_cache).headers["x-prism-cache"] == "miss"
-    proxy.settle()  # stored at once: alone
     text = "how long does a passport renewal take"
-    assert post(proxy, text, **no_cache).headers["x-prism-cache"] == "miss"
+    assert post(proxy, text, **{"cache-control": "no-cache"}).headers["x-prism-cache"] == "miss"
     assert len(proxy.app.state.prism.after_reply) == 1  # its store waits for company
     started = time.monotonic()
     again = post(proxy, text)  # waits for its store, which it sends at once
     assert again.headers["x-prism-cache"] == "hit"
     assert time.monotonic() - started < 0.9  # not the batch's full second
-    assert upstream.generations == 2
+    assert upstream.generations == 1

@@ -108,10 +108,8 @@ class EmbedAhead:
     its own; these are not latency-bound, so :meth:`ready` holds each store up to
     ``max_wait`` seconds for others (or until ``max_batch`` queries are queued), then ``embed``
     runs them in one call and leaves the vectors where the stores find them (the cache's
-    memo). A store with no other in the ``max_wait`` before it goes at once (no company is
-    coming: waiting would only move its model call later). A request identical to a pending
-    store does not wait for the batch: :meth:`hurry` sends it at once. ``max_wait`` 0: off
-    (each store embeds by itself).
+    memo). A request identical to a pending store does not wait for the batch:
+    :meth:`hurry` sends it at once. ``max_wait`` 0: off (each store embeds by itself).
     Used from the event loop only.
     """
 
@@ -126,7 +124,6 @@ class EmbedAhead:
         self._done: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._last = float("-inf")  # when the last query arrived (the loop's clock)
 
     async def ready(self, query: str) -> None:
         """Return once ``query`` was embedded with the batch it joined (at most about
@@ -134,15 +131,13 @@ class EmbedAhead:
         store then embeds by itself (and fails open, counted, as it would have)."""
         if self.max_wait <= 0:
             return
-        loop = asyncio.get_running_loop()
-        now, last, self._last = loop.time(), self._last, loop.time()
         if self._done is None:
-            self._done = loop.create_future()
-            self._timer = loop.call_later(self.max_wait, self.hurry)
+            self._done = asyncio.get_running_loop().create_future()
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self.hurry)
         done = self._done
         self._queries.append(query)
-        if len(self._queries) >= self.max_batch or now - last > self.max_wait:
-            self.hurry()  # full, or alone: nobody came in the last max_wait
+        if len(self._queries) >= self.max_batch:
+            self.hurry()
         await asyncio.wait([done])  # a cancelled store leaves the batch to the others
 
     def hurry(self) -> None:
