@@ -112,8 +112,9 @@ async def completions(request: Request) -> Response:
         result = Miss(reason=MissReason.BYPASS, detail=call.key.bypass, cacheable=False)
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
         # its own answer, being stored (a batch of stores' embeddings is sent at once)
-        await state.after_reply.settled(call.key.exact_key, hurry=state.embed_ahead
-                                        and state.embed_ahead.hurry)
+        ahead = state.embed_ahead
+        await state.after_reply.settled(call.key.exact_key,
+                                        hurry=ahead.hurry if ahead is not None else None)
         result = await _lookup(state, call)
         probe = learning.probe_for(state, result, tenant=call.caller.tenant,
                                    query=call.key.query, model=call.key.model)
