@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -587,23 +587,47 @@ class SemanticCache(WritePath):
 
     # -- internals -------------------------------------------------------------------------
 
+    def embed_ahead(self, queries: Sequence[str], *,
+                    embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> int:
+        """Embed those of ``queries`` (request keys' ``query`` texts) the cache's memo lacks,
+        in one call of the embedder (or of ``embed``: the same model reached another way,
+        e.g. past a batching wrapper's queue), and keep their vectors in the memo, where the
+        lookup or store that embeds that query next finds it: for work that can wait to be
+        batched (the proxy's stores after replies). Returns how many texts were embedded.
+        Raises :class:`EmbeddingError` when the embedder fails (nothing is memoized then)."""
+        with self._memo_lock:
+            todo = list(dict.fromkeys(q for q in queries if q not in self._memo))
+        if not todo:
+            return 0
+        vectors = self._checked((embed or self._embedder.embed)(todo), len(todo))
+        for query, vector in zip(todo, vectors, strict=True):
+            self._memoize(query, vector)
+        return len(todo)
+
     def _embed(self, text: str) -> np.ndarray:
         with self._memo_lock:
             vector = self._memo.get(text)
             if vector is not None:
                 self._memo.move_to_end(text)
                 return vector
-        vectors = self._embedder.embed([text])
-        if vectors.shape != (1, self._embedder.dim):
+        vector = self._checked(self._embedder.embed([text]), 1)[0]
+        self._memoize(text, vector)
+        return vector
+
+    def _checked(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        """``vectors``, when they are ``n`` rows of the embedder's dimension."""
+        if vectors.shape != (n, self._embedder.dim):
             raise EmbeddingError(
                 f"embedder {self._embedder.id} returned shape {vectors.shape}, "
-                f"expected (1, {self._embedder.dim})")
-        vector = vectors[0]
+                f"expected ({n}, {self._embedder.dim})")
+        return vectors
+
+    def _memoize(self, text: str, vector: np.ndarray) -> None:
         with self._memo_lock:
             self._memo[text] = vector
+            self._memo.move_to_end(text)
             if len(self._memo) > _MEMO_SIZE:
                 self._memo.popitem(last=False)
-        return vector
 
     def _context_vector(self, query: Context | None, context: Context | None,
                         policy: CategoryPolicy, *, stored: np.ndarray | None = None

@@ -41,7 +41,7 @@ class GatedEmbedder:
 
 
 def _queued(embedder: BatchingEmbedder) -> int:
-    with embedder._cond:
+    with embedder._lock:
         return len(embedder._queue)
 
 
@@ -92,6 +92,19 @@ def test_concurrent_callers_share_one_call_and_each_gets_its_own_rows() -> None:
     assert len(gated.batches) == 2
     assert sorted(gated.batches[1]) == sorted(t for texts in inputs for t in texts)
     assert (embedder.calls, embedder.batches, embedder.largest) == (8, 2, 7)
+
+
+def test_stats_count_batch_sizes_texts_and_model_time() -> None:
+    gated = GatedEmbedder()
+    embedder = BatchingEmbedder(gated, max_wait=0.0, max_batch=64)
+    inputs = [[f"question number {i}"] for i in range(4)] + [["two texts", "in one call"]]
+    _run_concurrently(embedder, gated, inputs)
+    stats = embedder.stats()
+    assert {k: stats[k] for k in ("calls", "batches", "failures", "texts", "largest")} == {
+        "calls": 6, "batches": 2, "failures": 0, "texts": 7, "largest": 5}
+    assert stats["mean_batch"] == 3.5
+    assert stats["sizes"] == {"1": 1, "8": 1}  # 1 text, then 6 (rounded up to 8)
+    assert stats["ms_per_text"] > 0 and stats["cpu_ms_per_text"] >= 0
 
 
 def test_max_batch_splits_the_queue_and_every_caller_is_served() -> None:

@@ -56,6 +56,7 @@ def test_stats(make_proxy) -> None:
     loose = stats["categories"]["loose"]
     assert (loose["hits"], loose["entries"], loose["hit_rate"]) == (1, 1, 0.5)
     assert stats["proxy"]["mode"] == "pass-through"
+    assert stats["embedder"] is None  # the test proxy's embedder does not batch
 
 
 def test_invalidate_by_filter_and_by_entry(make_proxy, upstream) -> None:

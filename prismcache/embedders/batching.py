@@ -37,12 +37,14 @@ __all__ = ["BatchingEmbedder"]
 
 
 class _Call:
-    """One caller's texts and, once its batch ran, its rows or the batch's error."""
+    """One caller's texts, the condition its thread sleeps on (over the embedder's lock) and,
+    once its batch ran, its rows or the batch's error."""
 
-    __slots__ = ("error", "texts", "vectors")
+    __slots__ = ("error", "texts", "vectors", "wake")
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], wake: threading.Condition) -> None:
         self.texts = texts
+        self.wake = wake
         self.vectors: np.ndarray | None = None
         self.error: Exception | None = None
 
@@ -66,8 +68,11 @@ class BatchingEmbedder:
 
     Thread-safe (``inner`` must be too when ``concurrency`` > 1).
     Counters: :attr:`calls` (callers served), :attr:`batches` (calls of ``inner``),
-    :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch).
-    :meth:`backlog` estimates the wait of a caller arriving now.
+    :attr:`failures` (failed batches), :attr:`largest` (most callers in one batch),
+    :attr:`texts` (texts embedded), :attr:`seconds` (wall time inside ``inner``),
+    :attr:`cpu_seconds` (the calling threads' CPU time inside it: a one-thread model's own
+    cost), :attr:`sizes` (batches by texts per call, in powers of two); :meth:`stats` reads them
+    together. :meth:`backlog` estimates the wait of a caller arriving now.
     """
 
     def __init__(self, inner: Embedder, *, max_wait: float = 0.0005,
@@ -84,9 +89,13 @@ class BatchingEmbedder:
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.concurrency = concurrency
-        self.calls = self.batches = self.failures = self.largest = 0
-        self._cond = threading.Condition()
+        self.calls = self.batches = self.failures = self.largest = self.texts = 0
+        self.seconds = self.cpu_seconds = 0.0
+        self.sizes: dict[int, int] = {}  # batches by texts per call, rounded up to 2**n
+        self._lock = threading.Lock()
+        self._local = threading.local()  # each thread's condition over the lock, reused
         self._queue: deque[_Call] = deque()
+        self._queued = 0  # texts in the queue
         self._running = 0
         self._waiting = 0  # texts queued or in a running batch
         self._per_text = 0.0  # recent seconds of model work per text (moving average)
@@ -104,31 +113,40 @@ class BatchingEmbedder:
         """Embed ``texts``, in one call of the wrapped embedder shared with whichever other
         threads call at the same time. Same contract as the wrapped ``embed``; a failure of
         the shared call raises :class:`EmbeddingError` in every caller of that batch."""
-        call = _Call(_check_texts(texts))
+        call = _Call(_check_texts(texts), self._wakeup())
         if not call.texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        with self._cond:
+        with self._lock:
             self._queue.append(call)
             self._waiting += len(call.texts)
+            self._queued += len(call.texts)
+            if self._queued >= self.max_batch and self._queue[0] is not call:
+                self._queue[0].wake.notify()  # a leader gathering a batch: it is full now
             while not call.done:
-                if self._running >= self.concurrency or not self._queue:
-                    self._cond.wait()  # no batch may start yet, or ours is running
+                if self._running >= self.concurrency or not self._queue \
+                        or self._queue[0] is not call:
+                    call.wake.wait()  # not our turn to lead, or ours is running
                     continue
-                self._running += 1  # lead the next batch (ours, or one ahead of it)
+                self._running += 1  # lead the next batch, which starts with our call
+                batch: list[_Call] = []
                 try:
                     batch = self._gather()
-                    if batch:  # empty when another leader took the queue while we waited
-                        self._cond.release()
-                        started = time.perf_counter()
-                        try:
-                            failed = self._run(batch)
-                        finally:
-                            seconds = time.perf_counter() - started
-                            self._cond.acquire()
-                        self._count(batch, failed, seconds)  # under the lock: leaders run at once
+                    self._next_leader()  # a free slot and callers left: the next head leads
+                    self._lock.release()
+                    started, cpu = time.perf_counter(), time.thread_time()
+                    try:
+                        failed = self._run(batch)
+                    finally:
+                        seconds = time.perf_counter() - started
+                        cpu = time.thread_time() - cpu
+                        self._lock.acquire()
+                    self._count(batch, failed, seconds, cpu)  # under the lock
                 finally:
                     self._running -= 1
-                    self._cond.notify_all()
+                    for other in batch:  # wake exactly the callers served, not every waiter
+                        if other is not call:
+                            other.wake.notify()
+                    self._next_leader()
         if call.error is not None:  # a new exception per caller: they raise it concurrently
             raise EmbeddingError(str(call.error)) from call.error
         assert call.vectors is not None
@@ -143,31 +161,60 @@ class BatchingEmbedder:
             return 0.0
         return self._waiting * self._per_text / self.concurrency
 
+    def stats(self) -> dict[str, object]:
+        """The counters as one JSON-ready dict: callers, batches, failures, texts, the mean
+        texts per batch, the most callers in one batch, the mean wall and CPU milliseconds of
+        model work per text (CPU: the calling thread's, all of a one-thread model's), and
+        ``sizes``: batches by texts per call, each rounded up to a power of two."""
+        with self._lock:
+            batches, texts = self.batches, self.texts
+            return {"calls": self.calls, "batches": batches, "failures": self.failures,
+                    "texts": texts, "mean_batch": round(texts / batches, 2) if batches else 0.0,
+                    "largest": self.largest,
+                    "ms_per_text": round(self.seconds / texts * 1000, 3) if texts else 0.0,
+                    "cpu_ms_per_text": round(self.cpu_seconds / texts * 1000, 3)
+                    if texts else 0.0,
+                    "sizes": {str(size): n for size, n in sorted(self.sizes.items())}}
+
+    def _wakeup(self) -> threading.Condition:
+        """The calling thread's condition over the lock (made once per thread): a caller is
+        woken alone, when its rows are ready or its turn to lead has come."""
+        wake: threading.Condition | None = getattr(self._local, "wake", None)
+        if wake is None:
+            wake = self._local.wake = threading.Condition(self._lock)
+        return wake
+
+    def _next_leader(self) -> None:
+        """Wake the caller at the head of the queue when a batch may start (the lock is
+        held): only the head leads, so one wake-up per free slot, never every waiter."""
+        if self._queue and self._running < self.concurrency:
+            self._queue[0].wake.notify()
+
     def _gather(self) -> list[_Call]:
-        """Take the next batch off the queue (the lock is held). When others are queued and
-        the batch is not full, wait up to ``max_wait`` for more (the lock is released while
-        waiting, so another leader may empty the queue meanwhile: then the batch is empty)."""
+        """Take the next batch off the queue, starting with its head, the caller leading it
+        (the lock is held). When others are queued and the batch is not full, wait up to
+        ``max_wait`` for more (the lock is released while waiting; the head stays first:
+        only the head leads)."""
+        leader = self._queue[0]
         if len(self._queue) > 1 and self.max_wait > 0:
             deadline = time.monotonic() + self.max_wait
-            while self._queue and self._queued_texts() < self.max_batch:
+            while self._queued < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                leader.wake.wait(left)
         batch: list[_Call] = []
         size = 0
         while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
             call = self._queue.popleft()
             batch.append(call)
             size += len(call.texts)
+        self._queued -= size
         return batch
 
-    def _queued_texts(self) -> int:
-        return sum(len(call.texts) for call in self._queue)
-
-    def _count(self, batch: list[_Call], failed: bool, seconds: float) -> None:
-        """Count a batch that ran for ``seconds`` and fold its time per text into the moving
-        average :meth:`backlog` uses."""
+    def _count(self, batch: list[_Call], failed: bool, seconds: float, cpu: float) -> None:
+        """Count a batch that ran for ``seconds`` (``cpu``: its thread's CPU time) and fold
+        its time per text into the moving average :meth:`backlog` uses."""
         texts = sum(len(call.texts) for call in batch)
         sample = seconds / texts
         self._per_text = sample if not self._per_text else 0.8 * self._per_text + 0.2 * sample
@@ -176,6 +223,11 @@ class BatchingEmbedder:
         self.batches += 1
         self.failures += failed
         self.largest = max(self.largest, len(batch))
+        self.texts += texts
+        self.seconds += seconds
+        self.cpu_seconds += cpu
+        bucket = 1 << (texts - 1).bit_length()
+        self.sizes[bucket] = self.sizes.get(bucket, 0) + 1
 
     def _run(self, batch: list[_Call]) -> bool:
         """Embed the batch's texts in one call and hand each caller its rows (or the error);

@@ -81,7 +81,17 @@ async def stats(request: Request) -> Response:
                   "upstream_gate": (gate.stats() if isinstance(gate := state.coalescer.gate,
                                                                 UpstreamGate) else None)},
         "index_budget": None if (budget := state.cache.index_budget) is None else asdict(budget),
+        "embedder": _embedder_stats(state),
+        "store_embeds": None if (ahead := state.embed_ahead) is None else {
+            "batches": ahead.batches, "texts": ahead.texts, "failures": ahead.failures},
     })
+
+
+def _embedder_stats(state: ProxyState) -> dict[str, Any] | None:
+    """The batching embedder's counters (batch sizes, model time per text), ``None`` when
+    the server does not batch."""
+    stats = getattr(state.cache.embedder, "stats", None)
+    return stats() if callable(stats) else None
 
 
 def _by_kind(counter: Counter) -> dict[str, int]:

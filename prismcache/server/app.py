@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,9 +14,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from prismcache.cache import SemanticCache
+from prismcache.embedders import BatchingEmbedder
 from prismcache.server.admin import admin_routes
 from prismcache.server.auth import Auth
-from prismcache.server.background import AfterReply
+from prismcache.server.background import AfterReply, EmbedAhead
 from prismcache.server.budget import LookupBudget
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.completions import completions
@@ -65,6 +67,13 @@ def create_app(cache: SemanticCache, settings: ServerSettings) -> Starlette:
                                         shed_early=settings.upstream_shed_early,
                                         memory=settings.load_admission_memory)
                            if settings.upstream_gate else None))
+    # the stores' batches call the model beside the lookups' queue, not in it: a batch of
+    # stores would hold a lookup waiting behind it for the whole batch
+    embedder = cache.embedder
+    inner = embedder.inner if isinstance(embedder, BatchingEmbedder) else embedder
+    state.embed_ahead = EmbedAhead(partial(state.in_thread, cache.embed_ahead, embed=inner.embed),
+                                   max_wait=settings.store_batch_wait_ms / 1000,
+                                   max_batch=settings.store_batch_max)
     # The proxy feeds the live controllers the cache resolves its policies through: the
     # economics (always measured, GET /admin/economics; they disable a category only when the
     # config says auto_disable) and load-adaptive control (when `adaptive:` is configured).

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["AfterReply"]
+__all__ = ["AfterReply", "EmbedAhead"]
 
 log = logging.getLogger("prismcache.server")
 
@@ -59,12 +59,16 @@ class AfterReply:
         task.add_done_callback(lambda done: self._forget(key, done))
         return True
 
-    async def settled(self, key: str) -> bool:
+    async def settled(self, key: str, hurry: Callable[[], None] | None = None) -> bool:
         """Wait (at most ``wait`` seconds) for the pending work registered under ``key``, if
-        any. Returns ``False`` only when that work is still running after the wait."""
+        any, calling ``hurry`` first when there is some (a request waits for it: work that
+        was batching up should go now). Returns ``False`` only when that work is still
+        running after the wait."""
         task = self._by_key.get(key)
         if task is None:
             return True
+        if hurry is not None:
+            hurry()
         done, _ = await asyncio.wait({task}, timeout=self.wait)  # never cancels the work
         return bool(done)
 
@@ -94,3 +98,68 @@ class AfterReply:
         self._tasks.discard(task)
         if key is not None and self._by_key.get(key) is task:
             del self._by_key[key]
+
+
+class EmbedAhead:
+    """Embeds the queries of the stores after replies together, in one model call per batch.
+
+    A store after a reply embeds its query (the pre-filter lets a far miss's lookup skip the
+    model, so its store is the first to need the vector). Alone, each pays a model call of
+    its own; these are not latency-bound, so :meth:`ready` holds each store up to
+    ``max_wait`` seconds for others (or until ``max_batch`` queries are queued), then ``embed``
+    runs them in one call and leaves the vectors where the stores find them (the cache's
+    memo). A request identical to a pending store does not wait for the batch:
+    :meth:`hurry` sends it at once. ``max_wait`` 0: off (each store embeds by itself).
+    Used from the event loop only.
+    """
+
+    def __init__(self, embed: Callable[[list[str]], Awaitable[Any]], *, max_wait: float,
+                 max_batch: int) -> None:
+        """``embed``: embeds a batch of queries and keeps their vectors for the stores
+        (e.g. :meth:`prismcache.SemanticCache.embed_ahead` on a worker thread)."""
+        self._embed = embed
+        self.max_wait, self.max_batch = max_wait, max_batch
+        self.batches = self.texts = self.failures = 0
+        self._queries: list[str] = []
+        self._done: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def ready(self, query: str) -> None:
+        """Return once ``query`` was embedded with the batch it joined (at most about
+        ``max_wait`` seconds, plus the model call). Never raises for a failed batch: the
+        store then embeds by itself (and fails open, counted, as it would have)."""
+        if self.max_wait <= 0:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait, self.hurry)
+        done = self._done
+        self._queries.append(query)
+        if len(self._queries) >= self.max_batch:
+            self.hurry()
+        await asyncio.wait([done])  # a cancelled store leaves the batch to the others
+
+    def hurry(self) -> None:
+        """Send the queries queued so far now (a request waits for one of their stores)."""
+        if self._done is None:
+            return
+        queries, done, self._queries, self._done = self._queries, self._done, [], None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task = asyncio.create_task(self._batch(queries, done))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _batch(self, queries: list[str], done: asyncio.Future[None]) -> None:
+        try:
+            await self._embed(queries)
+            self.batches += 1
+            self.texts += len(queries)
+        except Exception as exc:  # noqa: BLE001 - each store embeds by itself then
+            self.failures += 1
+            log.debug("stores' queries not embedded ahead (%s): each store embeds its own",
+                      exc)
+        finally:
+            done.set_result(None)

@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from prismcache.cache import PendingLookup
 from prismcache.errors import RequestError, UpstreamError
 from prismcache.request import PreparedRequest, RequestKey, key_request, parse_body
-from prismcache.responses import completion_tokens
+from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import Hit, Miss, MissReason
 from prismcache.server import learning, overload
 from prismcache.server.auth import Caller
@@ -52,6 +52,7 @@ __all__ = ["completions"]
 log = logging.getLogger("prismcache.server")
 _FIELD = {"chat": "messages", "completions": "prompt"}
 _SHADOW = (MissReason.SHADOW_HIT, MissReason.SHADOW_MISS)
+_UNEMBEDDED = (MissReason.FAR, MissReason.BUSY)  # lookups that left the query unembedded
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class _Call:
     pass_on: dict[str, str]
     shadow: bool = False  # a shadow-mode lookup of a category the economics disabled
     busy: bool = False  # its lookup was skipped (reason busy): its store must embed
+    unembedded: bool = False  # its lookup did not embed it (far, busy, none): its store must
     probe: learning.Probe | None = None  # a near candidate the fresh answer labels
 
     @property
@@ -109,7 +111,10 @@ async def completions(request: Request) -> Response:
     if call.key.bypass:
         result = Miss(reason=MissReason.BYPASS, detail=call.key.bypass, cacheable=False)
     elif not CacheControl.parse(request.headers.get("cache-control")).no_cache:
-        await state.after_reply.settled(call.key.exact_key)  # its own answer, being stored
+        # its own answer, being stored (a batch of stores' embeddings is sent at once)
+        ahead = state.embed_ahead
+        await state.after_reply.settled(call.key.exact_key,
+                                        hurry=ahead.hurry if ahead is not None else None)
         result = await _lookup(state, call)
         probe = learning.probe_for(state, result, tenant=call.caller.tenant,
                                    query=call.key.query, model=call.key.model)
@@ -125,7 +130,9 @@ async def completions(request: Request) -> Response:
     state.metrics.requests.inc(endpoint, call.caller.tenant, label, outcome)
     call = replace(call, store=call.store and cacheable, label=label,
                    shadow=isinstance(result, Miss) and result.reason in _SHADOW,
-                   busy=isinstance(result, Miss) and result.reason is MissReason.BUSY)
+                   busy=isinstance(result, Miss) and result.reason is MissReason.BUSY,
+                   unembedded=result is None or (isinstance(result, Miss)
+                                                 and result.reason in _UNEMBEDDED))
     similar = None
     if state.settings.coalesce_similar:
         policy = state.cache.policy_for(label, call.key.model)
@@ -492,12 +499,16 @@ async def _store(state: ProxyState, call: _Call, answer: Any,
     if call.busy and _over_budget(state):  # its embedding would only feed the queue it skipped
         _dropped(state, "answer")
         return
+    allow_truncated = state.settings.cache_truncated
+    if call.unembedded and call.key.semantic and state.embed_ahead is not None \
+            and uncacheable_reason(answer, allow_truncated=allow_truncated) is None:
+        await state.embed_ahead.ready(call.key.query)  # with other stores' queries, at once
     store = state.cache.store
     if call.shadow and state.economics is not None:  # the shadow cache keeps learning
         store = partial(state.cache.store, shadow=True)
     stored = await state.in_thread(
         store, call.prepared, answer, tenant=call.caller.tenant, category=call.category,
-        chunks=chunks, latency=latency, allow_truncated=state.settings.cache_truncated)
+        chunks=chunks, latency=latency, allow_truncated=allow_truncated)
     reason = stored.reason or ""
     outcome = "stored" if stored.stored else "error" if reason.startswith("error:") else "refused"
     metrics.stores.inc(stored.category or call.label, outcome)

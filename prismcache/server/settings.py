@@ -32,6 +32,8 @@ this module owns its keys and validates them. Unknown keys are errors::
                                            # queue would hold it longer (a miss, reason busy);
                                            # auto: hit rate x upstream latency; 0: never skip
       store_queue: 256                     # stores pending after replies; past it, dropped (counted)
+      store_batch_wait_ms: 50              # stores that embed wait this long for company (0: off)
+      store_batch_max: 32                  # ... or until this many queries are queued
       load_admission_min_reuse: 0.05       # while overloaded, admit only categories reused more (0: off)
       load_admission_min_stores: 20        # ... once a category has this many stores to judge by
       load_admission_memory: 10s           # an overload status counts this long (also shedding)
@@ -120,6 +122,11 @@ class ServerSettings:
             idle proxy is never skipped.
         store_queue: stores (and labels) pending after replies; one more is dropped, counted
             and logged at debug, never making a response wait.
+        store_batch_wait_ms: ms a store after a reply whose query the lookup did not embed
+            (a far miss, a busy one, ``no-cache``) waits for others, so that their queries
+            are embedded in one model call (:class:`prismcache.server.background.EmbedAhead`;
+            0-1000; 0: off); an identical request arriving meanwhile sends the batch at once.
+        store_batch_max: queries that send such a batch before its wait is over.
         load_admission_min_reuse: while the upstream is overloaded, answers of categories with
             fewer hits per stored entry are not admitted (0: off;
             :class:`prismcache.server.overload.LoadAdmission`).
@@ -154,6 +161,8 @@ class ServerSettings:
     embed_batch_wait_ms: float = 0.5
     lookup_budget_ms: float | None = 0.0
     store_queue: int = 256
+    store_batch_wait_ms: float = 50.0
+    store_batch_max: int = 32
     load_admission_min_reuse: float = 0.05
     load_admission_min_stores: int = 20
     load_admission_memory: float = 10.0
@@ -170,6 +179,8 @@ class ServerSettings:
             raise ConfigError("server.embed_batch_wait_ms must be 0-10, embed_batch_max >= 1")
         if (self.lookup_budget_ms or 0) < 0 or self.store_queue < 1:
             raise ConfigError("server.lookup_budget_ms must be >= 0 and store_queue >= 1")
+        if not 0 <= self.store_batch_wait_ms <= 1000 or self.store_batch_max < 1:
+            raise ConfigError("server.store_batch_wait_ms must be 0-1000, store_batch_max >= 1")
         if self.load_admission_min_reuse < 0 or self.load_admission_min_stores < 1:
             raise ConfigError("server.load_admission_min_reuse must be >= 0 and "
                               "load_admission_min_stores >= 1")
@@ -226,7 +237,8 @@ class ServerSettings:
                     raise ConfigError(f"server.{name} must be true or false, got {raw[name]!r}")
                 values[name] = raw[name]
         for name, kind in (("embed_batch_max", int), ("embed_batch_wait_ms", (int, float)),
-                           ("store_queue", int),
+                           ("store_queue", int), ("store_batch_wait_ms", (int, float)),
+                           ("store_batch_max", int),
                            ("load_admission_min_reuse", (int, float)),
                            ("load_admission_min_stores", int)):
             if name in raw:

@@ -16,7 +16,7 @@ from prismcache.adaptive import AdaptivePolicy
 from prismcache.cache import SemanticCache
 from prismcache.economics import EconomicsTracker
 from prismcache.server.auth import Auth
-from prismcache.server.background import AfterReply
+from prismcache.server.background import AfterReply, EmbedAhead
 from prismcache.server.budget import LookupBudget
 from prismcache.server.coalesce import Coalescer
 from prismcache.server.learning import RecentHits
@@ -53,6 +53,7 @@ class ProxyState:
     economics: EconomicsTracker | None = None
     adaptive: AdaptivePolicy | None = None
     after_reply: AfterReply = field(default_factory=AfterReply)  # stores off the reply path
+    embed_ahead: EmbedAhead | None = None  # their queries embedded together (create_app)
     budget: LookupBudget = field(default_factory=lambda: LookupBudget(0.0))  # lookups' wait
     recent_hits: RecentHits = field(default_factory=RecentHits)  # feedback's labels
     load_admission: LoadAdmission | None = None  # admission under load (server.overload)
