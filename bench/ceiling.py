@@ -12,9 +12,8 @@ row (``bench/batch_invariance.py``; it could only run one text per call), across
   them: one per core), and onnxruntime intra-op threads (1 or 2) for a lone caller,
 * the session prismcache opens (``onnx_session``: no ``SkipLayerNormalization`` fusion,
   denormals flushed) beside the session as it was before (``... before``: onnxruntime's
-  defaults, ``embedder_paths.session``), same graph, same embedder code, and the rowwise
-  graph without the ``SkipLayerNormalization`` fusion too (``-SLN``: faster, but its vectors
-  move by more than rounding, so ``minilm:dynamic`` keeps the fusion),
+  defaults, ``embedder_paths.session``: for ``minilm:dynamic`` the retired
+  ``...-int8-rowwise`` model), same graph, same embedder code,
 
 each cell for ``--seconds``, with the yardstick (``benchkit.yardstick``) timed between cells,
 so every rate is also a ratio to the yardstick's one-at-a-time rate. The proxy's goal is 5x
@@ -43,12 +42,11 @@ from benchkit import Yardstick, yardstick_run
 from embedder_paths import per_call_model, session
 from proxy import FILLERS
 
-from prismcache.embedders.minilm import SLOW_FUSIONS, MiniLMEmbedder, onnx_session
+from prismcache.embedders.minilm import MiniLMEmbedder
 
 BASE = "how do i reset my password"
 PER_CALL = "per-call int8"  # the old minilm:dynamic: one text per call, as it ran
-SPECS = ("minilm", "minilm:dynamic", "minilm before", "minilm:dynamic before",
-         "minilm:dynamic -SLN", PER_CALL)
+SPECS = ("minilm", "minilm:dynamic", "minilm before", "minilm:dynamic before", PER_CALL)
 
 
 def texts(n: int, seed: int = 7) -> list[str]:
@@ -90,8 +88,6 @@ def embedder(spec: str, threads: int) -> MiniLMEmbedder:
     made = MiniLMEmbedder(threads=threads, dynamic=spec.startswith("minilm:dynamic"))
     if spec.endswith(" before"):
         made._session = session(made.run_path, threads=threads)
-    elif spec.endswith(" -SLN"):
-        made._session = onnx_session(made.run_path, threads, skip_fusions=SLOW_FUSIONS)
     return made
 
 

@@ -63,16 +63,19 @@ _HASH_BLOCK = 1 << 20
 _NAME = "all-MiniLM-L6-v2-int8"
 #: :attr:`MiniLMEmbedder.name` of the default (not dynamic) model
 BUNDLED_NAME = _NAME
-#: the per-row derivative (``all-MiniLM-L6-v2-int8-dynamic``, one scale per call, is retired)
-_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-rowwise"
+#: the per-row derivative, run without :data:`SLOW_FUSIONS` (retired: ``...-int8-dynamic``, one
+#: scale per call, and ``...-int8-rowwise``, the same graph with them)
+_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-rowwise2"
 
 
-#: onnxruntime graph fusions slower than what they fuse, left out for the shipped graph: the
-#: ``SkipLayerNormalization`` CPU kernel (onnxruntime 1.32) took 15-22% of a batched call where
-#: the ``Add`` and ``LayerNormalization`` it replaces take about 3%. The shipped graph computes
-#: in float32, so its vectors stay the same to rounding (cosine >= 0.99999 on the training
-#: pairs' texts); the int8 ``rowwise`` graph keeps the fusion, because the rounding changes
-#: which integer a value quantizes to, and its vectors by up to 0.01 in cosine.
+#: onnxruntime graph fusions slower than what they fuse, left out by :class:`MiniLMEmbedder`:
+#: the ``SkipLayerNormalization`` CPU kernel (onnxruntime 1.32) took 15-22% of a batched call
+#: where the ``Add`` and ``LayerNormalization`` it replaces take about 3% (7% less CPU per text
+#: for the shipped graph, 19% for ``rowwise``, batches of 16, ``docs/embedders.md``). The
+#: shipped graph computes in float32: its vectors stay the same to rounding (cosine >= 0.99999
+#: on the training pairs' texts). The int8 ``rowwise`` graph's do not (the rounding changes
+#: which integer a value quantizes to: cosine down to 0.99 to the fused session's, equally
+#: close to the shipped model's), so it took a new name (``-rowwise2``).
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
@@ -123,8 +126,7 @@ class MiniLMEmbedder:
         self.model_path = Path(model_path) if model_path is not None else installed_model_path()
         _verify(self.model_path)
         self.run_path = _dynamic_model(self.model_path) if dynamic else self.model_path
-        self._session = onnx_session(self.run_path, threads,
-                                     skip_fusions=() if dynamic else SLOW_FUSIONS)
+        self._session = onnx_session(self.run_path, threads, skip_fusions=SLOW_FUSIONS)
         self._tokenizer = bundled_tokenizer()
 
     @classmethod
@@ -138,7 +140,7 @@ class MiniLMEmbedder:
 
     @property
     def id(self) -> str:
-        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-rowwise:384"``)."""
+        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-rowwise2:384"``)."""
         return embedder_id(self.name, self.dim)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
