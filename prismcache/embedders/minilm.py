@@ -320,14 +320,13 @@ class _Quiet(logging.Filter):
 def onnx_session(path: Path, threads: int, *, skip_fusions: Sequence[str] = ()) -> Any:
     """An onnxruntime CPU session for the model at ``path`` as prismcache runs its embedders:
     ``threads`` intra-op threads, sequential execution, all graph optimisations but the
-    onnxruntime fusions named in ``skip_fusions`` (e.g. :data:`SLOW_FUSIONS`), denormal floats
-    read and written as zero, errors-only logging. Raises :class:`ConfigError` without
-    onnxruntime and :class:`EmbeddingError` when the file does not load.
+    onnxruntime fusions named in ``skip_fusions`` (e.g. :data:`SLOW_FUSIONS`), errors-only
+    logging. Raises :class:`ConfigError` without onnxruntime and :class:`EmbeddingError` when
+    the file does not load.
 
-    Flushing denormals is measured (onnxruntime 1.32, batches of 32 questions,
-    ``docs/embedders.md``): the attention's ``Softmax`` took 10-13% of a call on denormal
-    inputs, 3% with them flushed, and no vector moved beyond float rounding (cosine >= 0.99999
-    to the default session's on the training pairs' texts, shipped graph and ``rowwise``)."""
+    Denormals are deliberately not flushed (``session.set_denormal_as_zero``): it sped up
+    padded batches' ``Softmax`` but leaves the calling thread's float mode changed for all
+    later numpy work in it, and gained nothing on the proxy's texts (``docs/embedders.md``)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -340,7 +339,6 @@ def onnx_session(path: Path, threads: int, *, skip_fusions: Sequence[str] = ()) 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; ORT's warnings go to stderr, not `warnings`
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(skip_fusions))
