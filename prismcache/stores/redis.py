@@ -65,6 +65,7 @@ from prismcache.stores import redis_records as rec
 from prismcache.stores.codec import FIELDS, decode, encode
 from prismcache.stores.redis_connect import open_clients, redis_module, run_pipeline
 from prismcache.stores.redis_connect import translate as _translate
+from prismcache.stores.redis_touches import ARGS_PER_TOUCH, PendingTouches
 from prismcache.sync import Change, ChangeBatch
 
 __all__ = ["RedisStore"]
@@ -82,6 +83,7 @@ _EPOCH_CHECK_S = 1.0  # how often a cluster's idle streams have their epochs che
 _Command = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # space, method, args, kwargs
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
+_TOUCHES = ("deferred", "sync")
 
 
 class RedisStore:
@@ -94,17 +96,22 @@ class RedisStore:
     default ``client`` is used and reads block at most half its socket timeout). ``buckets``
     is the number of hash-tagged key groups on a cluster (default 16; every process must use
     the same, which the store checks); one Redis uses one, untagged. ``shown`` is how the
-    store names itself in messages. Connects once to check the server (Redis >= 7.0): raises
-    :class:`StoreUnavailable` when it cannot, :class:`ConfigError` for inconsistent options.
+    store names itself in messages. ``touches="deferred"`` (the default) sends a hit's touch
+    with the store's next command, so a hit costs one round trip
+    (:mod:`prismcache.stores.redis_touches`); ``"sync"`` sends each as it happens. Connects
+    once to check the server (Redis >= 7.0): raises :class:`StoreUnavailable` when it cannot,
+    :class:`ConfigError` for inconsistent options.
     """
 
     def __init__(self, client: Any, *, prefix: str = "prism:", stream_maxlen: int = 100_000,
                  feed_client: Any = None, shown: str = "redis",
-                 buckets: int | None = None) -> None:
+                 buckets: int | None = None, touches: str = "deferred") -> None:
         if not prefix:
             raise ConfigError("a Redis store prefix must not be empty (e.g. 'prism:')")
         if int(stream_maxlen) < 1:
             raise ConfigError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
+        if touches not in _TOUCHES:
+            raise ConfigError(f"touches must be one of {', '.join(_TOUCHES)}, got {touches!r}")
         self._cluster = rec.is_cluster_client(client)
         if self._cluster and "{" in prefix:
             raise ConfigError(f"on a Redis Cluster the prefix {prefix!r} must not hold a hash "
@@ -125,6 +132,9 @@ class RedisStore:
         self._closed = False
         self._put = client.register_script(lua.PUT)
         self._touch = client.register_script(lua.TOUCH)
+        self._get = client.register_script(lua.GET)
+        self._pending = (PendingTouches(self._send_touches, shown=shown)
+                         if touches == "deferred" else None)
         self._delete = client.register_script(lua.DELETE)
         self._expire = client.register_script(lua.EXPIRE)
         self._evict = client.register_script(lua.EVICT)
@@ -167,6 +177,11 @@ class RedisStore:
         return self._prefix
 
     @property
+    def touches_lost(self) -> int:
+        """Hits whose touch was dropped because Redis could not be reached (each logged)."""
+        return 0 if self._pending is None else self._pending.lost
+
+    @property
     def buckets(self) -> int:
         """How many hash-tagged key groups the entries are spread over (1 on one Redis)."""
         return len(self._spaces)
@@ -200,30 +215,40 @@ class RedisStore:
 
     def get(self, entry_id: int) -> Entry | None:
         """The entry with ``entry_id``, or ``None`` (also when Redis expired its hash, which
-        is then unindexed); expired entries not yet removed are still returned."""
+        is then unindexed); expired entries not yet removed are still returned. One script,
+        carrying the touches waiting for this bucket: a hit's one round trip."""
         key = rec.valid(entry_id)
         if key is None:
             return None
         space = self._space_of(int(entry_id))
-        with self._session():
-            # One command: whether a missing hash is still indexed is asked only when it is
-            # missing (rare), so a hit pays neither a pipeline nor a second reply.
-            found = self._client.hgetall(space + "e:" + key)
-            indexed = not found and self._client.hexists(space + "refs", key)
-        if not found:
-            if indexed:
-                self._run(self._delete, space, ["gone", key])
+        carried = [] if self._pending is None else self._pending.take(space, _BATCH)
+        try:
+            row = self._call(self._get, space, [key, *carried])
+        except StoreError as exc:
+            if self._pending is not None:
+                self._pending.dropped(carried, exc)
+            raise
+        if not row:
             return None
-        return decode(rec.record(found))
+        return decode(rec.record(dict(zip(row[::2], row[1::2], strict=True))))
 
     def touch(self, entry_id: int, *, now: float, priority: float) -> None:
         """Record a hit on ``entry_id`` and move it in its category's eviction order; a
-        missing id is ignored."""
+        missing id is ignored. Deferred (the default): kept until the store's next command,
+        at most 10 ms, and applied before that command (see
+        :mod:`prismcache.stores.redis_touches`)."""
         key = rec.valid(entry_id)
-        if key is not None:
-            self._run(self._touch, self._space_of(int(entry_id)),
-                      [key, repr(float(now)), repr(float(priority)),
-                       rec.member(float(now), int(entry_id))])
+        if key is None:
+            return
+        args = [key, repr(float(now)), repr(float(priority)),
+                rec.member(float(now), int(entry_id))]
+        space = self._space_of(int(entry_id))
+        if self._pending is None:
+            self._run(self._touch, space, args)
+            return
+        if self._closed:
+            raise StoreUnavailable(f"Redis store {self._shown} is closed")
+        self._pending.add(space, args)
 
     def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
         """Delete ``entry_ids`` (scripts of 512 ids per bucket, each atomic); refs of those
@@ -369,6 +394,8 @@ class RedisStore:
         """Close the connection pools; later calls raise :class:`StoreUnavailable`."""
         if self._closed:
             return
+        if self._pending is not None:
+            self._pending.close()  # what cannot be sent is counted and logged there
         self._closed = True
         for client in (self._client, self._feed_client):
             if client is not None:
@@ -499,6 +526,7 @@ class RedisStore:
         ``MOVED``/``ASK`` or cannot be reached (resharding, failover), the commands run again
         through the cluster client, which follows the redirections and refreshes its map.
         """
+        self._flush_touches()
         with self._session():
             if not self._cluster:
                 return run_pipeline(self._client, commands, raise_on_error)
@@ -532,11 +560,28 @@ class RedisStore:
         return self._spaces[entry_id % len(self._spaces)]
 
     def _run(self, script: Any, space: str, args: list[Any]) -> Any:
+        """Run ``script`` on bucket ``space`` after sending the touches waiting."""
+        self._flush_touches()
+        return self._call(script, space, args)
+
+    def _call(self, script: Any, space: str, args: list[Any]) -> Any:
         with self._session():
             return script(keys=[space + "usage"], args=[space, self._maxlen, *args])
 
+    def _flush_touches(self) -> None:
+        """Send the waiting touches first, so every command sees the hits recorded before it
+        (as if each had been sent at once); one that cannot raises ``StoreError``."""
+        if self._pending is not None:
+            self._pending.flush()
+
+    def _send_touches(self, space: str, args: list[str]) -> None:
+        step = _BATCH * ARGS_PER_TOUCH
+        for start in range(0, len(args), step):
+            self._call(self._touch, space, args[start:start + step])
+
     def _read_entries(self, space: str, keys: list[str], documents: bool) -> list[Entry]:
         """The entries ``keys`` of bucket ``space`` (one pipeline); those gone are skipped."""
+        self._flush_touches()
         with self._session():
             pipe = self._client.pipeline(transaction=False)
             for key in keys:

@@ -1,0 +1,122 @@
+"""The hits :class:`~prismcache.stores.redis.RedisStore` has recorded but not yet sent.
+
+A hit over Redis reads the entry, then records the hit (``touch``: hits + 1, last access,
+priority, the entry's place in its category's eviction order). The priority comes from the
+entry just read, so the two cannot be one command; sent as they happen they cost two round
+trips per hit. Instead a touch waits here and rides in the store's next command: the next
+``get`` of the same bucket carries it in its script (one round trip per hit), any other command
+sends what waits first, and a timer sends what is still waiting ``delay`` seconds after the
+first touch came (10 ms by default), so another process sees a hit at most that late.
+
+Touches that cannot be sent (Redis went away) are dropped: counted in
+:attr:`PendingTouches.lost` and logged. A dropped touch loses only a hit count and a place in
+the eviction order, never an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+__all__ = ["PendingTouches"]
+
+log = logging.getLogger("prismcache.stores.redis")
+
+ARGS_PER_TOUCH = 4  # id, now, priority, eviction member: one touch's arguments to the scripts
+
+
+class PendingTouches:
+    """Touches waiting per bucket namespace, as flat script arguments; thread-safe.
+
+    ``send(space, args)`` sends the touches ``args`` of bucket ``space`` (raising
+    ``StoreError`` when it cannot); it is called by :meth:`flush`, from the timer's thread too.
+    """
+
+    def __init__(self, send: Callable[[str, list[str]], object], *, delay: float = 0.01,
+                 shown: str = "redis") -> None:
+        self._send = send
+        self._delay = delay
+        self._shown = shown
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[str]] = {}
+        self._timer: threading.Timer | None = None
+        self._lost = 0
+
+    @property
+    def lost(self) -> int:
+        """Touches dropped because they could not be sent."""
+        return self._lost
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(a) for a in self._waiting.values()) // ARGS_PER_TOUCH
+
+    def add(self, space: str, args: list[str]) -> None:
+        """Keep one touch's four arguments for bucket ``space``; arm the timer if idle."""
+        with self._lock:
+            self._waiting.setdefault(space, []).extend(args)
+            if self._timer is None:
+                self._timer = threading.Timer(self._delay, self._due)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def take(self, space: str, limit: int) -> list[str]:
+        """Remove and return up to ``limit`` waiting touches of ``space`` (flat, oldest
+        first), for a read to carry."""
+        with self._lock:
+            waiting = self._waiting.get(space)
+            if not waiting:
+                return []
+            taken = waiting[:limit * ARGS_PER_TOUCH]
+            del waiting[:limit * ARGS_PER_TOUCH]
+            if not waiting:
+                del self._waiting[space]
+            return taken
+
+    def dropped(self, args: list[str], error: Exception) -> None:
+        """Count and log the touches ``args`` (flat) as lost to ``error``."""
+        count = len(args) // ARGS_PER_TOUCH
+        if not count:
+            return
+        with self._lock:
+            self._lost += count
+        log.warning("Redis store %s: %d hit(s) not recorded (%s: %s)", self._shown, count,
+                    type(error).__name__, error)
+
+    def flush(self) -> None:
+        """Send every waiting touch now; raises the first ``StoreError`` (the touches that
+        failed are counted as lost and logged first)."""
+        failure = self._send_waiting()
+        if failure is not None:
+            raise failure
+
+    def close(self) -> None:
+        """Stop the timer and send what waits; what cannot be sent is counted and logged."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._send_waiting()
+
+    def _due(self) -> None:
+        with self._lock:
+            self._timer = None
+        self._send_waiting()  # a failure is counted and logged there; the next command sees it
+
+    def _send_waiting(self) -> Exception | None:
+        """Send what waits, per bucket; the first failure (each counted and logged)."""
+        if not self._waiting:  # the common case, without the lock: a touch added meanwhile
+            return None        # has its timer armed
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        failure: Exception | None = None
+        for space, args in waiting.items():
+            if not args:
+                continue
+            try:
+                self._send(space, args)
+            except Exception as exc:  # noqa: BLE001 - counted, logged, returned
+                self.dropped(args, exc)
+                failure = failure or exc
+        return failure
