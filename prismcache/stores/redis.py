@@ -155,7 +155,8 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, *, prefix: str | None = None,
                  socket_timeout: float | None = None, connect_timeout: float | None = None,
-                 stream_maxlen: int | None = None, buckets: int | None = None) -> RedisStore:
+                 stream_maxlen: int | None = None, buckets: int | None = None,
+                 touches: str | None = None) -> RedisStore:
         """Open ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
         (see :mod:`prismcache.stores.redis_connect` for the URLs and their options; keywords
         win over the query string). A ``redis://`` URL naming a cluster node opens the cluster.
@@ -163,10 +164,11 @@ class RedisStore:
         clients, options = open_clients(url, {
             "prefix": prefix, "socket_timeout": socket_timeout,
             "connect_timeout": connect_timeout, "stream_maxlen": stream_maxlen,
-            "buckets": buckets})
+            "buckets": buckets, "touches": touches})
         try:
             return cls(clients.main, prefix=options.prefix, stream_maxlen=options.stream_maxlen,
-                       feed_client=clients.feed, shown=clients.shown, buckets=options.buckets)
+                       feed_client=clients.feed, shown=clients.shown, buckets=options.buckets,
+                       touches=options.touches)
         except BaseException:
             clients.close()
             raise
@@ -221,8 +223,11 @@ class RedisStore:
         if key is None:
             return None
         space = self._space_of(int(entry_id))
-        carried = [] if self._pending is None else self._pending.take(space, _BATCH)
+        carried = [] if self._pending is None else self._pending.take(space)
         try:
+            if len(carried) > _BATCH * ARGS_PER_TOUCH:  # more than a script takes: rare
+                self._send_touches(space, carried[:-_BATCH * ARGS_PER_TOUCH])
+                carried = carried[-_BATCH * ARGS_PER_TOUCH:]
             row = self._call(self._get, space, [key, *carried])
         except StoreError as exc:
             if self._pending is not None:

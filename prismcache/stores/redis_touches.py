@@ -61,18 +61,11 @@ class PendingTouches:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def take(self, space: str, limit: int) -> list[str]:
-        """Remove and return up to ``limit`` waiting touches of ``space`` (flat, oldest
-        first), for a read to carry."""
+    def take(self, space: str) -> list[str]:
+        """Remove and return the waiting touches of ``space`` (flat, oldest first), for a
+        read to carry."""
         with self._lock:
-            waiting = self._waiting.get(space)
-            if not waiting:
-                return []
-            taken = waiting[:limit * ARGS_PER_TOUCH]
-            del waiting[:limit * ARGS_PER_TOUCH]
-            if not waiting:
-                del self._waiting[space]
-            return taken
+            return self._waiting.pop(space, [])
 
     def dropped(self, args: list[str], error: Exception) -> None:
         """Count and log the touches ``args`` (flat) as lost to ``error``."""
