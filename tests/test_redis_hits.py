@@ -47,8 +47,14 @@ def server_counts(client: redis_py.Redis) -> tuple[dict[str, int], int]:
 
 def hits_of(make_cache: Callable[..., SemanticCache], clock: FakeClock, url: str,
             eviction: str, lookups: int) -> tuple[SemanticCache, int]:
-    cache = make_cache({"categories": {"faq": {"eviction": eviction}}},
-                       store=open_store(url))
+    """A cache over the store at ``url`` holding one entry of category faq, hit ``lookups``
+    times two seconds apart; the cache and the entry's id."""
+    return cache_over(make_cache, clock, open_store(url), eviction, lookups)
+
+
+def cache_over(make_cache: Callable[..., SemanticCache], clock: FakeClock,
+               store: DocumentStore, eviction: str, lookups: int) -> tuple[SemanticCache, int]:
+    cache = make_cache({"categories": {"faq": {"eviction": eviction}}}, store=store)
     stored = cache.store(chat("how do I reset my password"), reply("use the link"),
                          tenant="t", category="faq")
     assert stored.entry_id is not None
@@ -158,9 +164,9 @@ def test_redis_going_away_mid_hit_fails_open_counted(
         make_cache: Callable[..., SemanticCache], clock: FakeClock,
         redis_server: RedisServer, redis_url: str,  # noqa: F811
         caplog: pytest.LogCaptureFixture) -> None:
-    cache, _ = hits_of(make_cache, clock, redis_url, "lru", 1)
-    store = cache._store  # noqa: SLF001 - the store this cache opened
+    store = open_store(redis_url)
     assert isinstance(store, RedisStore)
+    cache, _ = cache_over(make_cache, clock, store, "lru", 1)
     clock.tick(1.0)
     # the read is done, the hit served; the touch waits for the next command (or 10 ms)
     assert cache.lookup(chat("how do I reset my password"), tenant="t").hit
