@@ -2,16 +2,17 @@
 (``after``: ``codec.sized``) or twice (``before``: the size from a full ``encode``, then the
 store's own), in one run.
 
-    .venv/bin/python bench/store_writes.py [--rounds 4] [--stores 1000]
+    .venv/bin/python bench/store_writes.py [--rounds 20] [--stores 100]
 
 Per document store (memory, a SQLite file, a local ``redis-server`` on a free loopback port,
 no persistence, stopped at the end), per response kind (``plain``: a 0.9 kB chat completion;
 ``streamed``: the same with 100 recorded stream chunks, 6.3 kB) and per variant, times the
-process CPU of ``--stores`` calls of ``cache.store`` with distinct questions, rounds and
-variants interleaved. The embedder is the deterministic ``HashEmbedder`` (no model), so what
+process CPU of ``--stores`` calls of ``cache.store`` with distinct questions, ``--rounds``
+times, the variants alternating batch by batch (so a shared machine's load drifts over both
+alike). The embedder is the deterministic ``HashEmbedder`` (no model), so what
 is timed is the cache's and the store's own work. ``before`` is the previous code, put back in
-this process: ``_make_entry`` set ``entry.size = encode(entry).size``. Prints each round, then
-the medians and the saving per store. First, the codec's own part alone (no cache, no store):
+this process: ``_make_entry`` set ``entry.size = encode(entry).size``. Prints the medians over the
+rounds and the saving per store. First, the codec's own part alone (no cache, no store):
 µs per entry of making it storable, size first then the store's ``encode``, both ways.
 """
 
@@ -67,7 +68,7 @@ def cpu_per_store(cache: SemanticCache, start: int, count: int, chunks: bool) ->
     return (time.process_time() - began) / count * 1e6
 
 
-def codec_alone(rounds: int, count: int = 5000) -> None:
+def codec_alone(rounds: int, count: int = 1000) -> None:
     """Print µs per entry of sizing then encoding it, before and after, per kind (median of
     ``rounds`` interleaved timings of ``count`` entries)."""
     prepared = {
@@ -90,8 +91,8 @@ def codec_alone(rounds: int, count: int = 5000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--stores", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--stores", type=int, default=100)
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
@@ -111,8 +112,7 @@ def main() -> None:
                                         store=open_store(f"redis://127.0.0.1:{port}/0"))}
         figures: dict[tuple[str, str, str], list[float]] = {}
         start = 0
-        for r in range(args.rounds):
-            line = []
+        for _ in range(args.rounds):
             for kind in ("plain", "streamed"):
                 for name, cache in caches.items():
                     for variant, make in VARIANTS.items():
@@ -120,9 +120,7 @@ def main() -> None:
                         cpu = cpu_per_store(cache, start, args.stores, kind == "streamed")
                         start += args.stores
                         figures.setdefault((kind, name, variant), []).append(cpu)
-                        line.append(f"{kind} {name} {variant} {cpu:.0f}")
             writes.sized = sized  # type: ignore[attr-defined]
-            print(f"round {r + 1} (us CPU per store): " + "  ".join(line))
         for kind in ("plain", "streamed"):
             for name in caches:
                 old = statistics.median(figures[(kind, name, "before")])

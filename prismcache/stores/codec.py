@@ -111,6 +111,9 @@ class SizedEntry(Entry):
     documents: Documents | None = field(default=None, repr=False, compare=False)
 
 
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
 def sized(entry: Entry) -> SizedEntry:
     """``entry`` with ``size`` set as the store will set it, its documents' encodings kept for
     :func:`encode`; raises :class:`StoreError` as :func:`encode` does for JSON it cannot
@@ -122,7 +125,7 @@ def sized(entry: Entry) -> SizedEntry:
     (21, 21)
     """
     documents = _documents(entry)
-    values = {f.name: getattr(entry, f.name) for f in fields(Entry)}
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
     values["size"] = _size(documents)
     return SizedEntry(**values, documents=documents)
 
