@@ -98,28 +98,29 @@ def test_one_round_trip_per_hit(make_cache: Callable[..., SemanticCache], clock:
                                 mode: str, trips: int) -> None:
     cache, _ = hits_of(make_cache, clock, f"{redis_url}?touches={mode}", "lru", 1)
     before, reads = server_counts(raw)
-    lookups = 50
+    lookups = 100
     for _ in range(lookups):
         clock.tick(1.0)
         assert cache.lookup(chat("how do I reset my password"), tenant="t").hit
     after, reads_after = server_counts(raw)
     # socket reads = the requests the client waited on (the second INFO's own read aside);
-    # the timer may add one for the last touch
-    assert reads_after - reads - 1 in (trips * lookups, trips * lookups + 1)
+    # a few more may come from the cache's change-feed follower and the touch timer
+    assert trips * lookups <= reads_after - reads - 1 <= trips * lookups + 8
     ran = {name: n - before.get(name, 0) for name, n in after.items()
            if n != before.get(name, 0)}
-    assert ran["evalsha"] in (trips * lookups, trips * lookups + 1)
+    assert trips * lookups <= ran["evalsha"] <= trips * lookups + 8
     assert "hgetall" in ran  # inside the GET script: the read itself
     assert ran.get("hincrby") in (lookups - 1, lookups)  # one touch per hit, none lost
 
 
 def test_a_touch_reaches_other_processes_within_the_delay(redis_url: str) -> None:  # noqa: F811
-    with open_store(redis_url) as one, open_store(redis_url) as two:
+    with RedisStore(redis_py.Redis.from_url(redis_url), touch_delay=0.3) as one, \
+            open_store(redis_url) as two:
         one.put(make_entry(5))
         one.touch(5, now=50.0, priority=7.0)
         seen = two.get(5)
         assert seen is not None and seen.hits == 0  # not sent yet
-        time.sleep(0.1)
+        time.sleep(0.6)
         seen = two.get(5)
         assert seen is not None and (seen.hits, seen.last_access, seen.priority) == (1, 50.0,
                                                                                       7.0)
@@ -140,8 +141,8 @@ def test_every_other_command_sends_the_touches_first(redis_url: str,  # noqa: F8
 
 def test_touches_ride_in_the_next_read_of_their_bucket(redis_url: str,  # noqa: F811
                                                        raw: redis_py.Redis) -> None:
-    with open_store(redis_url) as store:
-        assert isinstance(store, RedisStore)
+    # a long delay: the timer must not send them while they are being added
+    with RedisStore(redis_py.Redis.from_url(redis_url), touch_delay=60.0) as store:
         store.put(make_entry(1))
         store.put(make_entry(2))
         for n in range(600):  # more than one script carries: the first 88 go before
@@ -164,16 +165,16 @@ def test_redis_going_away_mid_hit_fails_open_counted(
         make_cache: Callable[..., SemanticCache], clock: FakeClock,
         redis_server: RedisServer, redis_url: str,  # noqa: F811
         caplog: pytest.LogCaptureFixture) -> None:
-    store = open_store(redis_url)
+    store = open_store(redis_url, touch_delay=1.0)  # the server stops before the timer runs
     assert isinstance(store, RedisStore)
     cache, _ = cache_over(make_cache, clock, store, "lru", 1)
     clock.tick(1.0)
-    # the read is done, the hit served; the touch waits for the next command (or 10 ms)
+    # the read is done, the hit served; the touch waits for the next command (or the timer)
     assert cache.lookup(chat("how do I reset my password"), tenant="t").hit
     redis_server.stop()
     try:
         with caplog.at_level(logging.WARNING, logger="prismcache"):
-            time.sleep(0.1)  # the timer tries to send it: lost, counted, logged
+            time.sleep(1.5)  # the timer tries to send it: lost, counted, logged
             assert store.touches_lost == 1
             assert "1 hit(s) not recorded" in caplog.text
             missed = cache.lookup(chat("how do I reset my password"), tenant="t")
@@ -188,8 +189,7 @@ def test_redis_going_away_mid_hit_fails_open_counted(
 
 def test_a_read_that_fails_loses_the_touches_it_carried(redis_server: RedisServer,  # noqa: F811
                                                         redis_url: str) -> None:  # noqa: F811
-    store = open_store(redis_url)
-    assert isinstance(store, RedisStore)
+    store = RedisStore(redis_py.Redis.from_url(redis_url, socket_timeout=0.5), touch_delay=60.0)
     try:
         store.put(make_entry(1))
         store.touch(1, now=5.0, priority=1.0)
@@ -206,6 +206,8 @@ def test_a_read_that_fails_loses_the_touches_it_carried(redis_server: RedisServe
 def test_touches_option_is_checked(redis_url: str) -> None:  # noqa: F811
     with pytest.raises(ConfigError, match="touches must be one of deferred, sync"):
         open_store(redis_url + "?touches=later")
+    with pytest.raises(ConfigError, match="touch_delay must be > 0"):
+        RedisStore(redis_py.Redis.from_url(redis_url), touch_delay=0)
     with open_store(redis_url, touches="sync") as store:
         store.put(make_entry(1))
         store.touch(1, now=2.0, priority=3.0)

@@ -95,21 +95,24 @@ class RedisStore(RedisChangeFeed):
     is the number of hash-tagged key groups on a cluster (default 16; every process must use
     the same, which the store checks); one Redis uses one, untagged. ``shown`` is how the
     store names itself in messages. ``touches="deferred"`` (the default) sends a hit's touch
-    with the store's next command, so a hit costs one round trip
-    (:mod:`prismcache.stores.redis_touches`); ``"sync"`` sends each as it happens. Connects
+    with the store's next command, at most ``touch_delay`` seconds later, so a hit costs one
+    round trip (:mod:`prismcache.stores.redis_touches`); ``"sync"`` sends each as it happens. Connects
     once to check the server (Redis >= 7.0): raises :class:`StoreUnavailable` when it cannot,
     :class:`ConfigError` for inconsistent options.
     """
 
     def __init__(self, client: Any, *, prefix: str = "prism:", stream_maxlen: int = 100_000,
                  feed_client: Any = None, shown: str = "redis",
-                 buckets: int | None = None, touches: str = "deferred") -> None:
+                 buckets: int | None = None, touches: str = "deferred",
+                 touch_delay: float = 0.01) -> None:
         if not prefix:
             raise ConfigError("a Redis store prefix must not be empty (e.g. 'prism:')")
         if int(stream_maxlen) < 1:
             raise ConfigError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
         if touches not in _TOUCHES:
             raise ConfigError(f"touches must be one of {', '.join(_TOUCHES)}, got {touches!r}")
+        if not touch_delay > 0:
+            raise ConfigError(f"touch_delay must be > 0 seconds, got {touch_delay!r}")
         self._cluster = rec.is_cluster_client(client)
         if self._cluster and "{" in prefix:
             raise ConfigError(f"on a Redis Cluster the prefix {prefix!r} must not hold a hash "
@@ -131,7 +134,7 @@ class RedisStore(RedisChangeFeed):
         self._put = client.register_script(lua.PUT)
         self._touch = client.register_script(lua.TOUCH)
         self._get = client.register_script(lua.GET)
-        self._pending = (PendingTouches(self._send_touches, shown=shown)
+        self._pending = (PendingTouches(self._send_touches, delay=touch_delay, shown=shown)
                          if touches == "deferred" else None)
         self._delete = client.register_script(lua.DELETE)
         self._expire = client.register_script(lua.EXPIRE)
@@ -154,10 +157,11 @@ class RedisStore(RedisChangeFeed):
     def from_url(cls, url: str, *, prefix: str | None = None,
                  socket_timeout: float | None = None, connect_timeout: float | None = None,
                  stream_maxlen: int | None = None, buckets: int | None = None,
-                 touches: str | None = None) -> RedisStore:
+                 touches: str | None = None, touch_delay: float = 0.01) -> RedisStore:
         """Open ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
         (see :mod:`prismcache.stores.redis_connect` for the URLs and their options; keywords
-        win over the query string). A ``redis://`` URL naming a cluster node opens the cluster.
+        win over the query string; ``touch_delay`` is a keyword only). A ``redis://`` URL naming
+        a cluster node opens the cluster.
         """
         clients, options = open_clients(url, {
             "prefix": prefix, "socket_timeout": socket_timeout,
@@ -166,7 +170,7 @@ class RedisStore(RedisChangeFeed):
         try:
             return cls(clients.main, prefix=options.prefix, stream_maxlen=options.stream_maxlen,
                        feed_client=clients.feed, shown=clients.shown, buckets=options.buckets,
-                       touches=options.touches)
+                       touches=options.touches, touch_delay=touch_delay)
         except BaseException:
             clients.close()
             raise
@@ -424,7 +428,6 @@ class RedisStore(RedisChangeFeed):
         ``MOVED``/``ASK`` or cannot be reached (resharding, failover), the commands run again
         through the cluster client, which follows the redirections and refreshes its map.
         """
-        self._flush_touches()
         with self._session():
             if not self._cluster:
                 return run_pipeline(self._client, commands, raise_on_error)
@@ -511,6 +514,8 @@ class RedisStore(RedisChangeFeed):
         def within(n: int, b: int) -> bool:
             return (max_entries is None or n <= max_entries) and (
                 max_bytes is None or b <= max_bytes)
+
+        self._flush_touches()  # the eviction orders read below must hold the hits made
 
         rows = self._fan([(space, "hmget", (space + "usage", ["n:" + category, "b:" + category]),
                            {}) for space in self._spaces])

@@ -5,8 +5,9 @@ priority, the entry's place in its category's eviction order). The priority come
 entry just read, so the two cannot be one command; sent as they happen they cost two round
 trips per hit. Instead a touch waits here and rides in the store's next command: the next
 ``get`` of the same bucket carries it in its script (one round trip per hit), any other command
-sends what waits first, and a timer sends what is still waiting ``delay`` seconds after the
-first touch came (10 ms by default), so another process sees a hit at most that late.
+on entries sends what waits first, and a timer sends what has waited ``delay`` seconds (10 ms by default),
+so another process sees a hit at most that late. While hits keep coming each read carries the
+touches before it and the timer finds nothing old enough to send.
 
 Touches that cannot be sent (Redis went away) are dropped: counted in
 :attr:`PendingTouches.lost` and logged. A dropped touch loses only a hit count and a place in
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = ["PendingTouches"]
@@ -41,7 +43,9 @@ class PendingTouches:
         self._lock = threading.Lock()
         self._waiting: dict[str, list[str]] = {}
         self._timer: threading.Timer | None = None
+        self._since: float | None = None  # monotonic time the oldest waiting touch came
         self._lost = 0
+        self._closed = False
 
     @property
     def lost(self) -> int:
@@ -55,17 +59,20 @@ class PendingTouches:
     def add(self, space: str, args: list[str]) -> None:
         """Keep one touch's four arguments for bucket ``space``; arm the timer if idle."""
         with self._lock:
+            if not self._waiting:
+                self._since = time.monotonic()
             self._waiting.setdefault(space, []).extend(args)
             if self._timer is None:
-                self._timer = threading.Timer(self._delay, self._due)
-                self._timer.daemon = True
-                self._timer.start()
+                self._arm(self._delay)
 
     def take(self, space: str) -> list[str]:
         """Remove and return the waiting touches of ``space`` (flat, oldest first), for a
         read to carry."""
         with self._lock:
-            return self._waiting.pop(space, [])
+            taken = self._waiting.pop(space, [])
+            if not self._waiting:
+                self._since = None
+            return taken
 
     def dropped(self, args: list[str], error: Exception) -> None:
         """Count and log the touches ``args`` (flat) as lost to ``error``."""
@@ -87,14 +94,26 @@ class PendingTouches:
     def close(self) -> None:
         """Stop the timer and send what waits; what cannot be sent is counted and logged."""
         with self._lock:
-            timer, self._timer = self._timer, None
+            timer, self._timer, self._closed = self._timer, None, True
         if timer is not None:
             timer.cancel()
         self._send_waiting()
 
+    def _arm(self, seconds: float) -> None:
+        """Start the timer (the lock is held)."""
+        self._timer = threading.Timer(seconds, self._due)
+        self._timer.daemon = True
+        self._timer.start()
+
     def _due(self) -> None:
         with self._lock:
             self._timer = None
+            if self._since is None or self._closed:
+                return  # reads carried everything, or close() sends what waits
+            left = self._since + self._delay - time.monotonic()
+            if left > 0:  # what waits came after the last read: wait for its own turn
+                self._arm(left)
+                return
         self._send_waiting()  # a failure is counted and logged there; the next command sees it
 
     def _send_waiting(self) -> Exception | None:
@@ -102,7 +121,7 @@ class PendingTouches:
         if not self._waiting:  # the common case, without the lock: a touch added meanwhile
             return None        # has its timer armed
         with self._lock:
-            waiting, self._waiting = self._waiting, {}
+            waiting, self._waiting, self._since = self._waiting, {}, None
         failure: Exception | None = None
         for space, args in waiting.items():
             if not args:
