@@ -19,7 +19,7 @@ from prismcache.quotas import Quotas
 from prismcache.request import Body, PreparedRequest, RequestKey
 from prismcache.responses import completion_tokens, uncacheable_reason
 from prismcache.results import Stored
-from prismcache.stores.codec import encode
+from prismcache.stores.codec import sized
 
 __all__ = ["WritePath"]
 
@@ -119,8 +119,9 @@ class WritePath:
             else completion_tokens(response) / 1000 * policy.price_per_1k_tokens,
             latency=latency if latency is not None else policy.upstream_latency,
         )
-        # GDSF needs the size before the store sets it: ask the codec, which defines it.
-        entry.size = encode(entry).size
+        # GDSF needs the size before the store sets it: ask the codec, which defines it (and
+        # keeps the encodings, so the store does not encode the JSON again).
+        entry = sized(entry)
         entry.priority = eviction_policy(policy.eviction).priority(
             entry, now=now, inflation=self._inflation.get(entry.category, 0.0))
         return classification, entry

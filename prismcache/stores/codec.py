@@ -10,6 +10,11 @@ SQLite or Redis reads back identically in another:
 - ``size``: the byte length of the request, response and chunks encodings. The store, not the
   caller, is the authority on size: whatever ``entry.size`` held is replaced by this.
 
+A caller that needs the size before storing (the cache, for GDSF's priority) calls
+:func:`sized`: its :class:`SizedEntry` keeps the three encodings, which :func:`encode` reuses
+as long as the entry still holds the very objects they were made from, so the JSON is encoded
+once per store.
+
 >>> import numpy as np
 >>> from prismcache.entry import Entry
 >>> entry = Entry(id=7, tenant="t", partition="p", category="c", model="m", exact_key="k",
@@ -26,6 +31,7 @@ SQLite or Redis reads back identically in another:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,7 +41,9 @@ from prismcache.errors import StoreError
 
 __all__ = [
     "FIELDS",
+    "Documents",
     "Record",
+    "SizedEntry",
     "decode",
     "decode_json",
     "decode_vector",
@@ -43,6 +51,7 @@ __all__ = [
     "encode_json",
     "encode_vector",
     "ref_of",
+    "sized",
 ]
 
 _MAX_ID = 2**63
@@ -82,6 +91,45 @@ class Record(NamedTuple):
 FIELDS: tuple[str, ...] = Record._fields
 
 
+class Documents(NamedTuple):
+    """An entry's request, response and chunks as :func:`encode` writes them, and ``of``: the
+    three objects they were encoded from."""
+
+    request: bytes
+    response: bytes
+    chunks: bytes | None
+    of: tuple[Any, Any, Any]
+
+
+@dataclass(slots=True, kw_only=True)
+class SizedEntry(Entry):
+    """An :class:`Entry` whose ``size`` is set and whose documents are encoded already (see
+    :func:`sized`); stores take it as any entry, without encoding its JSON again. Its request,
+    response and chunks must not be changed in place afterwards (replacing them is fine: the
+    encodings are then not reused)."""
+
+    documents: Documents | None = field(default=None, repr=False, compare=False)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
+def sized(entry: Entry) -> SizedEntry:
+    """``entry`` with ``size`` set as the store will set it, its documents' encodings kept for
+    :func:`encode`; raises :class:`StoreError` as :func:`encode` does for JSON it cannot
+    represent.
+
+    >>> entry = Entry(id=7, tenant="t", partition="p", category="c", model="m",
+    ...               exact_key="k", query="q", request={"q": "héllo"}, response={"a": 1})
+    >>> sized(entry).size, encode(sized(entry)).size
+    (21, 21)
+    """
+    documents = _documents(entry)
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+    values["size"] = _size(documents)
+    return SizedEntry(**values, documents=documents)
+
+
 def encode_json(value: Any, *, what: str = "value") -> bytes:
     """Compact UTF-8 JSON of ``value``; :class:`StoreError` naming ``what`` if not encodable."""
     try:
@@ -119,10 +167,8 @@ def encode(entry: Entry) -> Record:
     request, response or chunk that JSON cannot represent."""
     if not isinstance(entry.id, int) or not 0 < entry.id < _MAX_ID:
         raise StoreError(f"entry id must be an int in [1, 2**63), got {entry.id!r}")
-    what = f"entry {entry.id}"
-    request = encode_json(entry.request, what=f"{what} request")
-    response = encode_json(entry.response, what=f"{what} response")
-    chunks = None if entry.chunks is None else encode_json(entry.chunks, what=f"{what} chunks")
+    documents = _documents(entry)
+    request, response, chunks, _ = documents
     return Record(
         id=entry.id,
         tenant=entry.tenant,
@@ -142,11 +188,31 @@ def encode(entry: Entry) -> Record:
         last_access=float(entry.last_access),
         cost=float(entry.cost),
         latency=float(entry.latency),
-        size=len(request) + len(response) + (0 if chunks is None else len(chunks)),
+        size=_size(documents),
         priority=float(entry.priority),
         context_vector=None if entry.context_vector is None
         else encode_vector(entry.context_vector),
     )
+
+
+def _documents(entry: Entry) -> Documents:
+    """The encodings of ``entry``'s documents: a :class:`SizedEntry`'s own while it still
+    holds the objects they were made from, else fresh ones."""
+    known = getattr(entry, "documents", None)
+    if known is not None and known.of[0] is entry.request and known.of[1] is entry.response \
+            and known.of[2] is entry.chunks:
+        return known
+    what = f"entry {entry.id}"
+    return Documents(
+        request=encode_json(entry.request, what=f"{what} request"),
+        response=encode_json(entry.response, what=f"{what} response"),
+        chunks=None if entry.chunks is None
+        else encode_json(entry.chunks, what=f"{what} chunks"),
+        of=(entry.request, entry.response, entry.chunks))
+
+
+def _size(documents: Documents) -> int:
+    return len(documents.request) + len(documents.response) + len(documents.chunks or b"")
 
 
 def decode(record: Record, *, documents: bool = True) -> Entry:

@@ -43,6 +43,11 @@ by itself when it expires; scripts tolerate that: the **reaper** at the start of
 the one id they meet. An entry stored already expired (clock skew, tests) gets no native expiry
 and stays until ``expire`` removes it.
 
+A hit is one round trip: ``get`` is one script, which first applies the touches (recorded
+hits) waiting for its bucket; a touch waits for the store's next command, at most 10 ms
+(:mod:`prismcache.stores.redis_touches`). The change feed's methods are in
+:mod:`prismcache.stores.redis_feed`.
+
 Every redis-py exception becomes a :class:`~prismcache.errors.StoreError` in ``translate``
 (:mod:`prismcache.stores.redis_connect`, which also parses the URLs).
 """
@@ -50,7 +55,6 @@ Every redis-py exception becomes a :class:`~prismcache.errors.StoreError` in ``t
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,26 +69,22 @@ from prismcache.stores import redis_records as rec
 from prismcache.stores.codec import FIELDS, decode, encode
 from prismcache.stores.redis_connect import open_clients, redis_module, run_pipeline
 from prismcache.stores.redis_connect import translate as _translate
-from prismcache.sync import Change, ChangeBatch
+from prismcache.stores.redis_feed import Command as _Command
+from prismcache.stores.redis_feed import RedisChangeFeed
+from prismcache.stores.redis_touches import ARGS_PER_TOUCH, PendingTouches
 
 __all__ = ["RedisStore"]
 
 _BATCH = lua.BATCH
 _MIN_VERSION = (7, 0)
-_NO_STREAM = "0-0"
 _CLUSTER_BUCKETS = 16
 _MAX_BUCKETS = 1024
-# A cluster's feed is polled (XREAD cannot block on streams of several slots): every 20 ms, or
-# 1 ms per bucket when more, so an idle poll (about 0.05 ms of CPU per bucket) stays ~5% of a core.
-_POLL_S = 0.02
-_POLL_PER_BUCKET_S = 0.001
-_EPOCH_CHECK_S = 1.0  # how often a cluster's idle streams have their epochs checked
-_Command = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # space, method, args, kwargs
 _DOCUMENTS = ("request", "response", "chunks")
 _INDEX_FIELDS = tuple(f for f in FIELDS if f not in _DOCUMENTS)
+_TOUCHES = ("deferred", "sync")
 
 
-class RedisStore:
+class RedisStore(RedisChangeFeed):
     """A :class:`~prismcache.stores.base.DocumentStore` and
     :class:`~prismcache.sync.ChangeFeed` in Redis, shared by any number of processes.
 
@@ -94,17 +94,25 @@ class RedisStore:
     default ``client`` is used and reads block at most half its socket timeout). ``buckets``
     is the number of hash-tagged key groups on a cluster (default 16; every process must use
     the same, which the store checks); one Redis uses one, untagged. ``shown`` is how the
-    store names itself in messages. Connects once to check the server (Redis >= 7.0): raises
-    :class:`StoreUnavailable` when it cannot, :class:`ConfigError` for inconsistent options.
+    store names itself in messages. ``touches="deferred"`` (the default) sends a hit's touch
+    with the store's next command, at most ``touch_delay`` seconds later, so a hit costs one
+    round trip (:mod:`prismcache.stores.redis_touches`); ``"sync"`` sends each as it happens. Connects
+    once to check the server (Redis >= 7.0): raises :class:`StoreUnavailable` when it cannot,
+    :class:`ConfigError` for inconsistent options.
     """
 
     def __init__(self, client: Any, *, prefix: str = "prism:", stream_maxlen: int = 100_000,
                  feed_client: Any = None, shown: str = "redis",
-                 buckets: int | None = None) -> None:
+                 buckets: int | None = None, touches: str = "deferred",
+                 touch_delay: float = 0.01) -> None:
         if not prefix:
             raise ConfigError("a Redis store prefix must not be empty (e.g. 'prism:')")
         if int(stream_maxlen) < 1:
             raise ConfigError(f"stream_maxlen must be >= 1, got {stream_maxlen!r}")
+        if touches not in _TOUCHES:
+            raise ConfigError(f"touches must be one of {', '.join(_TOUCHES)}, got {touches!r}")
+        if not touch_delay > 0:
+            raise ConfigError(f"touch_delay must be > 0 seconds, got {touch_delay!r}")
         self._cluster = rec.is_cluster_client(client)
         if self._cluster and "{" in prefix:
             raise ConfigError(f"on a Redis Cluster the prefix {prefix!r} must not hold a hash "
@@ -125,6 +133,9 @@ class RedisStore:
         self._closed = False
         self._put = client.register_script(lua.PUT)
         self._touch = client.register_script(lua.TOUCH)
+        self._get = client.register_script(lua.GET)
+        self._pending = (PendingTouches(self._send_touches, delay=touch_delay, shown=shown)
+                         if touches == "deferred" else None)
         self._delete = client.register_script(lua.DELETE)
         self._expire = client.register_script(lua.EXPIRE)
         self._evict = client.register_script(lua.EVICT)
@@ -145,18 +156,21 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, *, prefix: str | None = None,
                  socket_timeout: float | None = None, connect_timeout: float | None = None,
-                 stream_maxlen: int | None = None, buckets: int | None = None) -> RedisStore:
+                 stream_maxlen: int | None = None, buckets: int | None = None,
+                 touches: str | None = None, touch_delay: float = 0.01) -> RedisStore:
         """Open ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``
         (see :mod:`prismcache.stores.redis_connect` for the URLs and their options; keywords
-        win over the query string). A ``redis://`` URL naming a cluster node opens the cluster.
+        win over the query string; ``touch_delay`` is a keyword only). A ``redis://`` URL naming
+        a cluster node opens the cluster.
         """
         clients, options = open_clients(url, {
             "prefix": prefix, "socket_timeout": socket_timeout,
             "connect_timeout": connect_timeout, "stream_maxlen": stream_maxlen,
-            "buckets": buckets})
+            "buckets": buckets, "touches": touches})
         try:
             return cls(clients.main, prefix=options.prefix, stream_maxlen=options.stream_maxlen,
-                       feed_client=clients.feed, shown=clients.shown, buckets=options.buckets)
+                       feed_client=clients.feed, shown=clients.shown, buckets=options.buckets,
+                       touches=options.touches, touch_delay=touch_delay)
         except BaseException:
             clients.close()
             raise
@@ -165,6 +179,11 @@ class RedisStore:
     def prefix(self) -> str:
         """The prefix of every key this store uses."""
         return self._prefix
+
+    @property
+    def touches_lost(self) -> int:
+        """Hits whose touch was dropped because Redis could not be reached (each logged)."""
+        return 0 if self._pending is None else self._pending.lost
 
     @property
     def buckets(self) -> int:
@@ -200,30 +219,43 @@ class RedisStore:
 
     def get(self, entry_id: int) -> Entry | None:
         """The entry with ``entry_id``, or ``None`` (also when Redis expired its hash, which
-        is then unindexed); expired entries not yet removed are still returned."""
+        is then unindexed); expired entries not yet removed are still returned. One script,
+        carrying the touches waiting for this bucket: a hit's one round trip."""
         key = rec.valid(entry_id)
         if key is None:
             return None
         space = self._space_of(int(entry_id))
-        with self._session():
-            # One command: whether a missing hash is still indexed is asked only when it is
-            # missing (rare), so a hit pays neither a pipeline nor a second reply.
-            found = self._client.hgetall(space + "e:" + key)
-            indexed = not found and self._client.hexists(space + "refs", key)
-        if not found:
-            if indexed:
-                self._run(self._delete, space, ["gone", key])
+        carried = [] if self._pending is None else self._pending.take(space)
+        try:
+            if len(carried) > _BATCH * ARGS_PER_TOUCH:  # more than a script takes: rare
+                self._send_touches(space, carried[:-_BATCH * ARGS_PER_TOUCH])
+                carried = carried[-_BATCH * ARGS_PER_TOUCH:]
+            row = self._call(self._get, space, [key, *carried])
+        except StoreError as exc:
+            if self._pending is not None:
+                self._pending.dropped(carried, exc)
+            raise
+        if not row:
             return None
-        return decode(rec.record(found))
+        return decode(rec.record(dict(zip(row[::2], row[1::2], strict=True))))
 
     def touch(self, entry_id: int, *, now: float, priority: float) -> None:
         """Record a hit on ``entry_id`` and move it in its category's eviction order; a
-        missing id is ignored."""
+        missing id is ignored. Deferred (the default): kept until the store's next command,
+        at most 10 ms, and applied before that command (see
+        :mod:`prismcache.stores.redis_touches`)."""
         key = rec.valid(entry_id)
-        if key is not None:
-            self._run(self._touch, self._space_of(int(entry_id)),
-                      [key, repr(float(now)), repr(float(priority)),
-                       rec.member(float(now), int(entry_id))])
+        if key is None:
+            return
+        args = [key, repr(float(now)), repr(float(priority)),
+                rec.member(float(now), int(entry_id))]
+        space = self._space_of(int(entry_id))
+        if self._pending is None:
+            self._run(self._touch, space, args)
+            return
+        if self._closed:
+            raise StoreUnavailable(f"Redis store {self._shown} is closed")
+        self._pending.add(space, args)
 
     def delete(self, entry_ids: Iterable[int]) -> list[EntryRef]:
         """Delete ``entry_ids`` (scripts of 512 ids per bucket, each atomic); refs of those
@@ -369,6 +401,8 @@ class RedisStore:
         """Close the connection pools; later calls raise :class:`StoreUnavailable`."""
         if self._closed:
             return
+        if self._pending is not None:
+            self._pending.close()  # what cannot be sent is counted and logged there
         self._closed = True
         for client in (self._client, self._feed_client):
             if client is not None:
@@ -382,111 +416,6 @@ class RedisStore:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    # -- the change feed ----------------------------------------------------------------------
-
-    def latest_cursor(self) -> str:
-        """A cursor after every change logged so far: ``<epoch>/<stream id>/<entries added>``
-        per bucket, joined by ``/``.
-
-        The epoch names this incarnation of a bucket's stream (a Redis restarted empty, or a
-        ``FLUSHDB``, starts another); the count of entries ever added detects trimming: entries
-        after the cursor were lost when more were trimmed than the cursor had seen.
-        """
-        commands: list[_Command] = []
-        for space in self._spaces:
-            commands += [(space, "set", (space + "epoch", rec.new_epoch()), {"nx": True}),
-                         (space, "get", (space + "epoch",), {}),
-                         (space, "xinfo_stream", (space + "changes",), {})]
-        replies = self._fan(commands, raise_on_error=False)
-        parts = []
-        for n in range(len(self._spaces)):
-            _, epoch, info = replies[3 * n:3 * n + 3]
-            if isinstance(epoch, Exception):
-                raise _translate(epoch, self._shown)
-            if isinstance(info, Exception):
-                parts.append(f"{rec.text(epoch)}/{_NO_STREAM}/0")
-            else:
-                parts.append(f"{rec.text(epoch)}/{rec.text(info['last-generated-id'])}/"
-                             f"{int(info['entries-added'])}")
-        return "/".join(parts)
-
-    def read_changes(self, cursor: str, *, block_ms: int = 250, limit: int = 1000) -> ChangeBatch:
-        """Up to ``limit`` changes per bucket after ``cursor``, waiting up to ``block_ms`` when
-        there are none (on a cluster, one poll interval: 20 ms, or 1 ms per bucket past 20).
-        ``behind`` when a stream was trimmed past ``cursor`` or recreated since. Changes of one
-        entry keep their order (an entry's events are all in its bucket's stream)."""
-        words = cursor.split("/")
-        if len(words) != 3 * len(self._spaces):
-            return ChangeBatch([], cursor, behind=True)  # not one of ours: start over
-        try:
-            marks = [(words[i], words[i + 1], int(words[i + 2])) for i in range(0, len(words), 3)]
-        except ValueError:
-            return ChangeBatch([], cursor, behind=True)
-        batch = self._read(marks, limit)
-        if batch.changes or batch.behind or block_ms <= 0:
-            return batch
-        if len(self._spaces) > 1:
-            time.sleep(min(block_ms / 1000,
-                           max(_POLL_S, _POLL_PER_BUCKET_S * len(self._spaces))))
-            return self._read(marks, limit)
-        client = self._feed_client
-        if client is None:  # blocking on the operations' client: stay inside its timeout
-            client = self._client
-            block_ms = min(block_ms, int(client.connection_pool.connection_kwargs.get(
-                "socket_timeout", 1.0) * 500))
-        with self._session():
-            woke = client.xread({self._spaces[0] + "changes": marks[0][1]}, count=1,
-                                block=max(1, block_ms))
-        return self._read(marks, limit) if woke else batch
-
-    def _read(self, marks: list[tuple[str, str, int]], limit: int) -> ChangeBatch:
-        """One look at every bucket's stream: the entries after its mark; then, for the
-        streams that had some, their counters and epoch (read after the entries, so a trim or
-        a recreation before or during the read is seen). A stream with nothing after its mark
-        needs no counters (trimming, MAXLEN >= 1, never removes the newest entries), only its
-        epoch, to notice a Redis restarted empty: checked on every read of one Redis, once a
-        second on a cluster (where it would double the commands of a poll)."""
-        rows_of = self._fan([(space, "xrange", (space + "changes",),
-                              {"min": "(" + last, "max": "+", "count": limit})
-                             for space, (_, last, _) in zip(self._spaces, marks, strict=True)],
-                            raise_on_error=False)
-        for rows in rows_of:
-            if isinstance(rows, Exception):
-                raise _translate(rows, self._shown)
-        news = [n for n, rows in enumerate(rows_of) if rows]
-        now = time.monotonic()
-        every = len(self._spaces) == 1 or now >= self._next_epoch_check
-        if every:
-            self._next_epoch_check = now + _EPOCH_CHECK_S
-        quiet = [n for n, rows in enumerate(rows_of) if not rows] if every else []
-        checks: list[_Command] = []
-        for n in news:
-            space = self._spaces[n]
-            checks += [(space, "xinfo_stream", (space + "changes",), {}),
-                       (space, "get", (space + "epoch",), {})]
-        checks += [(self._spaces[n], "get", (self._spaces[n] + "epoch",), {}) for n in quiet]
-        replies = self._fan(checks, raise_on_error=False) if checks else []
-        behind = ChangeBatch([], "/".join(w for m in marks for w in map(str, m)), behind=True)
-        for n, current in zip(quiet, replies[2 * len(news):], strict=True):
-            if current is None or isinstance(current, Exception) or (
-                    rec.text(current) != marks[n][0]):
-                return behind  # the stream is gone or was recreated (a restart, FLUSHDB)
-        changes: list[Change] = []
-        parts = [f"{epoch}/{last}/{seen}" for epoch, last, seen in marks]
-        for k, n in enumerate(news):
-            info, current = replies[2 * k:2 * k + 2]
-            epoch, _, seen = marks[n]
-            if current is None or isinstance(current, Exception) or rec.text(current) != epoch:
-                return behind  # the stream was recreated
-            if isinstance(info, Exception):
-                raise _translate(info, self._shown)
-            if int(info["entries-added"]) - int(info["length"]) > seen:  # we never XDEL
-                return behind  # entries after the cursor were trimmed
-            rows = rows_of[n]
-            changes += [rec.change(fields) for _, fields in rows]
-            parts[n] = f"{epoch}/{rec.text(rows[-1][0])}/{seen + len(rows)}"
-        return ChangeBatch(changes, "/".join(parts))
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -532,11 +461,28 @@ class RedisStore:
         return self._spaces[entry_id % len(self._spaces)]
 
     def _run(self, script: Any, space: str, args: list[Any]) -> Any:
+        """Run ``script`` on bucket ``space`` after sending the touches waiting."""
+        self._flush_touches()
+        return self._call(script, space, args)
+
+    def _call(self, script: Any, space: str, args: list[Any]) -> Any:
         with self._session():
             return script(keys=[space + "usage"], args=[space, self._maxlen, *args])
 
+    def _flush_touches(self) -> None:
+        """Send the waiting touches first, so every command sees the hits recorded before it
+        (as if each had been sent at once); one that cannot raises ``StoreError``."""
+        if self._pending is not None:
+            self._pending.flush()
+
+    def _send_touches(self, space: str, args: list[str]) -> None:
+        step = _BATCH * ARGS_PER_TOUCH
+        for start in range(0, len(args), step):
+            self._call(self._touch, space, args[start:start + step])
+
     def _read_entries(self, space: str, keys: list[str], documents: bool) -> list[Entry]:
         """The entries ``keys`` of bucket ``space`` (one pipeline); those gone are skipped."""
+        self._flush_touches()
         with self._session():
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
@@ -568,6 +514,8 @@ class RedisStore:
         def within(n: int, b: int) -> bool:
             return (max_entries is None or n <= max_entries) and (
                 max_bytes is None or b <= max_bytes)
+
+        self._flush_touches()  # the eviction orders read below must hold the hits made
 
         rows = self._fan([(space, "hmget", (space + "usage", ["n:" + category, "b:" + category]),
                            {}) for space in self._spaces])

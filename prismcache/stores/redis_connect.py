@@ -11,7 +11,8 @@ URL                                                    opens
 
 Options in the query string (or keyword arguments, which win): ``prefix`` (``prism:``),
 ``socket_timeout`` and ``connect_timeout`` in seconds (0.5 each), ``stream_maxlen``
-(100000), ``buckets`` (cluster only, 16). Sentinel URLs also take ``db`` (0) and
+(100000), ``buckets`` (cluster only, 16), ``touches`` (``deferred``, or ``sync``: see
+:class:`~prismcache.stores.redis.RedisStore`). Sentinel URLs also take ``db`` (0) and
 ``sentinel_password`` (the Sentinels' own password, when they have one). The other query
 options of a ``redis://`` URL go to redis-py's ``from_url``; the other URLs refuse unknown ones.
 
@@ -30,7 +31,8 @@ from prismcache.stores import redact_url
 __all__ = ["Clients", "Options", "open_clients", "redis_module", "run_pipeline", "translate"]
 
 # Options that are ours, taken from the URL's query string (the rest go to redis-py).
-_OPTIONS = ("prefix", "socket_timeout", "connect_timeout", "stream_maxlen", "buckets")
+_OPTIONS = ("prefix", "socket_timeout", "connect_timeout", "stream_maxlen", "buckets",
+            "touches")
 _SENTINEL_OPTIONS = ("db", "sentinel_password")
 _FEED_EXTRA = 2.0  # seconds the feed client's socket timeout exceeds a blocking read's
 
@@ -88,6 +90,7 @@ class Options:
     connect_timeout: float = 0.5
     stream_maxlen: int = 100_000
     buckets: int | None = None  # None: the default of the store's mode
+    touches: str = "deferred"  # or "sync": when a hit's touch is sent (RedisStore checks it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +168,7 @@ def _options(ours: dict[str, str], given: dict[str, Any], shown: str) -> Options
             connect_timeout=float(values.get("connect_timeout", 0.5)),
             stream_maxlen=int(values.get("stream_maxlen", 100_000)),
             buckets=None if values.get("buckets") is None else int(values["buckets"]),
+            touches=str(values.get("touches", "deferred")),
         )
     except ValueError as exc:
         raise ConfigError(f"bad option in Redis store URL {shown}: {exc}") from exc

@@ -10,7 +10,7 @@ stream's MAXLEN. The key layout is described in :mod:`prismcache.stores.redis`.
 
 from __future__ import annotations
 
-BATCH = 512  # ids per scan page, per delete script call, per expire script call
+BATCH = 512  # ids per scan page, per delete script call, per expire script call, touches per call
 REAP = 256  # natively expired ids reconciled per script call
 
 # Shared by every script: ARGV[1] is the namespace, ARGV[2] the stream's MAXLEN.
@@ -48,6 +48,22 @@ local function evict_lowest(cat)
     end
     redis.call('ZREM', zkey, first[1])
   end
+end
+-- Record a hit on id at now: hits + 1, last access, priority, its place in the eviction
+-- order. A missing id is ignored; one whose hash Redis expired natively is unindexed.
+local function touch(id, now, priority, member)
+  local blob = redis.call('HGET', P .. 'refs', id)
+  if not blob then return end
+  local key = P .. 'e:' .. id
+  if redis.call('EXISTS', key) == 0 then unindex(id, blob) return end
+  redis.call('HINCRBY', key, 'hits', 1)
+  redis.call('HSET', key, 'last_access', now, 'priority', priority)
+  local r = cjson.decode(blob)
+  redis.call('ZREM', P .. 'c:' .. r[1], r[8])
+  redis.call('ZADD', P .. 'c:' .. r[1], priority, member)
+  r[5] = priority
+  r[8] = member
+  redis.call('HSET', P .. 'refs', id, cjson.encode(r))
 end
 local function reap(limit, out)
   local t = redis.call('TIME')
@@ -96,22 +112,23 @@ redis.call('SET', P .. 'epoch', ARGV[12], 'NX')
 redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAXLEN, '*', unpack(ARGV, 14 + nh, #ARGV))
 """
 
-# ARGV: 3 id, 4 now, 5 priority, 6 new eviction member.
+# ARGV: 3.. touches, four arguments each: id, now, priority, new eviction member.
 TOUCH = PRELUDE + r"""
+for i = 3, #ARGV, 4 do touch(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
+"""
+
+# ARGV: 3 id, 4.. touches as in TOUCH, applied first (a hit's touch rides in the next read).
+# Returns the entry's hash as {field, value, ...}, empty when it is gone; an id Redis
+# expired natively but still indexed is unindexed on the way.
+GET = PRELUDE + r"""
+for i = 4, #ARGV, 4 do touch(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
 local id = ARGV[3]
-local blob = redis.call('HGET', P .. 'refs', id)
-if not blob then return 0 end
-local key = P .. 'e:' .. id
-if redis.call('EXISTS', key) == 0 then unindex(id, blob) return 0 end
-redis.call('HINCRBY', key, 'hits', 1)
-redis.call('HSET', key, 'last_access', ARGV[4], 'priority', ARGV[5])
-local r = cjson.decode(blob)
-redis.call('ZREM', P .. 'c:' .. r[1], r[8])
-redis.call('ZADD', P .. 'c:' .. r[1], ARGV[5], ARGV[6])
-r[5] = ARGV[5]
-r[8] = ARGV[6]
-redis.call('HSET', P .. 'refs', id, cjson.encode(r))
-return 1
+local row = redis.call('HGETALL', P .. 'e:' .. id)
+if #row == 0 then
+  local blob = redis.call('HGET', P .. 'refs', id)
+  if blob then unindex(id, blob) end
+end
+return row
 """
 
 # ARGV: 3 'all' (delete) or 'gone' (only ids whose hash Redis expired), 4.. ids.
