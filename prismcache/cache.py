@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +35,9 @@ from prismcache.config import CacheConfig, CategoryPolicy, load_config
 from prismcache.counters import Counters
 from prismcache.decision import Candidate, MissReason, Query
 from prismcache.embedders import Embedder, open_embedder
-from prismcache.embedders.static import StaticEmbedder
 from prismcache.entry import Entry, EntryRef
 from prismcache.errors import (
     FAIL_OPEN,
-    ConfigError,
-    EmbeddingError,
     StoreError,
     VerifierError,
 )
@@ -49,12 +45,11 @@ from prismcache.eviction import eviction_policy
 from prismcache.explain import Explanation
 from prismcache.freshness import expired_under, stale_under, with_stale
 from prismcache.index import IndexSpec
+from prismcache.indexing import IndexPath
 from prismcache.policies import PolicyResolver
-from prismcache.prefilter import Prefilter
 from prismcache.quotas import Quotas
 from prismcache.request import (
     Body,
-    Context,
     PreparedRequest,
     RequestKey,
     context_of,
@@ -63,7 +58,7 @@ from prismcache.request import (
 from prismcache.results import CategoryStats, Hit, LookupResult, Miss
 from prismcache.stores import DocumentStore, open_store, redact_url
 from prismcache.sync import Follower
-from prismcache.tiers import BudgetStats, Tiers
+from prismcache.tiers import BudgetStats
 from prismcache.verifiers import Verifier, open_verifier
 from prismcache.writes import WritePath
 
@@ -79,7 +74,6 @@ log = logging.getLogger("prismcache")
 _Counter = Callable[..., None]
 #: ``(entry, category stats) -> reason or None``: refuses an entry before it is stored
 AdmissionHook = Callable[[Entry, CategoryStats], str | None]
-_MEMO_SIZE = 1024
 CONTEXT_WIDENING = 4  # x neighbours searched for a follow-up compared by meaning
 
 
@@ -113,7 +107,7 @@ class PendingLookup:
         return with_stale(Miss(reason=MissReason.BUSY, category=name), self.stale, name)
 
 
-class SemanticCache(WritePath):
+class SemanticCache(WritePath, IndexPath):
     """A semantic cache for OpenAI-style requests, partitioned, categorised and bounded.
 
     Thread-safe: lookups run concurrently; stores are serialised.
@@ -164,14 +158,12 @@ class SemanticCache(WritePath):
         self._count = self._counters.count
         self._inflation: dict[str, float] = {}
         self._write_lock = threading.Lock()
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._memo_lock = threading.Lock()
         self._next_sweep = 0.0
         #: optional cost-aware admission (``economics.admission`` in the config)
         self.admission: AdmissionHook | None = _admission(config)
         # A shared store's change feed keeps the tiers current; its cursor is taken first.
         self._follower = Follower.of(store)
-        self._static = _static_embedder(config, embedder)
+        self._init_vectors()
         self._tiers = self._load_tiers()
         if self._follower is not None:
             self._follower.start(lambda: self._tiers, lock=self._write_lock,
@@ -587,84 +579,6 @@ class SemanticCache(WritePath):
 
     # -- internals -------------------------------------------------------------------------
 
-    def embed_ahead(self, queries: Sequence[str], *,
-                    embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> int:
-        """Embed those of ``queries`` (request keys' ``query`` texts) the cache's memo lacks,
-        in one call of the embedder (or of ``embed``: the same model reached another way,
-        e.g. past a batching wrapper's queue), and keep their vectors in the memo, where the
-        lookup or store that embeds that query next finds it: for work that can wait to be
-        batched (the proxy's stores after replies). Returns how many texts were embedded.
-        Raises :class:`EmbeddingError` when the embedder fails (nothing is memoized then)."""
-        with self._memo_lock:
-            todo = list(dict.fromkeys(q for q in queries if q not in self._memo))
-        if not todo:
-            return 0
-        vectors = self._checked((embed or self._embedder.embed)(todo), len(todo))
-        for query, vector in zip(todo, vectors, strict=True):
-            self._memoize(query, vector)
-        return len(todo)
-
-    def _embed(self, text: str) -> np.ndarray:
-        with self._memo_lock:
-            vector = self._memo.get(text)
-            if vector is not None:
-                self._memo.move_to_end(text)
-                return vector
-        vector = self._checked(self._embedder.embed([text]), 1)[0]
-        self._memoize(text, vector)
-        return vector
-
-    def _checked(self, vectors: np.ndarray, n: int) -> np.ndarray:
-        """``vectors``, when they are ``n`` rows of the embedder's dimension."""
-        if vectors.shape != (n, self._embedder.dim):
-            raise EmbeddingError(
-                f"embedder {self._embedder.id} returned shape {vectors.shape}, "
-                f"expected ({n}, {self._embedder.dim})")
-        return vectors
-
-    def _memoize(self, text: str, vector: np.ndarray) -> None:
-        with self._memo_lock:
-            self._memo[text] = vector
-            self._memo.move_to_end(text)
-            if len(self._memo) > _MEMO_SIZE:
-                self._memo.popitem(last=False)
-
-    def _context_vector(self, query: Context | None, context: Context | None,
-                        policy: CategoryPolicy, *, stored: np.ndarray | None = None
-                        ) -> np.ndarray | None:
-        """:func:`decision.context_embedding` with this cache's embedder and memo."""
-        return decision.context_embedding(query, context, policy, self._embed, stored=stored)
-
-    def _new_prefilter(self) -> Prefilter | None:
-        """An empty :class:`Prefilter` when the config enables it, else ``None``."""
-        if self._static is None:
-            return None
-        return Prefilter(self._static, bound=self.config.prefilter.bound,
-                         spec=self._index_spec)
-
-    def _load_tiers(self) -> Tiers:
-        dim, embedder_id = self._embedder.dim, self._embedder.id
-        now = self._clock()
-        if self.config.index.get("max_bytes") is not None:  # partitions load when first used
-            return Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
-                         max_bytes=self.config.index["max_bytes"],
-                         loader=self._store.scan_partition, prefilter=self._new_prefilter())
-        if self.config.snapshot and Path(self.config.snapshot, "manifest.json").exists():
-            try:
-                tiers, taken_at = Tiers.load(Path(self.config.snapshot),
-                                             embedder_id=embedder_id, spec=self._index_spec,
-                                             prefilter=self._new_prefilter())
-                tiers.add(self._store.scan(since=taken_at, documents=False))
-                return tiers
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("snapshot %s unusable (%s); rebuilding from the store",
-                            self.config.snapshot, exc)
-        tiers = Tiers(dim=dim, embedder_id=embedder_id, spec=self._index_spec,
-                      prefilter=self._new_prefilter())
-        self._store.expire(now)
-        tiers.add(self._store.scan(documents=False))
-        return tiers
-
     def _fail_open(self, what: str, classification: Classification | None,
                    exc: Exception, count: _Counter) -> Miss:
         category = classification.category if classification else self.config.default_category
@@ -676,23 +590,6 @@ class SemanticCache(WritePath):
     @staticmethod
     def _no_count(category: str, field: str, extra: str | None = None, *, n: int = 1) -> None:
         """The counter of a dry run (:meth:`explain`): counts nothing."""
-
-
-def _static_embedder(config: CacheConfig, embedder: Embedder) -> StaticEmbedder | None:
-    """The pre-filter's static embedder when ``prefilter.enabled`` (``auto``: only when the
-    cache embeds with the bundled model, whose static table it is and against which its
-    bound was measured); raises :class:`ConfigError` for ``true`` with another embedder."""
-    if config.prefilter.enabled is False:
-        return None
-    from prismcache.embedders.minilm import BUNDLED_NAME, bundled_tokenizer
-
-    if embedder.name != BUNDLED_NAME:
-        if config.prefilter.enabled == "auto":
-            return None
-        raise ConfigError(f"prefilter.enabled needs the bundled embedder ({BUNDLED_NAME!r}): "
-                          f"its static table is distilled from it; this cache embeds with "
-                          f"{embedder.id!r}")
-    return StaticEmbedder.bundled(bundled_tokenizer())
 
 
 def _open_verifiers(config: CacheConfig) -> dict[str, Verifier | None]:
