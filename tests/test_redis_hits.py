@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 from conftest import FakeClock, chat, reply
+from proxy_support import make_proxy, upstream  # noqa: F401 - fixtures
 from redis_support import RedisServer, redis_server, redis_url  # noqa: F401 - fixtures
 from store_contract import StoreContract, make_entry
 
@@ -214,3 +215,18 @@ def test_touches_option_is_checked(redis_url: str) -> None:  # noqa: F811
         assert isinstance(store, RedisStore) and store.touches_lost == 0
         seen = store.get(1)
         assert seen is not None and seen.hits == 1
+
+
+def test_the_proxy_exports_the_touches_a_redis_store_lost(make_proxy: Callable[..., Any],
+                                                          redis_url: str) -> None:
+    proxy = make_proxy(store=open_store(redis_url))
+    with proxy.http(api_key=None) as http:
+        response = http.get("/metrics")
+    assert response.status_code == 200
+    assert "\nprismcache_store_touches_lost_total 0\n" in response.text
+
+
+def test_a_store_without_touches_exports_no_such_counter(make_proxy: Callable[..., Any]) -> None:
+    proxy = make_proxy()
+    with proxy.http(api_key=None) as http:
+        assert "prismcache_store_touches_lost_total" not in http.get("/metrics").text

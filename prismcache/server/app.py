@@ -146,4 +146,9 @@ async def metrics(request: Request) -> Response:
         text += "\n".join(state.load_admission.metric_lines()) + "\n"
     if isinstance(gate := state.coalescer.gate, UpstreamGate):
         text += "\n".join(gate.metric_lines()) + "\n"
+    if (lost := getattr(state.cache.document_store, "touches_lost", None)) is not None:
+        text += ("# HELP prismcache_store_touches_lost_total Hits whose touch (count, last "
+                 "access) the store could not record: Redis was unreachable.\n"
+                 "# TYPE prismcache_store_touches_lost_total counter\n"
+                 f"prismcache_store_touches_lost_total {lost}\n")
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
