@@ -125,7 +125,8 @@ class Features:
 @lru_cache(maxsize=8192)
 def features(text: str) -> Features:
     """Extract the guard features of ``text`` (memoised: stored queries recur)."""
-    tokens = _WORD.findall(text)
+    matches = list(_WORD.finditer(text))
+    tokens = [match.group() for match in matches]
     lower = [t.lower().replace("’", "'") for t in tokens]
     # a possessive names what its base names: "Apple's revenue" / "the revenue of Apple"
     bases = [w[:-2] if w.endswith("'s") and len(w) > 2 else w for w in lower]
@@ -155,7 +156,7 @@ def features(text: str) -> Features:
     entities.update(m.lower() for m in _QUOTED.findall(text))
     entities.update(m.lower() for m in _IDENTIFIER.findall(text) if len(m) > 2)
 
-    asks, leads = _question_words(text, lower)
+    asks, leads = _question_words(text, lower, [match.span() for match in matches])
     directed = frozenset(
         (a, b)
         for a, b in _DIRECTED.findall(text.lower())
@@ -174,13 +175,14 @@ def features(text: str) -> Features:
     )
 
 
-def _question_words(text: str, lower: list[str]) -> tuple[frozenset[str], frozenset[str]]:
+def _question_words(text: str, lower: list[str], spans: list[tuple[int, int]]
+                    ) -> tuple[frozenset[str], frozenset[str]]:
     """The question words of ``text`` read as :data:`_WH_SAME` says, and those that lead a
     sentence: its first (with those joined to it: "how and when"). A later one opens a relative
-    or subordinate clause ("where was the man **who** founded Apple born")."""
+    or subordinate clause ("where was the man **who** founded Apple born"). ``lower`` and
+    ``spans``: the lower-cased words of ``text`` and where each stands in it."""
     asks: set[str] = set()
     leads: set[str] = set()
-    spans = [match.span() for match in _WORD.finditer(text)]
     asked = False  # the current sentence's question word is found
     for i, w in enumerate(lower):
         if i and _SENTENCE_END.search(text, spans[i - 1][1], spans[i][0]):
